@@ -1,0 +1,36 @@
+# The two commands: `make demo` (set up and start Dagster on 127.0.0.1:3000) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export RUNTIME__DLTHUB_TELEMETRY := false
+
+.PHONY: demo test install services demo-data lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME) data
+	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo-data: install
+	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite
+
+# Start the local peers the tests use when they are installed but stopped.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
+
+demo: demo-data
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+test: install services
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,60 @@
+"""Which time partition each row belongs to, when one run covers a range of partitions.
+
+A single-run backfill reads many windows in one query; each row must still carry the key
+of its own window, so that re-materialising one partition later replaces exactly its rows.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import UTC, date, datetime
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def key_assigner(context: dg.AssetExecutionContext, cursor: str) -> Any:
+    """A constant key for a one-partition run, else a function placing rows by `cursor`."""
+    keys = list(context.partition_keys)
+    if len(keys) == 1:
+        return keys[0]
+    windows = context.partition_time_windows
+    return WindowKeys(keys, [window.start for window in windows], cursor)
+
+
+class WindowKeys:
+    """Maps cursor values to the key of the window whose start is the last one before them."""
+
+    def __init__(self, keys: list[str], starts: list[datetime], cursor: str) -> None:
+        self.keys = np.array(keys, dtype=object)
+        self.cursor = cursor
+        self.aware_starts = np.array([_epoch_us(s.astimezone(UTC)) for s in starts])
+        # A naive (zone-less) source column holds wall-clock time in the batch's timezone.
+        self.naive_starts = np.array([_epoch_us(s.replace(tzinfo=UTC)) for s in starts])
+
+    def __call__(self, item: Any) -> pa.Array | str:
+        if isinstance(item, dict):
+            return self._key_of_value(item[self.cursor])
+        column = item.column(self.cursor)
+        if pa.types.is_date(column.type):
+            column = pc.cast(column, pa.timestamp("us"))
+        aware = getattr(column.type, "tz", None) is not None
+        micros = pc.cast(pc.cast(column, pa.timestamp("us", tz=column.type.tz)), pa.int64())
+        starts = self.aware_starts if aware else self.naive_starts
+        positions = np.searchsorted(starts, micros.to_numpy(zero_copy_only=False), "right") - 1
+        return pa.array(self.keys[positions], pa.string())
+
+    def _key_of_value(self, value: datetime | date) -> str:
+        if not isinstance(value, datetime):
+            value = datetime.combine(value, datetime.min.time())
+        aware = value.tzinfo is not None
+        starts = self.aware_starts if aware else self.naive_starts
+        micros = _epoch_us(value.astimezone(UTC) if aware else value.replace(tzinfo=UTC))
+        return str(self.keys[bisect.bisect_right(list(starts), micros) - 1])
+
+
+def _epoch_us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)

@@ -1,0 +1,178 @@
+"""Dagster-free access to a source database: check a table, measure what is pending, read a slice.
+
+Slices are predicates on one cursor column (`lo < cursor <= hi` for size batches,
+`start <= cursor < end` for time windows), pushed into the SELECT that dlt's `sql_table`
+builds, so the database does the filtering and an index on the cursor makes it cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from dlt.extract import DltResource
+from dlt.sources.sql_database import sql_table
+
+Backend = Literal["connectorx", "pyarrow", "sqlalchemy"]
+CursorKind = Literal["integer", "timestamp_tz", "timestamp", "date", "other"]
+
+
+class SourceDatabaseError(RuntimeError):
+    """The source database cannot be reached or does not hold what the declaration says."""
+
+
+@dataclass(frozen=True)
+class CursorColumn:
+    name: str
+    kind: CursorKind
+
+    def bound(self, value: datetime | int | None) -> Any:
+        """A Python value comparable with this column in SQL."""
+        if value is None or isinstance(value, int) or self.kind == "other":
+            return value
+        if self.kind == "timestamp_tz":
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if self.kind == "date":
+            return value.date()
+        return value.replace(tzinfo=None) if value.tzinfo else value
+
+
+@dataclass(frozen=True)
+class Pending:
+    """How many rows are waiting past the high-water mark, and where a full batch ends."""
+
+    rows: int
+    full_batch_end: Any | None
+    newest: Any | None
+
+
+def make_engine(url: str) -> sa.Engine:
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable connection URL>"
+
+
+def inspect_table(
+    engine: sa.Engine, table: str, schema: str | None, cursor: str | None
+) -> tuple[sa.Table, CursorColumn | None]:
+    """Reflect `table` and classify its cursor column; raises if either is missing."""
+    try:
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            if not inspector.has_table(table, schema=schema):
+                available = sorted(inspector.get_table_names(schema=schema))
+                raise LookupError(f"table {table!r}", available)
+            reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=connection)
+    except sa.exc.OperationalError as error:
+        raise SourceDatabaseError(
+            f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
+        ) from None
+    if cursor is None:
+        return reflected, None
+    if cursor not in reflected.c:
+        raise LookupError(f"column {cursor!r} of table {table!r}", sorted(reflected.c.keys()))
+    return reflected, CursorColumn(cursor, _cursor_kind(reflected.c[cursor].type))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _cursor_kind(column_type: sa.types.TypeEngine[Any]) -> CursorKind:
+    if isinstance(column_type, sa.Integer):
+        return "integer"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamp_tz" if column_type.timezone else "timestamp"
+    if isinstance(column_type, sa.Date):
+        return "date"
+    return "other"
+
+
+def measure_pending(
+    engine: sa.Engine, table: sa.Table, cursor: CursorColumn, after: Any, threshold: int
+) -> Pending:
+    """Count rows past `after` (up to `threshold`) and find where a batch of `threshold` ends."""
+    column = table.c[cursor.name]
+    newer = sa.select(column).select_from(table)
+    if after is not None:
+        newer = newer.where(column > cursor.bound(after))
+    capped = newer.order_by(column).limit(threshold).subquery()
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
+        if rows == 0:
+            return Pending(0, None, None)
+        newest = connection.execute(sa.select(sa.func.max(column)).select_from(capped)).scalar()
+        if rows >= threshold:
+            return Pending(rows, _as_bound(newest), _as_bound(newest))
+        overall = connection.execute(
+            sa.select(sa.func.max(column)).select_from(newer.subquery())
+        ).scalar()
+        return Pending(rows, None, _as_bound(overall))
+
+
+def _as_bound(value: Any) -> Any:
+    """Partition keys hold ints and datetimes; a date cursor becomes midnight of that day."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, datetime.min.time())
+    return value
+
+
+def slice_resource(
+    *,
+    url: str,
+    table: str,
+    schema: str | None,
+    cursor: CursorColumn | None,
+    lower: Any,
+    upper: Any,
+    lower_inclusive: bool,
+    upper_inclusive: bool,
+    backend: Backend,
+    chunk_size: int,
+    primary_key: list[str] | None,
+) -> DltResource:
+    """A dlt resource reading only the rows of `table` between `lower` and `upper`."""
+
+    def restrict(query: Any, source_table: sa.Table) -> Any:
+        if cursor is None:
+            return query
+        column = source_table.c[cursor.name]
+        if lower is not None:
+            bound = cursor.bound(lower)
+            query = query.where(column >= bound if lower_inclusive else column > bound)
+        if upper is not None:
+            bound = cursor.bound(upper)
+            query = query.where(column <= bound if upper_inclusive else column < bound)
+        return query
+
+    backend_kwargs: dict[str, Any] = {}
+    if backend == "connectorx":
+        # Stream Arrow record batches so memory stays bounded by chunk_size, not table size.
+        backend_kwargs = {"return_type": "arrow_stream", "batch_size": chunk_size}
+        backend_kwargs["conn"] = _connectorx_url(url)
+    resource = sql_table(
+        credentials=url,
+        table=table,
+        schema=schema,
+        backend=backend,
+        chunk_size=chunk_size,
+        backend_kwargs=backend_kwargs,
+        query_adapter_callback=restrict,
+        reflection_level="full_with_precision",
+        primary_key=primary_key,
+    )
+    return resource
+
+
+def _connectorx_url(url: str) -> str:
+    parsed = sa.make_url(url)
+    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=False)

@@ -1,0 +1,16 @@
+"""The code location: every source declared under defs/, plus the shared warehouse resource."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from ingestion_platform.warehouse import WarehouseResource
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Load the declared sources and bind the warehouse they land in."""
+    declared = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(
+        declared, dg.Definitions(resources={"warehouse": WarehouseResource()})
+    )

@@ -1,0 +1,196 @@
+"""Land one slice of a source into the warehouse with dlt, replacing exactly that slice.
+
+Every row gets two columns: `_batch_key` (the partition it belongs to) and `_loaded_at`.
+Resources load with dlt's `merge` / `delete-insert` keyed on `_batch_key`, so dlt deletes
+the slice's old rows and inserts the new ones in one transaction, child tables included.
+A slice that is now empty has nothing for dlt to key on, so its old rows are deleted
+explicitly once the load has succeeded.
+
+Extract and normalise run outside the warehouse lock (they only write files in a private
+working folder); only dlt's load step holds it. A run that fails before or during the load
+leaves every table as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import dlt
+import pyarrow as pa
+import pyarrow.compute as pc
+from dlt.extract import DltResource
+
+from ingestion_platform.warehouse import (
+    BATCH_KEY_COLUMN,
+    LOADED_AT_COLUMN,
+    Warehouse,
+    quote_identifier,
+)
+
+# Returns the batch key of every row of an Arrow table, or of one JSON record.
+BatchKeyOf = Callable[[Any], "pa.Array | str"]
+
+
+@dataclass
+class LandingReport:
+    """What one landing did, for the run's metadata."""
+
+    rows_by_table: dict[str, int]
+    bytes_loaded: int
+    duration_seconds: float
+    new_columns: dict[str, list[str]] = field(default_factory=dict)
+    columns_by_table: dict[str, dict[str, str]] = field(default_factory=dict)
+    emptied_batches: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_table.values())
+
+
+class _KeyStamper:
+    """Adds `_batch_key` and `_loaded_at` to every item and remembers which keys it saw."""
+
+    def __init__(self, key_of: BatchKeyOf, loaded_at: datetime) -> None:
+        self.key_of = key_of
+        self.loaded_at = loaded_at
+        self.seen: set[str] = set()
+
+    def __call__(self, item: Any) -> Any:
+        if isinstance(item, pa.Table | pa.RecordBatch):
+            keys = self.key_of(item)
+            if isinstance(keys, str):
+                keys = pa.array([keys] * item.num_rows, pa.string())
+            self.seen.update(k for k in pc.unique(keys).to_pylist() if k is not None)
+            loaded = pa.array([self.loaded_at] * item.num_rows, pa.timestamp("us", tz="UTC"))
+            item = item.append_column(BATCH_KEY_COLUMN, keys)
+            return item.append_column(LOADED_AT_COLUMN, loaded)
+        key = self.key_of(item)
+        self.seen.add(key)
+        return {**item, BATCH_KEY_COLUMN: key, LOADED_AT_COLUMN: self.loaded_at}
+
+
+def land_slice(
+    *,
+    warehouse: Warehouse,
+    dataset: str,
+    pipeline_name: str,
+    resources: Iterable[DltResource],
+    batch_keys: list[str],
+    key_of: BatchKeyOf,
+) -> LandingReport:
+    """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them."""
+    started = time.monotonic()
+    stamper = _KeyStamper(key_of, datetime.now(UTC))
+    roots = []
+    for resource in resources:
+        resource.apply_hints(
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            merge_key=BATCH_KEY_COLUMN,
+        )
+        resource.add_map(stamper)
+        roots.append(resource)
+
+    # A private working folder per run: concurrent runs never share dlt state, and dlt
+    # never needs to restore state from the warehouse (slices are explicit, not dlt cursors).
+    workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
+    try:
+        pipeline = dlt.pipeline(
+            pipeline_name=pipeline_name,
+            pipelines_dir=workdir,
+            destination=warehouse.dlt_destination(),
+            dataset_name=dataset,
+            progress=None,
+        )
+        pipeline.extract(roots)
+        normalize_info = pipeline.normalize()
+        rows_by_table = {
+            table: count
+            for table, count in normalize_info.row_counts.items()
+            if not table.startswith("_dlt")
+        }
+        with warehouse.exclusive():
+            load_info = pipeline.load()
+            load_info.raise_on_failed_jobs()
+            emptied = sorted(set(batch_keys) - stamper.seen)
+            if emptied:
+                _delete_batches(warehouse, pipeline, dataset, emptied)
+        return LandingReport(
+            rows_by_table=rows_by_table,
+            bytes_loaded=_bytes_loaded(load_info),
+            duration_seconds=time.monotonic() - started,
+            new_columns=_new_columns(load_info),
+            columns_by_table={
+                table: {
+                    name: column.get("data_type", "unknown")
+                    for name, column in pipeline.default_schema.get_table_columns(table).items()
+                }
+                for table in rows_by_table
+            },
+            emptied_batches=emptied,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _delete_batches(
+    warehouse: Warehouse, pipeline: dlt.Pipeline, dataset: str, keys: list[str]
+) -> None:
+    """Delete the rows of `keys` from every root table (and its child tables) of the dataset."""
+    schema = pipeline.default_schema
+    import duckdb
+
+    connection = duckdb.connect(str(warehouse.path))
+    try:
+        connection.execute("begin")
+        for table in schema.data_tables():
+            if table.get("parent") or BATCH_KEY_COLUMN not in table.get("columns", {}):
+                continue
+            root = f"{quote_identifier(dataset)}.{quote_identifier(table['name'])}"
+            batch = quote_identifier(BATCH_KEY_COLUMN)
+            for child in _descendants(schema, table["name"]):
+                relation = f"{quote_identifier(dataset)}.{quote_identifier(child)}"
+                connection.execute(
+                    f"delete from {relation} where _dlt_root_id in "  # noqa: S608
+                    f"(select _dlt_id from {root} where {batch} in (select unnest(?)))",
+                    [keys],
+                )
+            connection.execute(
+                f"delete from {root} where {batch} in (select unnest(?))",  # noqa: S608
+                [keys],
+            )
+        connection.execute("commit")
+    finally:
+        connection.close()
+
+
+def _descendants(schema: Any, table_name: str) -> list[str]:
+    children = [t["name"] for t in schema.data_tables() if t.get("parent") == table_name]
+    return [d for child in children for d in [*_descendants(schema, child), child]]
+
+
+def _bytes_loaded(load_info: Any) -> int:
+    return sum(
+        job.file_size
+        for package in load_info.load_packages
+        for job in package.jobs.get("completed_jobs", [])
+        if not job.job_file_info.table_name.startswith("_dlt")
+    )
+
+
+def _new_columns(load_info: Any) -> dict[str, list[str]]:
+    """Columns dlt added in this load (schema drift at the source shows up here)."""
+    added: dict[str, list[str]] = {}
+    for package in load_info.load_packages:
+        for table_name, table in package.schema_update.items():
+            if table_name.startswith("_dlt"):
+                continue
+            columns = [c for c in table.get("columns", {}) if not c.startswith("_dlt")]
+            if columns:
+                added.setdefault(table_name, []).extend(columns)
+    return added

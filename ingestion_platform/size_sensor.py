@@ -1,0 +1,143 @@
+"""The sensor behind every size batch: cut a new partition once enough data is pending.
+
+A source kind supplies one function, "how much is pending after this high-water mark, and
+where does a full batch end". This module turns it into dynamic partitions and run
+requests. The high-water mark is not kept in the sensor cursor: it is the end of the
+newest partition key, which lives in the Dagster instance. Resetting the sensor therefore
+never re-cuts or skips data; the cursor only remembers since when a partial batch has
+been waiting (for `max_wait`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dagster as dg
+
+from ingestion_platform.batching import BatchSpec, CursorSlice, latest_slice_end
+
+# A backlog is cut into several full batches per tick, but never unboundedly many.
+MAX_CUTS_PER_TICK = 20
+
+
+class PendingLike(Protocol):
+    rows: int
+    full_batch_end: Any | None
+    newest: Any | None
+
+
+Measure = Callable[[str, Any, int], PendingLike]
+
+
+@dataclass(frozen=True)
+class SizeStream:
+    """One independently batched stream (a table, an endpoint) and the asset it feeds."""
+
+    name: str
+    asset_key: dg.AssetKey
+    partitions_def: dg.DynamicPartitionsDefinition
+
+
+def plan_cuts(
+    *,
+    after: Any,
+    measure: Callable[[Any, int], PendingLike],
+    spec: BatchSpec,
+    waiting_since: float | None,
+    now: float,
+) -> tuple[list[CursorSlice], float | None]:
+    """The slices to cut now, and since when a partial batch has been waiting afterwards."""
+    cuts: list[CursorSlice] = []
+    threshold = spec.size_threshold
+    while len(cuts) < MAX_CUTS_PER_TICK:
+        pending = measure(after, threshold)
+        if pending.full_batch_end is not None:
+            cuts.append(CursorSlice(after, pending.full_batch_end))
+            after, waiting_since = pending.full_batch_end, None
+            continue
+        if pending.rows == 0:
+            return cuts, None
+        waiting_since = waiting_since or now
+        max_wait = spec.max_wait_seconds
+        if max_wait is not None and now - waiting_since >= max_wait:
+            cuts.append(CursorSlice(after, pending.newest))
+            return cuts, None
+        return cuts, waiting_since
+    return cuts, waiting_since
+
+
+def build_size_sensor(
+    *,
+    name: str,
+    spec: BatchSpec,
+    streams: list[SizeStream],
+    open_measure: Callable[[], AbstractContextManager[Measure]],
+    minimum_interval_seconds: int,
+    description: str,
+    default_status: dg.DefaultSensorStatus,
+) -> dg.SensorDefinition:
+    """A sensor that cuts partitions of `spec.size_threshold` for each stream."""
+
+    @dg.sensor(
+        name=name,
+        asset_selection=[stream.asset_key for stream in streams],
+        minimum_interval_seconds=minimum_interval_seconds,
+        description=description,
+        default_status=default_status,
+    )
+    def _size_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        waiting: dict[str, float] = json.loads(context.cursor or "{}")
+        run_requests: list[dg.RunRequest] = []
+        partition_requests: list[dg.AddDynamicPartitionsRequest] = []
+        with open_measure() as measure:
+            for stream in streams:
+                keys = context.instance.get_dynamic_partitions(stream.partitions_def.name)
+                cuts, since = plan_cuts(
+                    after=latest_slice_end(keys),
+                    measure=lambda after, n, s=stream.name: measure(s, after, n),
+                    spec=spec,
+                    waiting_since=waiting.get(stream.name),
+                    now=time.time(),
+                )
+                _remember(waiting, stream.name, since)
+                new_keys = [cut.key for cut in cuts]
+                if new_keys:
+                    partition_requests.append(stream.partitions_def.build_add_request(new_keys))
+                run_requests.extend(_requests(stream, new_keys))
+        cursor = json.dumps(waiting, sort_keys=True)
+        if not run_requests:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"less than {spec.size_threshold} {spec.size_unit} pending"
+                ),
+                cursor=cursor,
+            )
+        return dg.SensorResult(
+            run_requests=run_requests,
+            dynamic_partitions_requests=partition_requests,
+            cursor=cursor,
+        )
+
+    return _size_sensor
+
+
+def _remember(waiting: dict[str, float], stream: str, since: float | None) -> None:
+    if since is None:
+        waiting.pop(stream, None)
+    else:
+        waiting[stream] = since
+
+
+def _requests(stream: SizeStream, keys: list[str]) -> Iterator[dg.RunRequest]:
+    for key in keys:
+        yield dg.RunRequest(
+            # The key is the slice itself, so a run key built from it is never reused.
+            run_key=f"{stream.partitions_def.name}:{key}",
+            partition_key=key,
+            asset_selection=[stream.asset_key],
+        )
