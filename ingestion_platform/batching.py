@@ -97,9 +97,12 @@ class BatchSpec(dg.Model):
         for name in ("rows", "records", "files"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"batch.{name}: must be a positive number of {name}, got {value}")
+                raise ValueError(
+                    f"batch.{name}: must be a positive number of {name}, got {value}; "
+                    f"write e.g. `{name}: 100000`"
+                )
         if self.bytes is not None and parse_bytes(self.bytes) <= 0:
-            raise ValueError(f"batch.bytes: must be a positive size, got {self.bytes}")
+            raise ValueError(f"batch.bytes: must be a positive size, got {self.bytes}; e.g. 256MB")
         if self.max_wait is not None:
             if self.is_time:
                 raise ValueError("batch.max_wait: only applies to size batches (rows, bytes, ...)")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dlt
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.extract import DltResource
@@ -119,7 +120,7 @@ def land_slice(
             load_info.raise_on_failed_jobs()
             emptied = sorted(set(batch_keys) - stamper.seen)
             if emptied:
-                _delete_batches(warehouse, pipeline, dataset, emptied)
+                _delete_batches(warehouse, dataset, [r.table_name for r in roots], emptied)
         return LandingReport(
             rows_by_table=rows_by_table,
             bytes_loaded=_bytes_loaded(load_info),
@@ -138,40 +139,41 @@ def land_slice(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _delete_batches(
-    warehouse: Warehouse, pipeline: dlt.Pipeline, dataset: str, keys: list[str]
-) -> None:
-    """Delete the rows of `keys` from every root table (and its child tables) of the dataset."""
-    schema = pipeline.default_schema
-    import duckdb
+def _delete_batches(warehouse: Warehouse, dataset: str, roots: list[str], keys: list[str]) -> None:
+    """Delete the rows of `keys` from the root tables and their dlt child tables (`root__*`).
 
+    Tables are found in the warehouse itself: a run that extracted nothing has no dlt schema
+    to ask, yet its slice may still hold rows from an earlier load.
+    """
+    batch = quote_identifier(BATCH_KEY_COLUMN)
     connection = duckdb.connect(str(warehouse.path))
     try:
+        existing = {
+            name
+            for (name,) in connection.execute(
+                "select table_name from information_schema.tables where table_schema = ?",
+                [dataset],
+            ).fetchall()
+        }
         connection.execute("begin")
-        for table in schema.data_tables():
-            if table.get("parent") or BATCH_KEY_COLUMN not in table.get("columns", {}):
+        for root in roots:
+            if root not in existing:
                 continue
-            root = f"{quote_identifier(dataset)}.{quote_identifier(table['name'])}"
-            batch = quote_identifier(BATCH_KEY_COLUMN)
-            for child in _descendants(schema, table["name"]):
+            root_relation = f"{quote_identifier(dataset)}.{quote_identifier(root)}"
+            for child in sorted(t for t in existing if t.startswith(f"{root}__")):
                 relation = f"{quote_identifier(dataset)}.{quote_identifier(child)}"
                 connection.execute(
                     f"delete from {relation} where _dlt_root_id in "  # noqa: S608
-                    f"(select _dlt_id from {root} where {batch} in (select unnest(?)))",
+                    f"(select _dlt_id from {root_relation} where {batch} in (select unnest(?)))",
                     [keys],
                 )
             connection.execute(
-                f"delete from {root} where {batch} in (select unnest(?))",  # noqa: S608
+                f"delete from {root_relation} where {batch} in (select unnest(?))",  # noqa: S608
                 [keys],
             )
         connection.execute("commit")
     finally:
         connection.close()
-
-
-def _descendants(schema: Any, table_name: str) -> list[str]:
-    children = [t["name"] for t in schema.data_tables() if t.get("parent") == table_name]
-    return [d for child in children for d in [*_descendants(schema, child), child]]
 
 
 def _bytes_loaded(load_info: Any) -> int:

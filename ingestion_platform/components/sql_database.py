@@ -210,7 +210,10 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
                 f"use one of: {', '.join(available) or '(none found)'}",
             ) from None
         except SourceDatabaseError as unreachable:
-            raise SourceDatabaseError(f"source {source.name!r}: {unreachable}") from None
+            raise SourceDatabaseError(
+                f"source {source.name!r}: {unreachable}. Fix: check that the database is up and "
+                f"that `connection` in {source.defs_file} points at it"
+            ) from None
         finally:
             engine.dispose()
         assert cursor is not None

@@ -21,8 +21,10 @@ def key_assigner(context: dg.AssetExecutionContext, cursor: str) -> Any:
     keys = list(context.partition_keys)
     if len(keys) == 1:
         return keys[0]
-    windows = context.partition_time_windows
-    return WindowKeys(keys, [window.start for window in windows], cursor)
+    partitions_def = context.assets_def.partitions_def
+    assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+    starts = [partitions_def.time_window_for_partition_key(key).start for key in keys]
+    return WindowKeys(keys, starts, cursor)
 
 
 class WindowKeys:

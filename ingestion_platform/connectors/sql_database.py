@@ -110,13 +110,12 @@ def measure_pending(
         rows = connection.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one()
         if rows == 0:
             return Pending(0, None, None)
-        newest = connection.execute(sa.select(sa.func.max(column)).select_from(capped)).scalar()
         if rows >= threshold:
-            return Pending(rows, _as_bound(newest), _as_bound(newest))
-        overall = connection.execute(
-            sa.select(sa.func.max(column)).select_from(newer.subquery())
-        ).scalar()
-        return Pending(rows, None, _as_bound(overall))
+            end = connection.execute(sa.select(sa.func.max(capped.c[cursor.name]))).scalar()
+            return Pending(rows, _as_bound(end), _as_bound(end))
+        all_newer = newer.subquery()
+        newest = connection.execute(sa.select(sa.func.max(all_newer.c[cursor.name]))).scalar()
+        return Pending(rows, None, _as_bound(newest))
 
 
 def _as_bound(value: Any) -> Any:

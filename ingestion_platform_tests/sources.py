@@ -1,0 +1,45 @@
+"""Build a declared source the way `defs.yaml` would, in a temporary folder, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+from dagster.components.core.component_tree import ComponentTree
+
+
+def build_source(
+    component_type: type[dg.Component], folder: Path, attributes: dict[str, Any]
+) -> dg.Definitions:
+    """Write `defs.yaml` into `folder` (its name is the source name) and build the component."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {"type": f"{component_type.__module__}.{component_type.__name__}"}
+    (folder / "defs.yaml").write_text(yaml.safe_dump({**document, "attributes": attributes}))
+    component = component_type.resolve_from_yaml(yaml.safe_dump(attributes))  # type: ignore[attr-defined]
+    return component.build_defs(ComponentTree.for_test().load_context.for_path(folder))
+
+
+def materialize(
+    defs: dg.Definitions,
+    *,
+    partition_key: str | None = None,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    selection: list[str] | None = None,
+    tags: dict[str, str] | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """Materialise the source's assets (optionally a `/`-joined key selection) in-process."""
+    assets = list(defs.assets or [])
+    if selection is not None:
+        assets = [a for a in assets if a.key.to_user_string() in selection]
+    return dg.materialize(
+        assets,
+        partition_key=partition_key,
+        resources=resources,
+        instance=instance,
+        tags=tags,
+        raise_on_error=raise_on_error,
+    )

@@ -1,0 +1,202 @@
+"""Failed runs leave the warehouse as it was; bad declarations and missing peers say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.demo import shop
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.sources import build_source, materialize
+
+SEED = shop.ShopSeed(customers=20, orders=300, events=10, days=4)
+DAY = "2026-11-02"
+
+
+def _attributes(url: Any, **overrides: Any) -> dict[str, Any]:
+    return {
+        "connection": url,
+        "cursor": "updated_at",
+        "tables": [{"name": "orders", "primary_key": ["id"]}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+        **overrides,
+    }
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+        error = error.cause
+    return error.message.strip()
+
+
+def _snapshot(warehouse: Warehouse) -> list[tuple]:
+    return warehouse.query("select * from shop.orders order by id")
+
+
+def test_failing_mid_load_leaves_the_partition_as_it_was(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    shop.create_shop(engine, SEED)
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(postgres_url))
+    materialize(defs, partition_key=DAY, resources=resources, instance=instance)
+    before = _snapshot(warehouse)
+    assert len(before) > 50
+
+    # The source changes `amount` to text and one value cannot become a decimal any more:
+    # extraction succeeds, and the load into the existing DECIMAL column fails part-way.
+    with engine.begin() as connection:
+        connection.execute(sa.text("alter table orders alter column amount type text"))
+        connection.execute(sa.text("update orders set amount = '1.00'"))
+        connection.execute(
+            sa.text("update orders set amount = 'n/a' where id = :id"), {"id": before[-1][0]}
+        )
+    result = materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+
+    assert not result.success
+    assert _snapshot(warehouse) == before
+
+
+def test_unreachable_database_fails_naming_the_source_without_the_password(
+    tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    url = "postgresql://loader:s3cret-pw@127.0.0.1:1/shop"
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(url))
+    result = materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+
+    message = _failure_message(result)
+    assert message == (
+        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'shop': "
+        "cannot connect to postgresql://loader:***@127.0.0.1:1/shop: connection failed: "
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused. Fix: check '
+        f"that the database is up and that `connection` in {tmp_path / 'shop' / 'defs.yaml'} "
+        "points at it"
+    )
+    assert "s3cret-pw" not in str(result.all_events)
+    assert not warehouse.table_exists("shop", "orders")
+
+
+def test_unknown_table_names_the_file_the_field_and_the_tables_there_are(
+    sqlite_url: str, tmp_path: Path, resources: dict, instance
+) -> None:
+    shop.create_shop(sa.create_engine(sqlite_url), SEED)
+    attributes = _attributes(sqlite_url, tables=[{"name": "orders"}, {"name": "ordres"}])
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    result = materialize(
+        defs,
+        partition_key=DAY,
+        resources=resources,
+        instance=instance,
+        selection=["shop/ordres"],
+        raise_on_error=False,
+    )
+    assert _failure_message(result) == (
+        f"ingestion_platform.components.declaration.DeclarationError: "
+        f"{tmp_path / 'shop' / 'defs.yaml'}: tables[1].name: table 'ordres' does not exist in "
+        f"{sqlite_url}. Fix: use one of: customers, order_events, orders."
+    )
+
+
+def test_missing_cursor_column_names_the_field_and_the_columns_there_are(
+    sqlite_url: str, tmp_path: Path, resources: dict, instance
+) -> None:
+    shop.create_shop(sa.create_engine(sqlite_url), SEED)
+    defs = build_source(
+        SqlDatabaseSource, tmp_path / "shop", _attributes(sqlite_url, cursor="changed_at")
+    )
+    result = materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert _failure_message(result).endswith(
+        "tables[0].cursor: column 'changed_at' of table 'orders' does not exist in "
+        f"{sqlite_url}. Fix: use one of: amount, customer_id, id, status, updated_at."
+    )
+
+
+def test_missing_environment_variable_fails_only_the_asset_that_needs_it(
+    tmp_path: Path, resources: dict, instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOP_DB_URL", raising=False)
+    # Building the definitions needs nothing set...
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes({"env": "SHOP_DB_URL"}))
+    # ...running the asset says which variable is missing, for which source.
+    result = materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert _failure_message(result).endswith(
+        "defs.yaml: connection: environment variable SHOP_DB_URL is not set (source 'shop'). "
+        "Fix: export SHOP_DB_URL before running this source's assets."
+    )
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        (
+            {"batch": {"every": "fortnight", "start": "2026-11-01"}},
+            "Input should be 'minute', 'hour', 'day', 'week' or 'month'",
+        ),
+        ({"batch": {"rows": -5}}, "batch.rows: must be a positive number of rows, got -5"),
+        (
+            {"batch": {"every": "day"}},
+            "batch.start: a time batch needs a first window, e.g. `start: 2026-01-01`",
+        ),
+        (
+            {"batch": {"rows": 10, "every": "day", "start": "2026-11-01"}},
+            "batch: set exactly one boundary, found ['every', 'rows']",
+        ),
+    ],
+)
+def test_bad_batch_declarations_are_rejected_with_the_fix(
+    tmp_path: Path, attributes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(Exception) as raised:
+        build_source(SqlDatabaseSource, tmp_path / "shop", _attributes("sqlite://", **attributes))
+    assert message in str(raised.value)
+
+
+def test_a_table_without_cursor_is_rejected_when_definitions_load(tmp_path: Path) -> None:
+    attributes = _attributes("sqlite://", cursor=None, tables=[{"name": "orders"}])
+    with pytest.raises(ValueError) as raised:
+        build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    assert str(raised.value) == (
+        f"{tmp_path / 'shop' / 'defs.yaml'}: tables[0].cursor: table 'orders' has no cursor "
+        "column, so its batches cannot be sliced. Fix: set `cursor:` on the table (or for the "
+        "whole source) to a column that grows with new rows, e.g. updated_at or id."
+    )
+
+
+def test_new_and_widened_source_columns_evolve_the_warehouse_table(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    shop.create_shop(engine, SEED)
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(postgres_url))
+    materialize(defs, partition_key="2026-11-01", resources=resources, instance=instance)
+
+    with engine.begin() as connection:
+        connection.execute(sa.text("alter table orders add column coupon varchar(12)"))
+        connection.execute(sa.text("alter table orders alter column customer_id type bigint"))
+        connection.execute(sa.text("update orders set coupon = 'WELCOME', customer_id = 5e9"))
+    result = materialize(defs, partition_key=DAY, resources=resources, instance=instance)
+
+    (event,) = result.asset_materializations_for_node("shop__orders")
+    assert event.metadata["new_columns"].value == {"orders": ["coupon"]}
+    assert event.metadata["schema_changed"].value is True
+    rows = warehouse.query(
+        "select _batch_key, count(*), count(coupon), max(customer_id) from shop.orders "
+        "group by 1 order by 1"
+    )
+    assert rows[0][0] == "2026-11-01" and rows[0][2] == 0
+    assert rows[1][0] == DAY and rows[1][2] == rows[1][1] and rows[1][3] == 5_000_000_000
