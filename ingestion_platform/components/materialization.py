@@ -13,19 +13,26 @@ from ingestion_platform.landing import LandingReport
 def landing_metadata(
     report: LandingReport, table: str, lower: Any, upper: Any
 ) -> dict[str, dg.RawMetadataValue]:
-    """Rows, bytes, duration, numeric slice bounds, column schema and schema drift."""
+    """Rows, bytes, duration, numeric slice bounds, column schema and schema drift of `table`.
+
+    dlt puts nested lists in child tables named `table__child`; they belong to this asset.
+    """
     columns = report.columns_by_table.get(table, {})
+    mine = lambda name: name == table or name.startswith(f"{table}__")  # noqa: E731
+    new_columns = {name: added for name, added in report.new_columns.items() if mine(name)}
     metadata: dict[str, dg.RawMetadataValue] = {
-        "dagster/row_count": report.rows,
-        "rows_by_table": dg.MetadataValue.json(report.rows_by_table),
+        "dagster/row_count": report.rows_by_table.get(table, 0),
+        "rows_by_table": dg.MetadataValue.json(
+            {name: rows for name, rows in report.rows_by_table.items() if mine(name)}
+        ),
         "bytes_loaded": report.bytes_loaded,
         "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),
         "slice": f"{_text(lower)} .. {_text(upper)}",
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(name, kind) for name, kind in columns.items()]
         ),
-        "new_columns": dg.MetadataValue.json(report.new_columns),
-        "schema_changed": bool(report.new_columns),
+        "new_columns": dg.MetadataValue.json(new_columns),
+        "schema_changed": bool(new_columns),
     }
     for name, bound in (("slice_start", lower), ("slice_end", upper)):
         numeric = _numeric(bound)

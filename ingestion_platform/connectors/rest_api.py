@@ -1,0 +1,204 @@
+"""Dagster-free HTTP plumbing for API sources: a rate budget, retries, token refresh, counters.
+
+dlt's rest_api source does the paging and normalising; it accepts the `requests.Session`
+it should send through. This module supplies that session, so every request of every
+resource of one source shares one budget:
+
+- a sliding-window rate budget (pyrate-limiter) taken before each attempt, so the API's
+  quota is never exceeded, retries included;
+- retries (tenacity) of 429, 5xx and dropped connections, honouring `Retry-After`, and
+  giving up after a bounded time with an error that says why;
+- one fresh token and one retry when an OAuth2 token expires mid-run;
+- a check that each successful page really is JSON, so a malformed page fails the run
+  instead of landing as nothing;
+- counters for the run's metadata.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pendulum
+import requests
+import tenacity
+from dlt.common.configuration import configspec
+from dlt.sources.helpers.rest_client.auth import OAuth2ClientCredentials
+from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(RuntimeError):
+    """The API answered in a way the run cannot recover from."""
+
+
+@dataclass
+class RequestCounters:
+    """What the session saw during one run (each attempt counts as a request)."""
+
+    requests: int = 0
+    pages: int = 0
+    retries: int = 0
+    throttled_429: int = 0
+    server_errors_5xx: int = 0
+    connection_errors: int = 0
+    token_refreshes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """At most `burst` requests in any `burst / requests_per_second` seconds, and per minute."""
+
+    requests_per_second: float | None = None
+    requests_per_minute: int | None = None
+    burst: int | None = None
+    # The server stamps a request when it arrives, slightly after we send it; waiting this
+    # much longer keeps jitter on the way from pushing two requests into one window.
+    margin_ms: int = 50
+
+    def limiter(self) -> Limiter | None:
+        rates = []
+        if self.requests_per_second:
+            burst = self.burst or max(1, int(self.requests_per_second))
+            rates.append(Rate(burst, int(burst / self.requests_per_second * Duration.SECOND)))
+        if self.requests_per_minute:
+            rates.append(Rate(self.requests_per_minute, Duration.MINUTE))
+        if not rates:
+            return None
+        rates.sort(key=lambda rate: rate.interval)
+        return Limiter(InMemoryBucket(rates), buffer_ms=self.margin_ms)
+
+
+@configspec
+class RefreshingClientCredentials(OAuth2ClientCredentials):
+    """OAuth2 client credentials that renew a little before expiry, and on demand after a 401."""
+
+    def parse_expiration_in_seconds(self, response_json: Any) -> int:
+        expires_in = float(response_json.get("expires_in", self.default_token_expiration))
+        # Renew at 90% of the lifetime: a token must not expire between check and arrival.
+        return expires_in * 0.9  # type: ignore[return-value]
+
+    def obtain_token(self) -> None:
+        response = self.session.post(self.access_token_url, **self.build_access_token_request())
+        if response.status_code in (400, 401, 403):
+            raise ApiError(
+                f"the token endpoint {self.access_token_url} rejected the client credentials "
+                f"(HTTP {response.status_code})"
+            )
+        response.raise_for_status()
+        response_json = response.json()
+        self.parse_native_representation(self.parse_access_token(response_json))
+        seconds = self.parse_expiration_in_seconds(response_json)
+        self.token_expiry = pendulum.now().add(microseconds=int(seconds * 1_000_000))
+
+    def invalidate(self) -> None:
+        self.access_token = None
+
+
+class BudgetedSession(requests.Session):
+    """A session that spends from a rate budget, retries what is transient and counts it all."""
+
+    def __init__(
+        self,
+        *,
+        budget: RateBudget,
+        give_up_after_seconds: float,
+        timeout_seconds: float = 60,
+        refreshable_auth: RefreshingClientCredentials | None = None,
+    ) -> None:
+        super().__init__()
+        self.counters = RequestCounters()
+        self._limiter = budget.limiter()
+        self._give_up_after = give_up_after_seconds
+        self._timeout = timeout_seconds
+        self._auth = refreshable_auth
+        self._lock = threading.Lock()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        started = time.monotonic()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(requests.ConnectionError)
+            | tenacity.retry_if_exception_type(requests.Timeout)
+            | tenacity.retry_if_result(lambda response: response.status_code in RETRY_STATUSES),
+            wait=_wait_retry_after_or_backoff,
+            stop=tenacity.stop_before_delay(self._give_up_after),
+            before_sleep=lambda _state: self._count("retries"),
+            retry_error_callback=lambda state: self._give_up(request, state, started),
+        )
+        response = retrying(self._send_once, request, **kwargs)
+        if response.status_code == 401 and self._auth is not None:
+            # The token expired on the way; fetch a new one and send once more.
+            self._auth.invalidate()
+            self._count("token_refreshes")
+            response = retrying(self._send_once, self._auth(request), **kwargs)
+        if response.ok:
+            self._check_json(request, response)
+        return response
+
+    def _send_once(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if self._limiter is not None:
+            self._limiter.try_acquire("api", blocking=True)
+        self._count("requests")
+        try:
+            response = super().send(request, **kwargs)
+        except (requests.ConnectionError, requests.Timeout):
+            self._count("connection_errors")
+            raise
+        if response.status_code == 429:
+            self._count("throttled_429")
+        elif response.status_code >= 500:
+            self._count("server_errors_5xx")
+        elif response.ok:
+            self._count("pages")
+        return response
+
+    def _check_json(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        content_type = response.headers.get("Content-Type", "")
+        if "json" not in content_type:
+            raise ApiError(
+                f"{_path(request)} answered HTTP {response.status_code} with content type "
+                f"{content_type or '(none)'}, expected JSON"
+            )
+        try:
+            response.json()
+        except ValueError as error:
+            raise ApiError(f"{_path(request)} answered with malformed JSON: {error}") from None
+
+    def _give_up(
+        self, request: requests.PreparedRequest, state: tenacity.RetryCallState, started: float
+    ) -> requests.Response:
+        waited = time.monotonic() - started
+        outcome = state.outcome
+        if outcome is not None and outcome.failed:
+            reason = f"{type(outcome.exception()).__name__}: {outcome.exception()}"
+        else:
+            reason = f"HTTP {outcome.result().status_code}" if outcome else "no answer"
+        raise ApiError(
+            f"gave up on {_path(request)} after {state.attempt_number} attempts in "
+            f"{waited:.0f}s (last: {reason})"
+        )
+
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+
+
+def _wait_retry_after_or_backoff(state: tenacity.RetryCallState) -> float:
+    outcome = state.outcome
+    if outcome is not None and not outcome.failed:
+        retry_after = outcome.result().headers.get("Retry-After", "")
+        if retry_after.strip().isdigit():
+            return float(retry_after)
+    return min(0.5 * 2 ** (state.attempt_number - 1), 30.0)
+
+
+def _path(request: requests.PreparedRequest) -> str:
+    """The URL without its query string, which may carry an API key."""
+    return (request.url or "").split("?", 1)[0]
