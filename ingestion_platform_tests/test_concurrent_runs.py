@@ -25,7 +25,7 @@ RUN_ONE = textwrap.dedent(
     from ingestion_platform.components.sql_database import SqlDatabaseSource
     from ingestion_platform.warehouse import WarehouseResource
 
-    folder, warehouse, partition, range_end = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    folder, warehouse, partition, range_end = Path(sys.argv[1]), *sys.argv[2:5]
     attributes = yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]
     defs = build_source(SqlDatabaseSource, folder, attributes)
     tags = {}
