@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import dagster as dg
 import requests
+from dlt.sources.helpers.requests import Client
 from dlt.sources.rest_api import rest_api_resources
 from pydantic import Field
 
@@ -259,6 +260,8 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             if not token_url.startswith(("http://", "https://")):
                 token_url = f"{base}/{token_url.lstrip('/')}"
             return RefreshingClientCredentials(
+                # dlt's retrying client, minus raise-on-error: a 401 here gets a clear message.
+                session=Client(raise_for_status=False).session,
                 access_token_url=token_url,
                 client_id=source.resolve(auth.client_id, "auth.client_id"),
                 client_secret=source.resolve(auth.client_secret, "auth.client_secret"),

@@ -122,6 +122,8 @@ class BudgetedSession(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
+        # dlt's response hooks raise on any error status; run them once, after the retries.
+        hooks, request.hooks = request.hooks, requests.hooks.default_hooks()
         started = time.monotonic()
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(requests.ConnectionError)
@@ -140,11 +142,14 @@ class BudgetedSession(requests.Session):
             response = retrying(self._send_once, self._auth(request), **kwargs)
         if response.ok:
             self._check_json(request, response)
-        return response
+        return requests.hooks.dispatch_hook("response", hooks, response, **kwargs)
 
     def _send_once(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self._limiter is not None:
             self._limiter.try_acquire("api", blocking=True)
+            if self._auth is not None and self._auth.is_token_expired():
+                # The token was attached before the wait for budget and has aged since.
+                self._auth(request)
         self._count("requests")
         try:
             response = super().send(request, **kwargs)
@@ -196,7 +201,7 @@ def _wait_retry_after_or_backoff(state: tenacity.RetryCallState) -> float:
         retry_after = outcome.result().headers.get("Retry-After", "")
         if retry_after.strip().isdigit():
             return float(retry_after)
-    return min(0.5 * 2 ** (state.attempt_number - 1), 30.0)
+    return min(0.25 * 2 ** (state.attempt_number - 1), 30.0)
 
 
 def _path(request: requests.PreparedRequest) -> str:

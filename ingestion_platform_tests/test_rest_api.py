@@ -1,0 +1,350 @@
+"""API sources against the local music API over real HTTP: complete, exact and within limits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.components.rest_api import RestApiSource
+from ingestion_platform.demo.music_api import MusicApiServer
+from ingestion_platform.demo.music_catalog import Catalog
+from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.sources import build_source, materialize
+
+CATALOG = Catalog(seed=7, albums=240, days=10)
+SECRET = "s3cret-client-secret"
+DAY = "2026-01-02"
+NEXT_DAY = "2026-01-03"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MusicApiServer]:
+    with MusicApiServer(catalog=CATALOG, client_secret=SECRET).start() as running:
+        monkeypatch.setenv("MUSIC_API_URL", running.url)
+        monkeypatch.setenv("MUSIC_API_CLIENT_ID", "demo-client")
+        monkeypatch.setenv("MUSIC_API_CLIENT_SECRET", SECRET)
+        yield running
+
+
+WINDOW = {
+    "start_param": "released_after",
+    "end_param": "released_before",
+    "cursor_path": "release_date",
+}
+
+
+def _attributes(**overrides: Any) -> dict[str, Any]:
+    return {
+        "base_url": {"env": "MUSIC_API_URL"},
+        "auth": {
+            "type": "oauth2_client_credentials",
+            "token_url": "/api/token",
+            "client_id": {"env": "MUSIC_API_CLIENT_ID"},
+            "client_secret": {"env": "MUSIC_API_CLIENT_SECRET"},
+        },
+        "limits": {"page_size": 50, "max_page_size": 50, "give_up_after": "20s"},
+        "resources": [
+            {
+                "name": "new_releases",
+                "endpoint": {
+                    "path": "v1/browse/new-releases",
+                    "data_selector": "albums.items",
+                    "paginator": {"type": "json_link", "next_url_path": "albums.next"},
+                },
+                "primary_key": "id",
+                "window": WINDOW,
+            },
+            {
+                "name": "album_tracks",
+                "endpoint": {
+                    "path": "v1/albums/{resources.new_releases.id}/tracks",
+                    "data_selector": "items",
+                    "paginator": {"type": "json_link", "next_url_path": "next"},
+                },
+                "primary_key": "id",
+                "include_from_parent": ["id"],
+            },
+        ],
+        "batch": {"every": "day", "start": "2026-01-01"},
+        **overrides,
+    }
+
+
+def _albums(day: str, days: int = 1) -> list[str]:
+    end = f"2026-01-{int(day[-2:]) + days:02d}"
+    return sorted(album["id"] for album in CATALOG.releases_between(day, end))
+
+
+def _tracks(album_ids: list[str]) -> list[str]:
+    return sorted(track["id"] for album in album_ids for track in CATALOG.tracks_for(album))
+
+
+def _landed(warehouse: Warehouse, table: str, batch: str | None = None) -> list[str]:
+    where = "where _batch_key = ?" if batch else ""
+    rows = warehouse.query(
+        f"select id from music.{table} {where} order by id",  # noqa: S608
+        (batch,) if batch else (),
+    )
+    return [row[0] for row in rows]
+
+
+def _run(tmp_path: Path, resources: dict, instance: dg.DagsterInstance, **kwargs: Any) -> Any:
+    attributes = kwargs.pop("attributes", None) or _attributes()
+    defs = build_source(RestApiSource, tmp_path / "music", attributes)
+    return materialize(defs, resources=resources, instance=instance, **kwargs)
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    events = [
+        event
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.path[-1] == asset
+    ]
+    return {key: value.value for key, value in events[-1].materialization.metadata.items()}
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+        error = error.cause
+    return error.message.strip()
+
+
+def test_a_day_lands_exactly_its_releases_and_their_tracks_and_reruns_replace(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    for day in (DAY, NEXT_DAY, DAY):
+        result = _run(tmp_path, resources, instance, partition_key=day)
+
+    for day in (DAY, NEXT_DAY):
+        assert _landed(warehouse, "new_releases", day) == _albums(day)
+        assert _landed(warehouse, "album_tracks", day) == _tracks(_albums(day))
+    assert warehouse.count("music", "new_releases") == len(_albums(DAY, days=2))
+    metadata = _metadata(result, "new_releases")
+    assert metadata["dagster/row_count"] == len(_albums(DAY))
+    assert metadata["pages"] == metadata["requests"] > len(_albums(DAY))
+    assert metadata["retries"] == 0 and metadata["throttled_429"] == 0
+    # Nested lists land in child tables, tied to their album by dlt's parent id.
+    artists = warehouse.query(
+        "select count(*) from music.new_releases__artists a join music.new_releases r "
+        "on a._dlt_parent_id = r._dlt_id where r._batch_key = ?",
+        (DAY,),
+    )[0][0]
+    assert artists == sum(
+        len(album["artists"]) for album in CATALOG.releases_between(DAY, NEXT_DAY)
+    )
+
+
+def _paged(name: str, path: str, paginator: dict[str, Any], selector: str, **kw: Any) -> dict:
+    return {
+        "name": name,
+        "endpoint": {"path": path, "paginator": paginator, "data_selector": selector, **kw},
+        "primary_key": "id",
+        "window": WINDOW,
+    }
+
+
+PAGINATORS = {
+    "json_link": _paged(
+        "releases",
+        "v1/browse/new-releases",
+        {"type": "json_link", "next_url_path": "albums.next"},
+        "albums.items",
+    ),
+    "offset": _paged(
+        "releases",
+        "v1/browse/new-releases",
+        {"type": "offset", "limit": 7, "total_path": "albums.total"},
+        "albums.items",
+    ),
+    "page_number": _paged(
+        "releases",
+        "v1/paged/albums",
+        {"type": "page_number", "base_page": 1, "page_param": "page", "total_path": "total_pages"},
+        "items",
+        params={"page_size": 7},
+    ),
+    "cursor": _paged(
+        "releases",
+        "v1/cursor/albums",
+        {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
+        "items",
+    ),
+    "header_link": _paged(
+        "releases", "v1/linked/albums", {"type": "header_link"}, "$", params={"limit": 7}
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PAGINATORS))
+def test_every_paginator_walks_to_exactly_all_records(
+    kind: str, server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    attributes = _attributes(
+        resources=[PAGINATORS[kind]], limits={"page_size": 7, "page_size_param": "limit"}
+    )
+    result = _run(tmp_path, resources, instance, partition_key=DAY, attributes=attributes)
+
+    expected = _albums(DAY)
+    assert len(expected) > 14, "the window should span several pages"
+    assert _landed(warehouse, "releases", DAY) == expected
+    assert _metadata(result, "releases")["pages"] >= len(expected) // 7
+
+
+def test_rate_budget_keeps_every_request_under_the_servers_limit(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    server.configure(rate_limit_per_second=8)
+    attributes = _attributes(limits={"page_size": 50, "requests_per_second": 8})
+    _run(tmp_path, resources, instance, partition_key=DAY, attributes=attributes)
+
+    stats = server.stats()
+    assert stats["over_limit"] == 0
+    assert stats["served_429"] == 0
+    assert stats["max_arrivals_in_any_1s"] <= 8
+    assert stats["by_path"]["/v1/albums/{id}/tracks"] >= len(_albums(DAY))
+    assert _landed(warehouse, "album_tracks", DAY) == _tracks(_albums(DAY))
+
+
+def test_bursts_of_429_and_5xx_are_retried_and_no_record_is_lost(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    server.configure(force_429_next=2, fail_next_5xx=3, retry_after_seconds=1)
+    result = _run(tmp_path, resources, instance, partition_key=DAY)
+
+    assert _landed(warehouse, "new_releases", DAY) == _albums(DAY)
+    assert _landed(warehouse, "album_tracks", DAY) == _tracks(_albums(DAY))
+    metadata = _metadata(result, "album_tracks")
+    assert metadata["throttled_429"] == 2
+    assert metadata["server_errors_5xx"] == 3
+    assert metadata["retries"] == 5
+
+
+def test_an_api_that_keeps_failing_is_given_up_on_with_a_clear_error(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    server.configure(fail_every_nth=1)
+    attributes = _attributes(limits={"page_size": 50, "give_up_after": "3s"})
+    result = _run(
+        tmp_path,
+        resources,
+        instance,
+        partition_key=DAY,
+        attributes=attributes,
+        raise_on_error=False,
+    )
+    message = _failure(result)
+    assert message.startswith(
+        f"ingestion_platform.components.rest_api.ApiSourceError: source 'music': gave up on "
+        f"{server.url}/v1/browse/new-releases after "
+    )
+    assert message.endswith("(last: HTTP 500)")
+    assert not warehouse.table_exists("music", "new_releases")
+
+
+def test_tokens_expiring_mid_run_are_renewed_without_losing_a_page(
+    tmp_path: Path, warehouse: Warehouse, resources, instance, monkeypatch
+) -> None:
+    with MusicApiServer(catalog=CATALOG, client_secret=SECRET, token_ttl=1).start() as server:
+        monkeypatch.setenv("MUSIC_API_URL", server.url)
+        monkeypatch.setenv("MUSIC_API_CLIENT_ID", "demo-client")
+        monkeypatch.setenv("MUSIC_API_CLIENT_SECRET", SECRET)
+        attributes = _attributes(limits={"page_size": 50, "requests_per_second": 10})
+        result = _run(tmp_path, resources, instance, partition_key=DAY, attributes=attributes)
+        stats = server.stats()
+
+    assert stats["tokens_issued"] >= 2
+    # Tokens are renewed before they expire; one that still expired on the way is renewed
+    # and its request sent again, so every 401 the server sent was recovered.
+    assert (
+        stats["status_counts"].get("401", 0) == _metadata(result, "album_tracks")["token_refreshes"]
+    )
+    assert _landed(warehouse, "album_tracks", DAY) == _tracks(_albums(DAY))
+
+
+def test_wrong_credentials_fail_naming_the_source_and_never_the_secret(
+    server: MusicApiServer,
+    tmp_path: Path,
+    resources,
+    instance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("MUSIC_API_CLIENT_SECRET", "wrong-" + SECRET)
+    with caplog.at_level(logging.DEBUG):
+        result = _run(tmp_path, resources, instance, partition_key=DAY, raise_on_error=False)
+
+    assert _failure(result) == (
+        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': the token "
+        f"endpoint {server.url}/api/token rejected the client credentials (HTTP 401)"
+    )
+    logged = caplog.text + "".join(str(event) for event in result.all_events)
+    assert SECRET not in logged
+
+
+def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    attributes = _attributes(limits={"page_size": 5})
+    _run(tmp_path, resources, instance, partition_key=DAY, attributes=attributes)
+    before = warehouse.query("select * from music.new_releases order by id")
+
+    server.configure(malformed_offset=10)
+    broken = _run(
+        tmp_path,
+        resources,
+        instance,
+        partition_key=DAY,
+        attributes=attributes,
+        raise_on_error=False,
+    )
+    assert _failure(broken).startswith(
+        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
+        f"{server.url}/v1/browse/new-releases answered with malformed JSON: "
+    )
+    server.configure(malformed_offset=None, wrong_content_type_offset=5)
+    html = _run(
+        tmp_path,
+        resources,
+        instance,
+        partition_key=DAY,
+        attributes=attributes,
+        raise_on_error=False,
+    )
+    assert _failure(html) == (
+        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
+        f"{server.url}/v1/browse/new-releases answered HTTP 200 with content type "
+        "text/html, expected JSON"
+    )
+    assert warehouse.query("select * from music.new_releases order by id") == before
+
+
+def test_page_size_above_the_apis_maximum_is_a_declaration_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        build_source(
+            RestApiSource,
+            tmp_path / "music",
+            _attributes(limits={"page_size": 100, "max_page_size": 50}),
+        )
+    assert str(raised.value) == (
+        f"{tmp_path / 'music' / 'defs.yaml'}: limits.page_size: 100 is more than the API "
+        "allows (50). Fix: set page_size to at most 50."
+    )
+
+
+def test_daily_partitions_come_with_a_schedule(tmp_path: Path) -> None:
+    defs = build_source(RestApiSource, tmp_path / "music", _attributes())
+    bound = dg.Definitions.merge(defs, dg.Definitions(resources={"warehouse": WarehouseResource()}))
+    schedule = bound.resolve_schedule_def("music__schedule")
+    assert schedule.cron_schedule == "0 0 * * *"
+    (assets,) = defs.assets or []
+    assert {key.to_user_string() for key in assets.keys} == {
+        "music/new_releases",
+        "music/album_tracks",
+    }
