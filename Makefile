@@ -25,11 +25,20 @@ services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
 
+# Demo-only credentials for the local music API; real sources read theirs from the environment.
+demo: export MUSIC_API_URL := http://127.0.0.1:8765
+demo: export MUSIC_API_CLIENT_ID := demo-client
+demo: export MUSIC_API_CLIENT_SECRET := demo-secret
 demo: demo-data
+	trap 'kill 0' EXIT; \
+	$(PY) -m ingestion_platform.demo.music_api --host 127.0.0.1 --port 8765 & \
+	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite --trickle 20 & \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 test: install services
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/dg check yaml
+	$(VENV)/bin/dg check defs
 	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 lint: install

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,18 +120,34 @@ def append_events(
     )
 
 
+def trickle(engine: sa.Engine, every_seconds: float, batch: int, seed: ShopSeed) -> None:
+    """Keep recording order events, so the size-batched demo source has something to cut."""
+    rng = random.Random()
+    while True:
+        with engine.begin() as connection:
+            last = connection.execute(sa.select(sa.func.max(order_events.c.id))).scalar() or 0
+            append_events(connection, batch, first_id=last + 1, rng=rng, seed=seed)
+        time.sleep(every_seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Create the demo shop SQLite database.")
     parser.add_argument("--path", default="data/demo/shop.sqlite")
     parser.add_argument("--force", action="store_true", help="re-create even if it exists")
+    parser.add_argument(
+        "--trickle", type=float, metavar="SECONDS", help="then append events every SECONDS"
+    )
     args = parser.parse_args()
     path = Path(args.path)
+    engine = sa.create_engine(f"sqlite:///{path}")
     if path.exists() and not args.force:
         print(f"demo shop already at {path}")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    create_shop(sa.create_engine(f"sqlite:///{path}"))
-    print(f"demo shop created at {path}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_shop(engine)
+        print(f"demo shop created at {path}")
+    if args.trickle:
+        trickle(engine, args.trickle, batch=50, seed=ShopSeed())
 
 
 if __name__ == "__main__":
