@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import requests
 
 from ingestion_platform.components.rest_api import RestApiSource
 from ingestion_platform.demo.music_api import MusicApiServer
@@ -348,3 +349,44 @@ def test_daily_partitions_come_with_a_schedule(tmp_path: Path) -> None:
         "music/new_releases",
         "music/album_tracks",
     }
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"type": "api_key", "api_key": {"env": "MUSIC_KEY"}, "name": "X-API-Key"},
+        {
+            "type": "api_key",
+            "api_key": {"env": "MUSIC_KEY"},
+            "name": "api_key",
+            "location": "query",
+        },
+        {"type": "http_basic", "username": {"env": "MUSIC_USER"}, "password": {"env": "MUSIC_KEY"}},
+        {"type": "bearer", "token": {"env": "MUSIC_TOKEN"}},
+    ],
+    ids=["api_key_header", "api_key_query", "http_basic", "bearer"],
+)
+def test_every_auth_style_fetches_the_whole_window(
+    auth: dict[str, Any], tmp_path: Path, warehouse: Warehouse, resources, instance, monkeypatch
+) -> None:
+    key = "k-" + SECRET
+    with MusicApiServer(
+        catalog=CATALOG, client_secret=SECRET, api_key=key, basic_auth=("loader", key)
+    ).start() as server:
+        token = requests.post(
+            f"{server.url}/api/token",
+            data={"grant_type": "client_credentials"},
+            auth=("demo-client", SECRET),
+            timeout=10,
+        ).json()["access_token"]
+        for name, value in {
+            "MUSIC_API_URL": server.url,
+            "MUSIC_KEY": key,
+            "MUSIC_USER": "loader",
+            "MUSIC_TOKEN": token,
+        }.items():
+            monkeypatch.setenv(name, value)
+        _run(tmp_path, resources, instance, partition_key=DAY, attributes=_attributes(auth=auth))
+        assert server.stats()["status_counts"].get("401", 0) == 0
+
+    assert _landed(warehouse, "album_tracks", DAY) == _tracks(_albums(DAY))

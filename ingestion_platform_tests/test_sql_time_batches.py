@@ -83,21 +83,21 @@ def test_daily_partitions_land_exactly_their_rows_and_rerun_replaces(
 
 
 def test_landed_rows_match_the_source_exactly(
-    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+    shop_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:
-    shop.create_shop(sa.create_engine(postgres_url), SEED)
-    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(postgres_url))
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(shop_url))
     result = materialize(defs, partition_key="2026-11-04", resources=resources, instance=instance)
 
-    engine = sa.create_engine(postgres_url)
+    ids = _source_ids(shop_url, shop.orders, "2026-11-04")
+    columns = [shop.orders.c[name] for name in ("id", "customer_id", "amount", "status")]
+    engine = sa.create_engine(shop_url)
     with engine.connect() as connection:
         expected = connection.execute(
-            sa.text(
-                "select id, customer_id, amount, status, updated_at from orders "
-                "where updated_at >= '2026-11-04T00:00:00Z' and updated_at < '2026-11-05T00:00Z' "
-                "order by id"
-            )
+            sa.select(*columns, shop.orders.c.updated_at)
+            .where(shop.orders.c.id.in_(ids))
+            .order_by(shop.orders.c.id)
         ).all()
+    engine.dispose()
     landed = warehouse.query(
         "select id, customer_id, amount, status, updated_at from shop.orders order by id"
     )
