@@ -15,38 +15,33 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import dagster as dg
 
 from ingestion_platform.batching import BatchSpec, CursorSlice, latest_slice_end
+from ingestion_platform.pending import Pending
 
 # A backlog is cut into several full batches per tick, but never unboundedly many.
 MAX_CUTS_PER_TICK = 20
 
 
-class PendingLike(Protocol):
-    rows: int
-    full_batch_end: Any | None
-    newest: Any | None
-
-
-Measure = Callable[[str, Any, int], PendingLike]
+Measure = Callable[[str, Any, int], Pending]
 
 
 @dataclass(frozen=True)
 class SizeStream:
-    """One independently batched stream (a table, an endpoint) and the asset it feeds."""
+    """One independently batched stream (a table, an endpoint) and the assets it feeds."""
 
     name: str
-    asset_key: dg.AssetKey
+    asset_keys: list[dg.AssetKey]
     partitions_def: dg.DynamicPartitionsDefinition
 
 
 def plan_cuts(
     *,
     after: Any,
-    measure: Callable[[Any, int], PendingLike],
+    measure: Callable[[Any, int], Pending],
     spec: BatchSpec,
     waiting_since: float | None,
     now: float,
@@ -85,7 +80,7 @@ def build_size_sensor(
 
     @dg.sensor(
         name=name,
-        asset_selection=[stream.asset_key for stream in streams],
+        asset_selection=[key for stream in streams for key in stream.asset_keys],
         minimum_interval_seconds=minimum_interval_seconds,
         description=description,
         default_status=default_status,
@@ -139,5 +134,5 @@ def _requests(stream: SizeStream, keys: list[str]) -> Iterator[dg.RunRequest]:
             # The key is the slice itself, so a run key built from it is never reused.
             run_key=f"{stream.partitions_def.name}:{key}",
             partition_key=key,
-            asset_selection=[stream.asset_key],
+            asset_selection=stream.asset_keys,
         )

@@ -15,7 +15,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.music import CATALOG, SECRET
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -88,3 +90,13 @@ def instance() -> Iterator[dg.DagsterInstance]:
 @pytest.fixture(autouse=True)
 def _no_dlt_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MusicApiServer]:
+    """The music API on a free loopback port, with the source's variables pointing at it."""
+    with MusicApiServer(catalog=CATALOG, client_secret=SECRET).start() as running:
+        monkeypatch.setenv("MUSIC_API_URL", running.url)
+        monkeypatch.setenv("MUSIC_API_CLIENT_ID", "demo-client")
+        monkeypatch.setenv("MUSIC_API_CLIENT_SECRET", SECRET)
+        yield running

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,67 +12,10 @@ import requests
 
 from ingestion_platform.components.rest_api import RestApiSource
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.demo.music_catalog import Catalog
 from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
+from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import build_source, materialize
-
-CATALOG = Catalog(seed=7, albums=240, days=10)
-SECRET = "s3cret-client-secret"
-DAY = "2026-01-02"
-NEXT_DAY = "2026-01-03"
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MusicApiServer]:
-    with MusicApiServer(catalog=CATALOG, client_secret=SECRET).start() as running:
-        monkeypatch.setenv("MUSIC_API_URL", running.url)
-        monkeypatch.setenv("MUSIC_API_CLIENT_ID", "demo-client")
-        monkeypatch.setenv("MUSIC_API_CLIENT_SECRET", SECRET)
-        yield running
-
-
-WINDOW = {
-    "start_param": "released_after",
-    "end_param": "released_before",
-    "cursor_path": "release_date",
-}
-
-
-def _attributes(**overrides: Any) -> dict[str, Any]:
-    return {
-        "base_url": {"env": "MUSIC_API_URL"},
-        "auth": {
-            "type": "oauth2_client_credentials",
-            "token_url": "/api/token",
-            "client_id": {"env": "MUSIC_API_CLIENT_ID"},
-            "client_secret": {"env": "MUSIC_API_CLIENT_SECRET"},
-        },
-        "limits": {"page_size": 50, "max_page_size": 50, "give_up_after": "20s"},
-        "resources": [
-            {
-                "name": "new_releases",
-                "endpoint": {
-                    "path": "v1/browse/new-releases",
-                    "data_selector": "albums.items",
-                    "paginator": {"type": "json_link", "next_url_path": "albums.next"},
-                },
-                "primary_key": "id",
-                "window": WINDOW,
-            },
-            {
-                "name": "album_tracks",
-                "endpoint": {
-                    "path": "v1/albums/{resources.new_releases.id}/tracks",
-                    "data_selector": "items",
-                    "paginator": {"type": "json_link", "next_url_path": "next"},
-                },
-                "primary_key": "id",
-                "include_from_parent": ["id"],
-            },
-        ],
-        "batch": {"every": "day", "start": "2026-01-01"},
-        **overrides,
-    }
 
 
 def _albums(day: str, days: int = 1) -> list[str]:

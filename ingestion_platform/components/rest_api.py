@@ -1,24 +1,39 @@
 """REST API sources declared in YAML, on dlt's rest_api source, kept within the API's limits.
 
 One asset per resource (endpoint); one run fetches every selected resource of the source
-through one budgeted session (see connectors/rest_api.py), so the rate budget is shared.
-A time partition maps onto the API's own date filter (`window:` on a resource), and dlt
-also drops any record whose time field falls outside the window, so each partition is an
-exact, re-runnable slice even when the API's filter is loose. Backfills run one partition
-per run: an API's limits, not our reads, are the bottleneck.
+through one budgeted session (connectors/rest_api.py), so the rate budget is shared.
+
+A partition is a slice of one cursor field, declared as `window:` on the resource that
+drives the source (dependent resources follow their parents):
+- a time batch maps each window onto the API's own date filter;
+- a size batch (`records: N`) lets a sensor page forward from the newest slice and cut a
+  new one at the N-th record, for APIs that return records in cursor order.
+dlt also drops any record whose cursor falls outside the slice, so a partition is exact
+and re-runnable even when the API's filter is loose. Backfills run one partition per run:
+the API's limits, not our reads, are the bottleneck.
 """
 
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import dagster as dg
 import requests
-from dlt.sources.helpers.requests import Client
 from dlt.sources.rest_api import rest_api_resources
-from pydantic import Field
 
-from ingestion_platform.batching import BatchSpec, parse_duration
+from ingestion_platform.batching import BatchSpec, CursorSlice, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata
+from ingestion_platform.components.rest_api_config import (
+    ApiLimits,
+    ApiResource,
+    AuthSpec,
+    Bounds,
+    cursor_value,
+    dlt_auth,
+    parse_cursor,
+    resource_config,
+)
 from ingestion_platform.components.sql_database import WAREHOUSE_POOL
 from ingestion_platform.connectors.rest_api import (
     ApiError,
@@ -27,74 +42,17 @@ from ingestion_platform.connectors.rest_api import (
     RefreshingClientCredentials,
 )
 from ingestion_platform.landing import land_slice
+from ingestion_platform.pending import Pending
+from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WarehouseResource
 
 
-class OAuth2ClientCredentialsAuth(dg.Model):
-    type: Literal["oauth2_client_credentials"]
-    token_url: str
-    client_id: Setting
-    client_secret: Setting
-
-
-class BearerTokenAuth(dg.Model):
-    type: Literal["bearer"]
-    token: Setting
-
-
-class ApiKeyAuth(dg.Model):
-    type: Literal["api_key"]
-    api_key: Setting
-    name: str = "X-API-Key"
-    location: Literal["header", "query"] = "header"
-
-
-class HttpBasicAuth(dg.Model):
-    type: Literal["http_basic"]
-    username: Setting
-    password: Setting
-
-
-AuthSpec = Annotated[
-    OAuth2ClientCredentialsAuth | BearerTokenAuth | ApiKeyAuth | HttpBasicAuth,
-    Field(discriminator="type"),
-]
-
-
-class ApiLimits(dg.Model):
-    """How much the API allows at once (page size) and how often (a request budget)."""
-
-    page_size: int | None = None
-    max_page_size: int | None = None
-    page_size_param: str = "limit"
-    requests_per_second: float | None = None
-    requests_per_minute: int | None = None
-    burst: int | None = None
-    give_up_after: str = "5m"
-    timeout_seconds: float = 60
-
-
-class TimeWindow(dg.Model):
-    """How a time partition becomes the API's filter, and which record field holds the time."""
-
-    start_param: str
-    cursor_path: str
-    end_param: str | None = None
-    format: str = "%Y-%m-%d"
-
-
-class ApiResource(dg.Model):
-    """One endpoint, in dlt rest_api terms, plus an optional time window mapping."""
-
-    name: str
-    endpoint: dict[str, Any]
-    primary_key: str | list[str] | None = None
-    include_from_parent: list[str] | None = None
-    window: TimeWindow | None = None
+class ApiSourceError(RuntimeError):
+    """An API source's run failed; the message says where and never carries a secret."""
 
 
 class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
-    """Endpoints of an HTTP API, landed in DuckDB one exact time window at a time."""
+    """Endpoints of an HTTP API, landed in DuckDB one exact slice at a time."""
 
     base_url: Setting
     resources: list[ApiResource]
@@ -103,6 +61,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
     paginator: dict[str, Any] | str | None = None
     limits: ApiLimits = ApiLimits()
     automation: Literal["running", "stopped"] = "stopped"
+    sensor_interval_seconds: int = 60
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = SourceContext.from_load_context(context)
@@ -131,24 +90,32 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
         def _fetch(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Any:
             yield from self._materialize(context, warehouse, source)
 
+        running = self.automation == "running"
+        if not self.batch.is_time:
+            sensor = build_size_sensor(
+                name=f"{source.name}__size_sensor",
+                spec=self.batch,
+                streams=[SizeStream(self._driver().name, [s.key for s in specs], partitions_def)],  # type: ignore[arg-type]
+                open_measure=lambda: self._open_measure(source),
+                minimum_interval_seconds=self.sensor_interval_seconds,
+                description=f"Cuts a partition of {source.name} per "
+                f"{self.batch.size_threshold} new records.",
+                default_status=dg.DefaultSensorStatus.RUNNING
+                if running
+                else dg.DefaultSensorStatus.STOPPED,
+            )
+            return dg.Definitions(assets=[_fetch], sensors=[sensor])
         job = dg.define_asset_job(f"{source.name}__job", selection=[_fetch])
-        status = self.automation == "running"
         schedule = dg.build_schedule_from_partitioned_job(
             job,
             name=f"{source.name}__schedule",
             default_status=dg.DefaultScheduleStatus.RUNNING
-            if status
+            if running
             else dg.DefaultScheduleStatus.STOPPED,
         )
         return dg.Definitions(assets=[_fetch], jobs=[job], schedules=[schedule])
 
     def _check(self, source: SourceContext) -> None:
-        if not self.batch.is_time:
-            raise source.error(
-                "batch",
-                "API sources are batched by time windows in this version",
-                "use `every:` or `cron:` with `start:`, and `window:` on each windowed resource",
-            )
         limits = self.limits
         if limits.page_size and limits.max_page_size and limits.page_size > limits.max_page_size:
             raise source.error(
@@ -166,13 +133,28 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(
                 "resources", "resource names must be present and unique", "name each endpoint once"
             )
+        if not self.batch.is_time:
+            if self.batch.size_unit != "rows":
+                raise source.error(
+                    "batch", "an API source counts records", "use `records: N` (or a time batch)"
+                )
+            windowed = [resource for resource in self.resources if resource.window]
+            if len(windowed) != 1 or not windowed[0].window.ascending:  # type: ignore[union-attr]
+                raise source.error(
+                    "resources",
+                    "a size batch needs exactly one resource with a `window:` whose records "
+                    "come in cursor order",
+                    "add `window: {start_param: ..., cursor_path: ..., ascending: true}` to the "
+                    "resource that drives the source",
+                )
 
-    def _materialize(
-        self, context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceContext
-    ) -> Any:
-        window = context.partition_time_window
-        key = context.partition_key
-        auth = self._auth(source)
+    def _driver(self) -> ApiResource:
+        return next(resource for resource in self.resources if resource.window)
+
+    def _session(self, source: SourceContext) -> tuple[BudgetedSession, dict[str, Any]]:
+        """A budgeted session and the dlt client config that sends through it."""
+        base_url = source.resolve(self.base_url, "base_url")
+        auth = dlt_auth(self.auth, source, base_url)
         session = BudgetedSession(
             budget=RateBudget(
                 self.limits.requests_per_second, self.limits.requests_per_minute, self.limits.burst
@@ -181,20 +163,33 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             timeout_seconds=self.limits.timeout_seconds,
             refreshable_auth=auth if isinstance(auth, RefreshingClientCredentials) else None,
         )
-        selected = {asset_key.path[-1] for asset_key in context.selected_asset_keys}
+        client: dict[str, Any] = {"base_url": base_url, "session": session}
+        if auth is not None:
+            client["auth"] = auth
+        if self.paginator:
+            client["paginator"] = self.paginator
+        return session, client
+
+    def _materialize(
+        self, context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceContext
+    ) -> Iterator[dg.MaterializeResult]:
+        key = context.partition_key
+        if self.batch.is_time:
+            window = context.partition_time_window
+            bounds = Bounds(window.start, window.end, lower_inclusive=True, upper_inclusive=False)
+        else:
+            cut = CursorSlice.from_key(key)
+            bounds = Bounds(cut.lo, cut.hi, lower_inclusive=False, upper_inclusive=True)
+        session, client = self._session(source)
         config = {
-            "client": {
-                "base_url": source.resolve(self.base_url, "base_url"),
-                "session": session,
-                **({"auth": auth} if auth is not None else {}),
-                **({"paginator": self.paginator} if self.paginator else {}),
-            },
+            "client": client,
             "resources": [
-                self._resource_config(r, window.start, window.end) for r in self.resources
+                resource_config(resource, self.limits, self.paginator, bounds)
+                for resource in self.resources
             ],
         }
-        resources = rest_api_resources(config)  # type: ignore[arg-type]
-        wanted = [resource for resource in resources if resource.name in selected]
+        selected = {asset_key.path[-1] for asset_key in context.selected_asset_keys}
+        wanted = [r for r in rest_api_resources(config) if r.name in selected]  # type: ignore[arg-type]
         try:
             report = land_slice(
                 warehouse=warehouse.get(),
@@ -209,81 +204,49 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
         counters = session.counters.as_dict()
         context.log.info(f"{source.name}: {report.rows} records; requests {counters}")
         for resource in self.resources:
-            if resource.name not in selected:
-                continue
-            metadata = landing_metadata(report, resource.name, window.start, window.end)
-            metadata.update(counters)
-            yield dg.MaterializeResult(asset_key=[source.name, resource.name], metadata=metadata)
+            if resource.name in selected:
+                metadata = landing_metadata(report, resource.name, bounds.lower, bounds.upper)
+                metadata.update(counters)
+                yield dg.MaterializeResult(
+                    asset_key=[source.name, resource.name], metadata=metadata
+                )
 
-    def _resource_config(self, resource: ApiResource, start: Any, end: Any) -> dict[str, Any]:
-        endpoint = dict(resource.endpoint)
-        params = dict(endpoint.get("params") or {})
-        page_size = self._page_size()
-        if page_size is not None:
-            paginator = endpoint.get("paginator") or self.paginator
-            if isinstance(paginator, dict) and paginator.get("type") == "offset":
-                endpoint["paginator"] = {**paginator, "limit": page_size}
-            else:
-                params.setdefault(self.limits.page_size_param, page_size)
-        endpoint["params"] = params
-        if resource.window is not None:
-            window = resource.window
-            endpoint["incremental"] = {
-                "start_param": window.start_param,
-                **({"end_param": window.end_param} if window.end_param else {}),
-                "cursor_path": window.cursor_path,
-                "initial_value": start.strftime(window.format),
-                "end_value": end.strftime(window.format),
-                "range_start": "closed",
-                "range_end": "open",
+    @contextmanager
+    def _open_measure(self, source: SourceContext) -> Iterator[Measure]:
+        driver = self._driver()
+        window = driver.window
+        assert window is not None
+
+        def measure(_stream: str, after: Any, threshold: int) -> Any:
+            _, client = self._session(source)
+            bounds = Bounds(after, None, lower_inclusive=False, upper_inclusive=False)
+            config = {
+                "client": client,
+                "resources": [resource_config(driver, self.limits, self.paginator, bounds)],
             }
-        config: dict[str, Any] = {"name": resource.name, "endpoint": endpoint}
-        if resource.primary_key is not None:
-            config["primary_key"] = resource.primary_key
-        if resource.include_from_parent:
-            config["include_from_parent"] = resource.include_from_parent
-        return config
+            (resource,) = rest_api_resources(config)  # type: ignore[arg-type]
+            return _count_pending(resource, window.cursor_path, threshold)
 
-    def _page_size(self) -> int | None:
-        limits = self.limits
-        if limits.page_size is None:
-            return limits.max_page_size
-        return min(limits.page_size, limits.max_page_size or limits.page_size)
-
-    def _auth(self, source: SourceContext) -> Any:
-        auth = self.auth
-        if auth is None:
-            return None
-        if isinstance(auth, OAuth2ClientCredentialsAuth):
-            base = source.resolve(self.base_url, "base_url").rstrip("/")
-            token_url = auth.token_url
-            if not token_url.startswith(("http://", "https://")):
-                token_url = f"{base}/{token_url.lstrip('/')}"
-            return RefreshingClientCredentials(
-                # dlt's retrying client, minus raise-on-error: a 401 here gets a clear message.
-                session=Client(raise_for_status=False).session,
-                access_token_url=token_url,
-                client_id=source.resolve(auth.client_id, "auth.client_id"),
-                client_secret=source.resolve(auth.client_secret, "auth.client_secret"),
-            )
-        if isinstance(auth, BearerTokenAuth):
-            return {"type": "bearer", "token": source.resolve(auth.token, "auth.token")}
-        if isinstance(auth, ApiKeyAuth):
-            return {
-                "type": "api_key",
-                "name": auth.name,
-                "location": auth.location,
-                "api_key": source.resolve(auth.api_key, "auth.api_key"),
-            }
-        return {
-            "type": "http_basic",
-            "username": source.resolve(auth.username, "auth.username"),
-            "password": source.resolve(auth.password, "auth.password"),
-        }
+        yield measure
 
 
-class ApiSourceError(RuntimeError):
-    """An API source's run failed; the message says where and never carries a secret."""
+def _count_pending(resource: Any, cursor_path: str, threshold: int) -> Pending:
+    """Page forward until `threshold` records past the mark are seen (or the data ends)."""
+    seen = 0
+    newest: Any = None
+    pages = iter(resource)
+    try:
+        for record in pages:
+            newest = parse_cursor(cursor_value(record, cursor_path), cursor_path)
+            seen += 1
+            if seen >= threshold:
+                break
+    finally:
+        close = getattr(pages, "close", None)
+        if close:
+            close()
+    full = newest if seen >= threshold else None
+    return Pending(seen, full, newest)
 
 
 def _readable(error: BaseException, source: SourceContext) -> BaseException:

@@ -20,7 +20,6 @@ from ingestion_platform.components.time_keys import key_assigner
 from ingestion_platform.connectors.sql_database import (
     Backend,
     CursorColumn,
-    Pending,
     SourceDatabaseError,
     inspect_table,
     make_engine,
@@ -29,6 +28,7 @@ from ingestion_platform.connectors.sql_database import (
     slice_resource,
 )
 from ingestion_platform.landing import land_slice
+from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WarehouseResource
 
@@ -76,7 +76,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             )
             return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
         streams = [
-            SizeStream(table.name, asset.key, asset.partitions_def)  # type: ignore[arg-type]
+            SizeStream(table.name, [asset.key], asset.partitions_def)  # type: ignore[arg-type]
             for table, asset in zip(self.tables, assets, strict=True)
         ]
         sensor = build_size_sensor(

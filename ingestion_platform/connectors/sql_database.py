@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from dlt.extract import DltResource
 from dlt.sources.sql_database import sql_table
 
+from ingestion_platform.pending import Pending
+
 Backend = Literal["connectorx", "pyarrow", "sqlalchemy"]
 CursorKind = Literal["integer", "timestamp_tz", "timestamp", "date", "other"]
 
@@ -37,15 +39,6 @@ class CursorColumn:
         if self.kind == "date":
             return value.date()
         return value.replace(tzinfo=None) if value.tzinfo else value
-
-
-@dataclass(frozen=True)
-class Pending:
-    """How many rows are waiting past the high-water mark, and where a full batch ends."""
-
-    rows: int
-    full_batch_end: Any | None
-    newest: Any | None
 
 
 def make_engine(url: str) -> sa.Engine:
