@@ -111,7 +111,6 @@ class Bounds:
             config["row_order"] = "asc"
         return config
 
-
     def upper_filter(self, window: CursorWindow) -> Any:
         def within(record: Any) -> bool:
             value = parse_cursor(cursor_value(record, window.cursor_path), window.cursor_path)

@@ -20,6 +20,7 @@ from ingestion_platform.components.time_keys import key_assigner
 from ingestion_platform.connectors.sql_database import (
     Backend,
     CursorColumn,
+    MissingInSource,
     SourceDatabaseError,
     inspect_table,
     make_engine,
@@ -200,14 +201,12 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         engine = make_engine(url)
         try:
             _, cursor = inspect_table(engine, table.name, self.db_schema, cursor_name)
-        except LookupError as missing:
-            what, available = missing.args
-            field = f"tables[{index}].name" if what.startswith("table") else f"tables[{index}]"
-            field = field if what.startswith("table") else field + ".cursor"
+        except MissingInSource as missing:
+            field = "name" if missing.what.startswith("table") else "cursor"
             raise source.error(
-                field,
-                f"{what} does not exist in {safe_url(url)}",
-                f"use one of: {', '.join(available) or '(none found)'}",
+                f"tables[{index}].{field}",
+                f"{missing.what} does not exist in {safe_url(url)}",
+                f"use one of: {', '.join(missing.available) or '(none found)'}",
             ) from None
         except SourceDatabaseError as unreachable:
             raise SourceDatabaseError(

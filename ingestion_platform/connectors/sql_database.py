@@ -22,7 +22,16 @@ CursorKind = Literal["integer", "timestamp_tz", "timestamp", "date", "other"]
 
 
 class SourceDatabaseError(RuntimeError):
-    """The source database cannot be reached or does not hold what the declaration says."""
+    """The source database cannot be reached."""
+
+
+class MissingInSource(LookupError):
+    """A declared table or column is not in the source database; `available` lists what is."""
+
+    def __init__(self, what: str, available: list[str]) -> None:
+        super().__init__(what)
+        self.what = what
+        self.available = available
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def inspect_table(
             inspector = sa.inspect(connection)
             if not inspector.has_table(table, schema=schema):
                 available = sorted(inspector.get_table_names(schema=schema))
-                raise LookupError(f"table {table!r}", available)
+                raise MissingInSource(f"table {table!r}", available)
             reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=connection)
     except sa.exc.OperationalError as error:
         raise SourceDatabaseError(
@@ -71,7 +80,7 @@ def inspect_table(
     if cursor is None:
         return reflected, None
     if cursor not in reflected.c:
-        raise LookupError(f"column {cursor!r} of table {table!r}", sorted(reflected.c.keys()))
+        raise MissingInSource(f"column {cursor!r} of table {table!r}", sorted(reflected.c.keys()))
     return reflected, CursorColumn(cursor, _cursor_kind(reflected.c[cursor].type))
 
 
