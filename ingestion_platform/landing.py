@@ -60,15 +60,19 @@ class _KeyStamper:
     def __init__(self, key_of: BatchKeyOf, loaded_at: datetime) -> None:
         self.key_of = key_of
         self.loaded_at = loaded_at
+        self._loaded_at_scalar = pa.scalar(loaded_at, pa.timestamp("us", tz="UTC"))
         self.seen: set[str] = set()
 
     def __call__(self, item: Any) -> Any:
         if isinstance(item, pa.Table | pa.RecordBatch):
             keys = self.key_of(item)
             if isinstance(keys, str):
-                keys = pa.array([keys] * item.num_rows, pa.string())
-            self.seen.update(k for k in pc.unique(keys).to_pylist() if k is not None)
-            loaded = pa.array([self.loaded_at] * item.num_rows, pa.timestamp("us", tz="UTC"))
+                if item.num_rows:
+                    self.seen.add(keys)
+                keys = pa.repeat(pa.scalar(keys, pa.string()), item.num_rows)
+            else:
+                self.seen.update(k for k in pc.unique(keys).to_pylist() if k is not None)
+            loaded = pa.repeat(self._loaded_at_scalar, item.num_rows)
             item = item.append_column(BATCH_KEY_COLUMN, keys)
             return item.append_column(LOADED_AT_COLUMN, loaded)
         key = self.key_of(item)
