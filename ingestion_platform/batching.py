@@ -146,6 +146,21 @@ class BatchSpec(dg.Model):
         )
 
 
+def scheduled_definitions(
+    source: str, assets: list[dg.AssetsDefinition], running: bool
+) -> dg.Definitions:
+    """Time-batched assets, plus a job and a schedule that runs each window once it closes."""
+    job = dg.define_asset_job(f"{source}__job", selection=assets)
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        name=f"{source}__schedule",
+        default_status=dg.DefaultScheduleStatus.RUNNING
+        if running
+        else dg.DefaultScheduleStatus.STOPPED,
+    )
+    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
+
+
 def _parse_start(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(str(value))

@@ -74,7 +74,7 @@ def build_size_sensor(
     open_measure: Callable[[], AbstractContextManager[Measure]],
     minimum_interval_seconds: int,
     description: str,
-    default_status: dg.DefaultSensorStatus,
+    running: bool,
 ) -> dg.SensorDefinition:
     """A sensor that cuts partitions of `spec.size_threshold` for each stream."""
 
@@ -83,7 +83,9 @@ def build_size_sensor(
         asset_selection=[key for stream in streams for key in stream.asset_keys],
         minimum_interval_seconds=minimum_interval_seconds,
         description=description,
-        default_status=default_status,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if running
+        else dg.DefaultSensorStatus.STOPPED,
     )
     def _size_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         waiting: dict[str, float] = json.loads(context.cursor or "{}")

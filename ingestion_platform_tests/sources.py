@@ -43,3 +43,12 @@ def materialize(
         tags=tags,
         raise_on_error=raise_on_error,
     )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The error a failed run's one failed step raised, unwrapped from Dagster's wrapper."""
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+        error = error.cause
+    return error.message.strip()

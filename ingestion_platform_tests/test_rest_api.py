@@ -15,7 +15,7 @@ from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
 from ingestion_platform_tests.music import music_attributes as _attributes
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 
 def _albums(day: str, days: int = 1) -> list[str]:
@@ -49,14 +49,6 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
         if event.asset_key.path[-1] == asset
     ]
     return {key: value.value for key, value in events[-1].materialization.metadata.items()}
-
-
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = result.get_step_failure_events()
-    error = failure.step_failure_data.error
-    while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
-        error = error.cause
-    return error.message.strip()
 
 
 def test_a_day_lands_exactly_its_releases_and_their_tracks_and_reruns_replace(
@@ -182,7 +174,7 @@ def test_an_api_that_keeps_failing_is_given_up_on_with_a_clear_error(
         attributes=attributes,
         raise_on_error=False,
     )
-    message = _failure(result)
+    message = failure_message(result)
     assert message.startswith(
         f"ingestion_platform.components.rest_api.ApiSourceError: source 'music': gave up on "
         f"{server.url}/v1/browse/new-releases after "
@@ -223,7 +215,7 @@ def test_wrong_credentials_fail_naming_the_source_and_never_the_secret(
     with caplog.at_level(logging.DEBUG):
         result = _run(tmp_path, resources, instance, partition_key=DAY, raise_on_error=False)
 
-    assert _failure(result) == (
+    assert failure_message(result) == (
         "ingestion_platform.components.rest_api.ApiSourceError: source 'music': the token "
         f"endpoint {server.url}/api/token rejected the client credentials (HTTP 401)"
     )
@@ -247,7 +239,7 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
         attributes=attributes,
         raise_on_error=False,
     )
-    assert _failure(broken).startswith(
+    assert failure_message(broken).startswith(
         "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
         f"{server.url}/v1/browse/new-releases answered with malformed JSON: "
     )
@@ -260,7 +252,7 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
         attributes=attributes,
         raise_on_error=False,
     )
-    assert _failure(html) == (
+    assert failure_message(html) == (
         "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
         f"{server.url}/v1/browse/new-releases answered HTTP 200 with content type "
         "text/html, expected JSON"

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.components.sql_database import SqlDatabaseSource
 from ingestion_platform.demo import shop
 from ingestion_platform.warehouse import Warehouse
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 SEED = shop.ShopSeed(customers=20, orders=300, events=10, days=4)
 DAY = "2026-11-02"
@@ -26,14 +25,6 @@ def _attributes(url: Any, **overrides: Any) -> dict[str, Any]:
         "batch": {"every": "day", "start": "2026-11-01"},
         **overrides,
     }
-
-
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = result.get_step_failure_events()
-    error = failure.step_failure_data.error
-    while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
-        error = error.cause
-    return error.message.strip()
 
 
 def _snapshot(warehouse: Warehouse) -> list[tuple]:
@@ -75,7 +66,7 @@ def test_unreachable_database_fails_naming_the_source_without_the_password(
         defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
     )
 
-    message = _failure_message(result)
+    message = failure_message(result)
     assert message == (
         "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'shop': "
         "cannot connect to postgresql://loader:***@127.0.0.1:1/shop: connection failed: "
@@ -101,7 +92,7 @@ def test_unknown_table_names_the_file_the_field_and_the_tables_there_are(
         selection=["shop/ordres"],
         raise_on_error=False,
     )
-    assert _failure_message(result) == (
+    assert failure_message(result) == (
         f"ingestion_platform.components.declaration.DeclarationError: "
         f"{tmp_path / 'shop' / 'defs.yaml'}: tables[1].name: table 'ordres' does not exist in "
         f"{sqlite_url}. Fix: use one of: customers, order_events, orders."
@@ -118,7 +109,7 @@ def test_missing_cursor_column_names_the_field_and_the_columns_there_are(
     result = materialize(
         defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
     )
-    assert _failure_message(result).endswith(
+    assert failure_message(result).endswith(
         "tables[0].cursor: column 'changed_at' of table 'orders' does not exist in "
         f"{sqlite_url}. Fix: use one of: amount, customer_id, id, status, updated_at."
     )
@@ -134,7 +125,7 @@ def test_missing_environment_variable_fails_only_the_asset_that_needs_it(
     result = materialize(
         defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
     )
-    assert _failure_message(result).endswith(
+    assert failure_message(result).endswith(
         "defs.yaml: connection: environment variable SHOP_DB_URL is not set (source 'shop'). "
         "Fix: export SHOP_DB_URL before running this source's assets."
     )

@@ -21,7 +21,12 @@ import dagster as dg
 import requests
 from dlt.sources.rest_api import rest_api_resources
 
-from ingestion_platform.batching import BatchSpec, CursorSlice, parse_duration
+from ingestion_platform.batching import (
+    BatchSpec,
+    CursorSlice,
+    parse_duration,
+    scheduled_definitions,
+)
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata
 from ingestion_platform.components.rest_api_config import (
@@ -100,20 +105,10 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 minimum_interval_seconds=self.sensor_interval_seconds,
                 description=f"Cuts a partition of {source.name} per "
                 f"{self.batch.size_threshold} new records.",
-                default_status=dg.DefaultSensorStatus.RUNNING
-                if running
-                else dg.DefaultSensorStatus.STOPPED,
+                running=running,
             )
             return dg.Definitions(assets=[_fetch], sensors=[sensor])
-        job = dg.define_asset_job(f"{source.name}__job", selection=[_fetch])
-        schedule = dg.build_schedule_from_partitioned_job(
-            job,
-            name=f"{source.name}__schedule",
-            default_status=dg.DefaultScheduleStatus.RUNNING
-            if running
-            else dg.DefaultScheduleStatus.STOPPED,
-        )
-        return dg.Definitions(assets=[_fetch], jobs=[job], schedules=[schedule])
+        return scheduled_definitions(source.name, [_fetch], running)
 
     def _check(self, source: SourceContext) -> None:
         limits = self.limits

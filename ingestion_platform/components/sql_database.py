@@ -13,7 +13,7 @@ from typing import Any, Literal
 import dagster as dg
 import sqlalchemy as sa
 
-from ingestion_platform.batching import BatchSpec, CursorSlice
+from ingestion_platform.batching import BatchSpec, CursorSlice, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata
 from ingestion_platform.components.time_keys import key_assigner
@@ -65,17 +65,9 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             self._table_asset(source, index, table, partitions(f"{source.name}__{table.name}"))
             for index, table in enumerate(self.tables)
         ]
-        status = self.automation == "running"
+        running = self.automation == "running"
         if self.batch.is_time:
-            job = dg.define_asset_job(f"{source.name}__job", selection=assets)
-            schedule = dg.build_schedule_from_partitioned_job(
-                job,
-                name=f"{source.name}__schedule",
-                default_status=dg.DefaultScheduleStatus.RUNNING
-                if status
-                else dg.DefaultScheduleStatus.STOPPED,
-            )
-            return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
+            return scheduled_definitions(source.name, assets, running)
         streams = [
             SizeStream(table.name, [asset.key], asset.partitions_def)  # type: ignore[arg-type]
             for table, asset in zip(self.tables, assets, strict=True)
@@ -88,9 +80,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             minimum_interval_seconds=self.sensor_interval_seconds,
             description=f"Cuts a partition of {source.name} per {self.batch.size_threshold} "
             "new rows of each table.",
-            default_status=dg.DefaultSensorStatus.RUNNING
-            if status
-            else dg.DefaultSensorStatus.STOPPED,
+            running=running,
         )
         return dg.Definitions(assets=assets, sensors=[sensor])
 
