@@ -9,6 +9,8 @@ import dagster as dg
 import yaml
 from dagster.components.core.component_tree import ComponentTree
 
+from ingestion_platform.warehouse import WarehouseResource
+
 
 def build_source(
     component_type: type[dg.Component], folder: Path, attributes: dict[str, Any]
@@ -19,6 +21,11 @@ def build_source(
     (folder / "defs.yaml").write_text(yaml.safe_dump({**document, "attributes": attributes}))
     component = component_type.resolve_from_yaml(yaml.safe_dump(attributes))  # type: ignore[attr-defined]
     return component.build_defs(ComponentTree.for_test().load_context.for_path(folder))
+
+
+def with_warehouse(defs: dg.Definitions) -> dg.Definitions:
+    """The definitions with a warehouse bound, so schedules and jobs can be resolved."""
+    return dg.Definitions.merge(defs, dg.Definitions(resources={"warehouse": WarehouseResource()}))
 
 
 def materialize(

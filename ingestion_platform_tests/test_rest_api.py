@@ -12,10 +12,15 @@ import requests
 
 from ingestion_platform.components.rest_api import RestApiSource
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
 from ingestion_platform_tests.music import music_attributes as _attributes
-from ingestion_platform_tests.sources import build_source, failure_message, materialize
+from ingestion_platform_tests.sources import (
+    build_source,
+    failure_message,
+    materialize,
+    with_warehouse,
+)
 
 
 def _albums(day: str, days: int = 1) -> list[str]:
@@ -275,8 +280,7 @@ def test_page_size_above_the_apis_maximum_is_a_declaration_error(tmp_path: Path)
 
 def test_daily_partitions_come_with_a_schedule(tmp_path: Path) -> None:
     defs = build_source(RestApiSource, tmp_path / "music", _attributes())
-    bound = dg.Definitions.merge(defs, dg.Definitions(resources={"warehouse": WarehouseResource()}))
-    schedule = bound.resolve_schedule_def("music__schedule")
+    schedule = with_warehouse(defs).resolve_schedule_def("music__schedule")
     assert schedule.cron_schedule == "0 0 * * *"
     (assets,) = defs.assets or []
     assert {key.to_user_string() for key in assets.keys} == {

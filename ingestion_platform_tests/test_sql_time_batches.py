@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ingestion_platform.components.sql_database import SqlDatabaseSource
 from ingestion_platform.demo import shop
 from ingestion_platform.warehouse import Warehouse
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, materialize, with_warehouse
 
 SEED = shop.ShopSeed(customers=50, orders=600, events=10, days=6)
 
@@ -159,9 +159,9 @@ def test_schedule_and_job_are_built_from_the_partitions(tmp_path: Path) -> None:
         tmp_path / "shop",
         _attributes("sqlite:///nowhere.sqlite", batch={"every": "hour", "start": "2026-11-01"}),
     )
-    schedule = defs.resolve_schedule_def("shop__schedule")
+    schedule = with_warehouse(defs).resolve_schedule_def("shop__schedule")
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    orders = defs.resolve_assets_def(dg.AssetKey(["shop", "orders"]))
+    orders = with_warehouse(defs).resolve_assets_def(dg.AssetKey(["shop", "orders"]))
     assert orders.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
     assert orders.backfill_policy == dg.BackfillPolicy.single_run()

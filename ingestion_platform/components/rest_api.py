@@ -40,10 +40,10 @@ from ingestion_platform.components.rest_api_config import (
     resource_config,
 )
 from ingestion_platform.components.sql_database import WAREHOUSE_POOL
+from ingestion_platform.connectors.rate_budget import RateBudget
 from ingestion_platform.connectors.rest_api import (
     ApiError,
     BudgetedSession,
-    RateBudget,
     RefreshingClientCredentials,
 )
 from ingestion_platform.landing import land_slice
@@ -151,7 +151,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
         base_url = source.resolve(self.base_url, "base_url")
         auth = dlt_auth(self.auth, source, base_url)
         session = BudgetedSession(
-            budget=RateBudget(
+            budget=RateBudget.per_second(
                 self.limits.requests_per_second, self.limits.requests_per_minute, self.limits.burst
             ),
             give_up_after_seconds=parse_duration(self.limits.give_up_after),

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from dlt.common.jsonpath import compile_path
 from dlt.sources.helpers.requests import Client
 from pydantic import Field
 
@@ -156,6 +157,9 @@ def resource_config(
         else:
             params.setdefault(limits.page_size_param, page_size)
     endpoint["params"] = params
+    if isinstance(endpoint.get("data_selector"), str):
+        # dlt would parse the JSONPath again for every page; parse it once.
+        endpoint["data_selector"] = compile_path(endpoint["data_selector"])
     config: dict[str, Any] = {"name": resource.name, "endpoint": endpoint}
     if resource.window is not None and bounds is not None:
         if bounds.lower is not None:

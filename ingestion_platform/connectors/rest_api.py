@@ -4,8 +4,8 @@ dlt's rest_api source does the paging and normalising; it accepts the `requests.
 it should send through. This module supplies that session, so every request of every
 resource of one source shares one budget:
 
-- a sliding-window rate budget (pyrate-limiter) taken before each attempt, so the API's
-  quota is never exceeded, retries included;
+- a rate budget (rate_budget.py) taken for each attempt, retries included, that counts
+  requests from their completion so the API's quota is never exceeded;
 - retries (tenacity) of 429, 5xx and dropped connections, honouring `Retry-After`, and
   giving up after a bounded time with an error that says why;
 - one fresh token and one retry when an OAuth2 token expires mid-run;
@@ -16,6 +16,7 @@ resource of one source shares one budget:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +27,8 @@ import requests
 import tenacity
 from dlt.common.configuration import configspec
 from dlt.sources.helpers.rest_client.auth import OAuth2ClientCredentials
-from pyrate_limiter import Duration, InMemoryBucket, Limiter, Rate
+
+from ingestion_platform.connectors.rate_budget import RateBudget
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -49,30 +51,6 @@ class RequestCounters:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class RateBudget:
-    """At most `burst` requests in any `burst / requests_per_second` seconds, and per minute."""
-
-    requests_per_second: float | None = None
-    requests_per_minute: int | None = None
-    burst: int | None = None
-    # The server stamps a request when it arrives, slightly after we send it; waiting this
-    # much longer keeps jitter on the way from pushing two requests into one window.
-    margin_ms: int = 50
-
-    def limiter(self) -> Limiter | None:
-        rates = []
-        if self.requests_per_second:
-            burst = self.burst or max(1, int(self.requests_per_second))
-            rates.append(Rate(burst, int(burst / self.requests_per_second * Duration.SECOND)))
-        if self.requests_per_minute:
-            rates.append(Rate(self.requests_per_minute, Duration.MINUTE))
-        if not rates:
-            return None
-        rates.sort(key=lambda rate: rate.interval)
-        return Limiter(InMemoryBucket(rates), buffer_ms=self.margin_ms)
 
 
 @configspec
@@ -107,14 +85,14 @@ class BudgetedSession(requests.Session):
     def __init__(
         self,
         *,
-        budget: RateBudget,
+        budget: RateBudget | None,
         give_up_after_seconds: float,
         timeout_seconds: float = 60,
         refreshable_auth: RefreshingClientCredentials | None = None,
     ) -> None:
         super().__init__()
         self.counters = RequestCounters()
-        self._limiter = budget.limiter()
+        self._budget = budget
         self._give_up_after = give_up_after_seconds
         self._timeout = timeout_seconds
         self._auth = refreshable_auth
@@ -145,17 +123,18 @@ class BudgetedSession(requests.Session):
         return requests.hooks.dispatch_hook("response", hooks, response, **kwargs)
 
     def _send_once(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if self._limiter is not None:
-            self._limiter.try_acquire("api", blocking=True)
+        with self._budget.slot() if self._budget else contextlib.nullcontext():
             if self._auth is not None and self._auth.is_token_expired():
                 # The token was attached before the wait for budget and has aged since.
                 self._auth(request)
-        self._count("requests")
-        try:
-            response = super().send(request, **kwargs)
-        except (requests.ConnectionError, requests.Timeout):
-            self._count("connection_errors")
-            raise
+            self._count("requests")
+            try:
+                response = super().send(request, **kwargs)
+                # Read the body inside the slot: the request is complete only once it is read.
+                _ = response.content
+            except (requests.ConnectionError, requests.Timeout):
+                self._count("connection_errors")
+                raise
         if response.status_code == 429:
             self._count("throttled_429")
         elif response.status_code >= 500:
