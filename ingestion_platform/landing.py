@@ -88,6 +88,7 @@ def land_slice(
     resources: Iterable[DltResource],
     batch_keys: list[str],
     key_of: BatchKeyOf,
+    deduplicated: bool = False,
 ) -> LandingReport:
     """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them."""
     started = time.monotonic()
@@ -95,8 +96,17 @@ def land_slice(
     roots = []
     for resource in resources:
         resource.apply_hints(
-            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-            merge_key=BATCH_KEY_COLUMN,
+            write_disposition={
+                "disposition": "merge",
+                "strategy": "delete-insert",
+                # Delete exactly this run's slices. (A merge key would do the same through a
+                # join, and OR-ed with a primary key it becomes a nested loop that grows with
+                # the square of the slice: bench/README.md.)
+                "destination_scope": _scope(batch_keys),
+                # Arrow slices of a table are landed as the source holds them; JSON records
+                # may repeat across pages and are de-duplicated on the primary key.
+                "deduplicated": deduplicated,
+            },
         )
         resource.add_map(stamper)
         roots.append(resource)
@@ -143,6 +153,13 @@ def land_slice(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _scope(batch_keys: list[str]) -> str:
+    """The SQL condition selecting the rows of `batch_keys` (dlt formats `{table}` in it)."""
+    literals = ", ".join("'" + key.replace("'", "''") + "'" for key in batch_keys)
+    condition = f"{quote_identifier(BATCH_KEY_COLUMN)} IN ({literals})"
+    return condition.replace("{", "{{").replace("}", "}}")
 
 
 def _delete_batches(warehouse: Warehouse, dataset: str, roots: list[str], keys: list[str]) -> None:
