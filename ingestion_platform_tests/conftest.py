@@ -35,30 +35,28 @@ def _require(url: str, what: str) -> sa.Engine:
     return engine
 
 
+def _fresh_database(admin_url: str, what: str, quote: str, drop_suffix: str) -> Iterator[str]:
+    """Create an empty database for one test on a real server, and drop it afterwards."""
+    admin = _require(admin_url, what)
+    name = f"ingest_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"create database {quote}{name}{quote}"))
+    yield sa.make_url(admin_url).set(database=name).render_as_string(False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"drop database {quote}{name}{quote}{drop_suffix}"))
+    admin.dispose()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
-    admin = _require(POSTGRES_ADMIN_URL, "PostgreSQL")
-    name = f"ingest_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'create database "{name}"'))
-    yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'drop database "{name}" with (force)'))
-    admin.dispose()
+    yield from _fresh_database(POSTGRES_ADMIN_URL, "PostgreSQL", '"', " with (force)")
 
 
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """A fresh, empty MariaDB database for one test."""
-    admin = _require(MARIADB_ADMIN_URL, "MariaDB")
-    name = f"ingest_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"create database `{name}`"))
-    yield sa.make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"drop database `{name}`"))
-    admin.dispose()
+    yield from _fresh_database(MARIADB_ADMIN_URL, "MariaDB", "`", "")
 
 
 @pytest.fixture
