@@ -23,6 +23,8 @@ DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
 WAREHOUSE_PATH_ENV = "INGESTION_WAREHOUSE_PATH"
 BATCH_KEY_COLUMN = "_batch_key"
 LOADED_AT_COLUMN = "_loaded_at"
+# The Dagster pool every ingestion step joins; dagster.yaml limits it to one step at a time.
+WAREHOUSE_POOL = "duckdb_warehouse"
 # Long enough for a large load ahead in the queue; a stuck writer still surfaces.
 LOCK_TIMEOUT_SECONDS = 3600
 

@@ -39,7 +39,6 @@ from ingestion_platform.components.rest_api_config import (
     parse_cursor,
     resource_config,
 )
-from ingestion_platform.components.sql_database import WAREHOUSE_POOL
 from ingestion_platform.connectors.rate_budget import RateBudget
 from ingestion_platform.connectors.rest_api import (
     ApiError,
@@ -49,7 +48,7 @@ from ingestion_platform.connectors.rest_api import (
 from ingestion_platform.landing import land_slice
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
 class ApiSourceError(RuntimeError):

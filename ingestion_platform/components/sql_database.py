@@ -31,9 +31,7 @@ from ingestion_platform.connectors.sql_database import (
 from ingestion_platform.landing import land_slice
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
-from ingestion_platform.warehouse import WarehouseResource
-
-WAREHOUSE_POOL = "duckdb_warehouse"
+from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
 class SqlTable(dg.Model):
