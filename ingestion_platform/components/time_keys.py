@@ -6,7 +6,6 @@ of its own window, so that re-materialising one partition later replaces exactly
 
 from __future__ import annotations
 
-import bisect
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -55,7 +54,7 @@ class WindowKeys:
         aware = value.tzinfo is not None
         starts = self.aware_starts if aware else self.naive_starts
         micros = _epoch_us(value.astimezone(UTC) if aware else value.replace(tzinfo=UTC))
-        return str(self.keys[bisect.bisect_right(list(starts), micros) - 1])
+        return str(self.keys[int(np.searchsorted(starts, micros, "right")) - 1])
 
 
 def _epoch_us(moment: datetime) -> int:
