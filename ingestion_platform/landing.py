@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.extract import DltResource
 
+from ingestion_platform.flat_commit import commit_flat_slices
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -89,8 +90,13 @@ def land_slice(
     batch_keys: list[str],
     key_of: BatchKeyOf,
     deduplicated: bool = False,
+    flat: bool = False,
 ) -> LandingReport:
-    """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them."""
+    """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them.
+
+    `flat` resources (database tables: no nested data, nothing to de-duplicate) skip dlt's
+    staging copy and are committed straight from their Parquet files (flat_commit.py).
+    """
     started = time.monotonic()
     stamper = _KeyStamper(key_of, datetime.now(UTC))
     roots = []
@@ -132,16 +138,20 @@ def land_slice(
             if not table.startswith("_dlt")
         }
         with warehouse.exclusive():
-            load_info = pipeline.load()
-            load_info.raise_on_failed_jobs()
-            emptied = sorted(set(batch_keys) - stamper.seen)
-            if emptied:
-                _delete_batches(warehouse, dataset, [r.table_name for r in roots], emptied)
+            if flat:
+                bytes_loaded, new_columns = commit_flat_slices(
+                    warehouse, pipeline, [r.table_name for r in roots], batch_keys
+                )
+                emptied = sorted(set(batch_keys) - stamper.seen)
+            else:
+                bytes_loaded, new_columns, emptied = _load_with_dlt(
+                    pipeline, warehouse, dataset, roots, batch_keys, stamper.seen
+                )
         return LandingReport(
             rows_by_table=rows_by_table,
-            bytes_loaded=_bytes_loaded(load_info),
+            bytes_loaded=bytes_loaded,
             duration_seconds=time.monotonic() - started,
-            new_columns=_new_columns(load_info),
+            new_columns=new_columns,
             columns_by_table={
                 table: {
                     name: column.get("data_type", "unknown")
@@ -153,6 +163,23 @@ def land_slice(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _load_with_dlt(
+    pipeline: dlt.Pipeline,
+    warehouse: Warehouse,
+    dataset: str,
+    roots: list[DltResource],
+    batch_keys: list[str],
+    seen: set[str],
+) -> tuple[int, dict[str, list[str]], list[str]]:
+    """dlt's merge load, then empty the slices that extracted nothing (dlt has no rows to key)."""
+    load_info = pipeline.load()
+    load_info.raise_on_failed_jobs()
+    emptied = sorted(set(batch_keys) - seen)
+    if emptied:
+        _delete_batches(warehouse, dataset, [r.table_name for r in roots], emptied)
+    return _bytes_loaded(load_info), _new_columns(load_info), emptied
 
 
 def _scope(batch_keys: list[str]) -> str:

@@ -176,6 +176,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             batch_keys=keys,
             key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
             deduplicated=True,
+            flat=True,
         )
         context.log.info(
             f"{source.name}.{table.name}: landed {report.rows} rows for {len(keys)} "
