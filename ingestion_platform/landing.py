@@ -1,13 +1,14 @@
 """Land one slice of a source into the warehouse with dlt, replacing exactly that slice.
 
 Every row gets two columns: `_batch_key` (the partition it belongs to) and `_loaded_at`.
-Resources load with dlt's `merge` / `delete-insert` keyed on `_batch_key`, so dlt deletes
-the slice's old rows and inserts the new ones in one transaction, child tables included.
-A slice that is now empty has nothing for dlt to key on, so its old rows are deleted
-explicitly once the load has succeeded.
+Nested records (APIs) load with dlt's `merge` / `delete-insert`, scoped to this run's batch
+keys, so dlt deletes the slice's old rows and inserts the new ones in one transaction, child
+tables included; a slice that is now empty has nothing for dlt to load, so its old rows are
+deleted explicitly once the load has succeeded. Flat database slices skip dlt's staging copy
+(flat_commit.py).
 
 Extract and normalise run outside the warehouse lock (they only write files in a private
-working folder); only dlt's load step holds it. A run that fails before or during the load
+working folder); only the commit holds it. A run that fails before or during the commit
 leaves every table as it was.
 """
 
