@@ -90,13 +90,14 @@ def land_slice(
     resources: Iterable[DltResource],
     batch_keys: list[str],
     key_of: BatchKeyOf,
-    deduplicated: bool = False,
     flat: bool = False,
 ) -> LandingReport:
     """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them.
 
-    `flat` resources (database tables: no nested data, nothing to de-duplicate) skip dlt's
-    staging copy and are committed straight from their Parquet files (flat_commit.py).
+    `flat` resources (database tables: no nested data, landed as the source holds them) skip
+    dlt's staging copy and are committed straight from their Parquet files (flat_commit.py).
+    The others (API records, which may repeat across pages) go through dlt's merge, which
+    also de-duplicates them on their primary key.
     """
     started = time.monotonic()
     stamper = _KeyStamper(key_of, datetime.now(UTC))
@@ -110,9 +111,6 @@ def land_slice(
                 # join, and OR-ed with a primary key it becomes a nested loop that grows with
                 # the square of the slice: bench/README.md.)
                 "destination_scope": _scope(batch_keys),
-                # Arrow slices of a table are landed as the source holds them; JSON records
-                # may repeat across pages and are de-duplicated on the primary key.
-                "deduplicated": deduplicated,
             },
         )
         resource.add_map(stamper)

@@ -175,7 +175,6 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             resources=[resource],
             batch_keys=keys,
             key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
-            deduplicated=True,
             flat=True,
         )
         context.log.info(
