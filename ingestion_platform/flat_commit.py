@@ -13,7 +13,7 @@ from __future__ import annotations
 import dlt
 import duckdb
 
-from ingestion_platform.warehouse import BATCH_KEY_COLUMN, Warehouse, quote_identifier
+from ingestion_platform.warehouse import Warehouse, delete_slices, quote_identifier
 
 
 def commit_flat_slices(
@@ -32,16 +32,11 @@ def commit_flat_slices(
     try:
         connection.execute("set preserve_insertion_order = false")
         connection.execute("begin")
+        delete_slices(connection, dataset, tables, batch_keys)
+        existing = _columns(warehouse, dataset, connection)
         for table in tables:
-            if table not in _columns(warehouse, dataset, connection):
-                continue
-            relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
-            connection.execute(
-                f"delete from {relation} where {quote_identifier(BATCH_KEY_COLUMN)} "  # noqa: S608
-                "in (select unnest(?))",
-                [batch_keys],
-            )
-            if files.get(table):
+            if table in existing and files.get(table):
+                relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
                 connection.execute(
                     f"insert into {relation} by name select * from read_parquet(?)",  # noqa: S608
                     [[path for path, _ in files[table]]],

@@ -33,6 +33,7 @@ from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
     Warehouse,
+    delete_slices,
     quote_identifier,
 )
 
@@ -177,7 +178,13 @@ def _load_with_dlt(
     load_info.raise_on_failed_jobs()
     emptied = sorted(set(batch_keys) - seen)
     if emptied:
-        _delete_batches(warehouse, dataset, [r.table_name for r in roots], emptied)
+        connection = duckdb.connect(str(warehouse.path))
+        try:
+            connection.execute("begin")
+            delete_slices(connection, dataset, [r.table_name for r in roots], emptied)
+            connection.execute("commit")
+        finally:
+            connection.close()
     return _bytes_loaded(load_info), _new_columns(load_info), emptied
 
 
@@ -186,43 +193,6 @@ def _scope(batch_keys: list[str]) -> str:
     literals = ", ".join("'" + key.replace("'", "''") + "'" for key in batch_keys)
     condition = f"{quote_identifier(BATCH_KEY_COLUMN)} IN ({literals})"
     return condition.replace("{", "{{").replace("}", "}}")
-
-
-def _delete_batches(warehouse: Warehouse, dataset: str, roots: list[str], keys: list[str]) -> None:
-    """Delete the rows of `keys` from the root tables and their dlt child tables (`root__*`).
-
-    Tables are found in the warehouse itself: a run that extracted nothing has no dlt schema
-    to ask, yet its slice may still hold rows from an earlier load.
-    """
-    batch = quote_identifier(BATCH_KEY_COLUMN)
-    connection = duckdb.connect(str(warehouse.path))
-    try:
-        existing = {
-            name
-            for (name,) in connection.execute(
-                "select table_name from information_schema.tables where table_schema = ?",
-                [dataset],
-            ).fetchall()
-        }
-        connection.execute("begin")
-        for root in roots:
-            if root not in existing:
-                continue
-            root_relation = f"{quote_identifier(dataset)}.{quote_identifier(root)}"
-            for child in sorted(t for t in existing if t.startswith(f"{root}__")):
-                relation = f"{quote_identifier(dataset)}.{quote_identifier(child)}"
-                connection.execute(
-                    f"delete from {relation} where _dlt_root_id in "  # noqa: S608
-                    f"(select _dlt_id from {root_relation} where {batch} in (select unnest(?)))",
-                    [keys],
-                )
-            connection.execute(
-                f"delete from {root_relation} where {batch} in (select unnest(?))",  # noqa: S608
-                [keys],
-            )
-        connection.execute("commit")
-    finally:
-        connection.close()
 
 
 def _bytes_loaded(load_info: Any) -> int:

@@ -34,6 +34,36 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def delete_slices(
+    connection: duckdb.DuckDBPyConnection, dataset: str, roots: list[str], keys: list[str]
+) -> None:
+    """Delete the rows of `keys` from root tables and their dlt child tables (`root__*`).
+
+    Runs in the caller's transaction. Tables are found in the warehouse itself: a run that
+    extracted nothing has no dlt schema to ask, yet its slice may hold rows of an earlier load.
+    """
+    existing = {
+        name
+        for (name,) in connection.execute(
+            "select table_name from information_schema.tables where table_schema = ?", [dataset]
+        ).fetchall()
+    }
+    batch = quote_identifier(BATCH_KEY_COLUMN)
+    for root in (root for root in roots if root in existing):
+        root_relation = f"{quote_identifier(dataset)}.{quote_identifier(root)}"
+        for child in sorted(t for t in existing if t.startswith(f"{root}__")):
+            relation = f"{quote_identifier(dataset)}.{quote_identifier(child)}"
+            connection.execute(
+                f"delete from {relation} where _dlt_root_id in "  # noqa: S608
+                f"(select _dlt_id from {root_relation} where {batch} in (select unnest(?)))",
+                [keys],
+            )
+        connection.execute(
+            f"delete from {root_relation} where {batch} in (select unnest(?))",  # noqa: S608
+            [keys],
+        )
+
+
 class Warehouse:
     """A DuckDB file plus the lock that serialises every process's access to it."""
 

@@ -145,7 +145,11 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         table: SqlTable,
     ) -> dg.MaterializeResult:
         url = source.resolve(self.connection, "connection")
-        cursor = self._cursor_column(source, url, index, table)
+        engine = make_engine(url)
+        try:
+            _, cursor = self._inspect(source, engine, index, table)
+        finally:
+            engine.dispose()
         if self.batch.is_time:
             window = context.partition_time_window
             keys = list(context.partition_keys)
@@ -183,13 +187,15 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         )
         return dg.MaterializeResult(metadata=landing_metadata(report, table.name, lower, upper))
 
-    def _cursor_column(
-        self, source: SourceContext, url: str, index: int, table: SqlTable
-    ) -> CursorColumn:
-        cursor_name = table.cursor or self.cursor
-        engine = make_engine(url)
+    def _inspect(
+        self, source: SourceContext, engine: sa.Engine, index: int, table: SqlTable
+    ) -> tuple[sa.Table, CursorColumn]:
+        """The reflected table and its cursor; a missing piece fails naming the field."""
+        url = str(engine.url)
         try:
-            _, cursor = inspect_table(engine, table.name, self.db_schema, cursor_name)
+            reflected, cursor = inspect_table(
+                engine, table.name, self.db_schema, table.cursor or self.cursor
+            )
         except MissingInSource as missing:
             field = "name" if missing.what.startswith("table") else "cursor"
             raise source.error(
@@ -202,8 +208,6 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
                 f"source {source.name!r}: {unreachable}. Fix: check that the database is up and "
                 f"that `connection` in {source.defs_file} points at it"
             ) from None
-        finally:
-            engine.dispose()
         assert cursor is not None
         allowed = ("timestamp_tz", "timestamp", "date") if self.batch.is_time else None
         if allowed and cursor.kind not in allowed:
@@ -213,7 +217,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
                 "in time windows",
                 "pick a timestamp column, or use a size batch (`rows: N`)",
             )
-        return cursor
+        return reflected, cursor
 
     def _backend(self, url: str) -> Backend:
         if self.backend != "auto":
@@ -230,9 +234,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         def measure(table_name: str, after: Any, threshold: int) -> Pending:
             if table_name not in reflected:
                 index = next(i for i, t in enumerate(self.tables) if t.name == table_name)
-                cursor = self._cursor_column(source, url, index, self.tables[index])
-                table, _ = inspect_table(engine, table_name, self.db_schema, None)
-                reflected[table_name] = (table, cursor)
+                reflected[table_name] = self._inspect(source, engine, index, self.tables[index])
             table, cursor = reflected[table_name]
             return measure_pending(engine, table, cursor, after, threshold)
 
