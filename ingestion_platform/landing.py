@@ -1,11 +1,11 @@
-"""Land one slice of a source into the warehouse with dlt, replacing exactly that slice.
+"""Land one slice of records (API pages) into the warehouse with dlt, replacing exactly that slice.
 
 Every row gets two columns: `_batch_key` (the partition it belongs to) and `_loaded_at`.
-Nested records (APIs) load with dlt's `merge` / `delete-insert`, scoped to this run's batch
-keys, so dlt deletes the slice's old rows and inserts the new ones in one transaction, child
+Nested records load with dlt's `merge` / `delete-insert`, scoped to this run's batch keys,
+so dlt deletes the slice's old rows and inserts the new ones in one transaction, child
 tables included; a slice that is now empty has nothing for dlt to load, so its old rows are
-deleted explicitly once the load has succeeded. Flat database slices skip dlt's staging copy
-(flat_commit.py).
+deleted explicitly once the load has succeeded. Flat database slices skip dlt's files
+altogether (arrow_landing.py).
 
 Extract and normalise run outside the warehouse lock (they only write files in a private
 working folder); only the commit holds it. A run that fails before or during the commit
@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.extract import DltResource
 
-from ingestion_platform.flat_commit import commit_flat_slices
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -57,7 +56,7 @@ class LandingReport:
         return sum(self.rows_by_table.values())
 
 
-class _KeyStamper:
+class KeyStamper:
     """Adds `_batch_key` and `_loaded_at` to every item and remembers which keys it saw."""
 
     def __init__(self, key_of: BatchKeyOf, loaded_at: datetime) -> None:
@@ -91,17 +90,13 @@ def land_slice(
     resources: Iterable[DltResource],
     batch_keys: list[str],
     key_of: BatchKeyOf,
-    flat: bool = False,
 ) -> LandingReport:
     """Extract `resources`, then replace the rows of `batch_keys` in `dataset` with them.
 
-    `flat` resources (database tables: no nested data, landed as the source holds them) skip
-    dlt's staging copy and are committed straight from their Parquet files (flat_commit.py).
-    The others (API records, which may repeat across pages) go through dlt's merge, which
-    also de-duplicates them on their primary key.
+    dlt's merge also de-duplicates records on their primary key (pages may repeat a record).
     """
     started = time.monotonic()
-    stamper = _KeyStamper(key_of, datetime.now(UTC))
+    stamper = KeyStamper(key_of, datetime.now(UTC))
     roots = []
     for resource in resources:
         resource.apply_hints(
@@ -138,15 +133,9 @@ def land_slice(
             if not table.startswith("_dlt")
         }
         with warehouse.exclusive():
-            if flat:
-                bytes_loaded, new_columns = commit_flat_slices(
-                    warehouse, pipeline, [r.table_name for r in roots], batch_keys
-                )
-                emptied = sorted(set(batch_keys) - stamper.seen)
-            else:
-                bytes_loaded, new_columns, emptied = _load_with_dlt(
-                    pipeline, warehouse, dataset, roots, batch_keys, stamper.seen
-                )
+            bytes_loaded, new_columns, emptied = _load_with_dlt(
+                pipeline, warehouse, dataset, roots, batch_keys, stamper.seen
+            )
         return LandingReport(
             rows_by_table=rows_by_table,
             bytes_loaded=bytes_loaded,

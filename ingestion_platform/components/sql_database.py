@@ -13,6 +13,7 @@ from typing import Any, Literal
 import dagster as dg
 import sqlalchemy as sa
 
+from ingestion_platform.arrow_landing import land_arrow_slice
 from ingestion_platform.batching import BatchSpec, CursorSlice, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata
@@ -21,6 +22,7 @@ from ingestion_platform.connectors.sql_database import (
     Backend,
     CursorColumn,
     MissingInSource,
+    SliceBounds,
     SourceDatabaseError,
     inspect_table,
     make_engine,
@@ -28,7 +30,6 @@ from ingestion_platform.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
-from ingestion_platform.landing import land_slice
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
@@ -50,7 +51,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
     batch: BatchSpec
     db_schema: str | None = None
     cursor: str | None = None
-    backend: Literal["auto", "connectorx", "pyarrow", "sqlalchemy"] = "auto"
+    backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
@@ -147,45 +148,43 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         url = source.resolve(self.connection, "connection")
         engine = make_engine(url)
         try:
-            _, cursor = self._inspect(source, engine, index, table)
+            reflected, cursor = self._inspect(source, engine, index, table)
+            keys, bounds = self._slice(context)
+            resource = slice_resource(
+                engine=engine,
+                url=url,
+                table=reflected,
+                cursor=cursor,
+                bounds=bounds,
+                backend=self._backend(url),
+                chunk_size=self.chunk_size,
+                primary_key=table.primary_key,
+            )
+            key_of = key_assigner(context, cursor.name) if self.batch.is_time else keys[0]
+            report = land_arrow_slice(
+                warehouse=warehouse.get(),
+                dataset=source.name,
+                pipeline_name=f"{source.name}__{table.name}",
+                resource=resource,
+                batch_keys=keys,
+                key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
+            )
         finally:
             engine.dispose()
-        if self.batch.is_time:
-            window = context.partition_time_window
-            keys = list(context.partition_keys)
-            lower, upper, lower_inclusive, upper_inclusive = window.start, window.end, True, False
-        else:
-            cut = CursorSlice.from_key(context.partition_key)
-            keys = [cut.key]
-            lower, upper, lower_inclusive, upper_inclusive = cut.lo, cut.hi, False, True
-        resource = slice_resource(
-            url=url,
-            table=table.name,
-            schema=self.db_schema,
-            cursor=cursor,
-            lower=lower,
-            upper=upper,
-            lower_inclusive=lower_inclusive,
-            upper_inclusive=upper_inclusive,
-            backend=self._backend(url),
-            chunk_size=self.chunk_size,
-            primary_key=table.primary_key,
-        )
-        key_of = key_assigner(context, cursor.name) if self.batch.is_time else keys[0]
-        report = land_slice(
-            warehouse=warehouse.get(),
-            dataset=source.name,
-            pipeline_name=f"{source.name}__{table.name}",
-            resources=[resource],
-            batch_keys=keys,
-            key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
-            flat=True,
-        )
         context.log.info(
             f"{source.name}.{table.name}: landed {report.rows} rows for {len(keys)} "
             f"partition(s) in {report.duration_seconds:.2f}s"
         )
-        return dg.MaterializeResult(metadata=landing_metadata(report, table.name, lower, upper))
+        metadata = landing_metadata(report, table.name, bounds.lower, bounds.upper)
+        return dg.MaterializeResult(metadata=metadata)
+
+    def _slice(self, context: dg.AssetExecutionContext) -> tuple[list[str], SliceBounds]:
+        """The run's partition keys and the cursor range they cover together."""
+        if self.batch.is_time:
+            window = context.partition_time_window
+            return list(context.partition_keys), SliceBounds.window(window.start, window.end)
+        cut = CursorSlice.from_key(context.partition_key)
+        return [cut.key], SliceBounds.after(cut.lo, cut.hi)
 
     def _inspect(
         self, source: SourceContext, engine: sa.Engine, index: int, table: SqlTable

@@ -17,7 +17,8 @@ from dlt.sources.sql_database import sql_table
 
 from ingestion_platform.pending import Pending
 
-Backend = Literal["connectorx", "pyarrow", "sqlalchemy"]
+# Both read Arrow batches: ConnectorX natively, PyArrow by converting SQLAlchemy rows.
+Backend = Literal["connectorx", "pyarrow"]
 CursorKind = Literal["integer", "timestamp_tz", "timestamp", "date", "other"]
 
 
@@ -72,7 +73,9 @@ def inspect_table(
             if not inspector.has_table(table, schema=schema):
                 available = sorted(inspector.get_table_names(schema=schema))
                 raise MissingInSource(f"table {table!r}", available)
-            reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=connection)
+            # dlt's sql_table finds the table in this MetaData under its key and reuses it.
+            metadata = sa.MetaData(schema=schema)
+            reflected = sa.Table(table, metadata, autoload_with=connection)
     except sa.exc.OperationalError as error:
         raise SourceDatabaseError(
             f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
@@ -127,32 +130,50 @@ def _as_bound(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SliceBounds:
+    """Where a slice starts and ends on the cursor column; None means open-ended."""
+
+    lower: Any
+    upper: Any
+    lower_inclusive: bool
+    upper_inclusive: bool
+
+    @classmethod
+    def window(cls, start: datetime, end: datetime) -> SliceBounds:
+        """A time window: `start <= cursor < end`."""
+        return cls(start, end, lower_inclusive=True, upper_inclusive=False)
+
+    @classmethod
+    def after(cls, lo: Any, hi: Any) -> SliceBounds:
+        """A cursor range: `lo < cursor <= hi`."""
+        return cls(lo, hi, lower_inclusive=False, upper_inclusive=True)
+
+
 def slice_resource(
     *,
+    engine: sa.Engine,
     url: str,
-    table: str,
-    schema: str | None,
-    cursor: CursorColumn | None,
-    lower: Any,
-    upper: Any,
-    lower_inclusive: bool,
-    upper_inclusive: bool,
+    table: sa.Table,
+    cursor: CursorColumn,
+    bounds: SliceBounds,
     backend: Backend,
     chunk_size: int,
     primary_key: list[str] | None,
 ) -> DltResource:
-    """A dlt resource reading only the rows of `table` between `lower` and `upper`."""
+    """A dlt resource yielding the rows of `table` within `bounds` as Arrow batches.
+
+    `table` is the one `inspect_table` reflected; dlt reuses it instead of reflecting again.
+    """
 
     def restrict(query: Any, source_table: sa.Table) -> Any:
-        if cursor is None:
-            return query
         column = source_table.c[cursor.name]
-        if lower is not None:
-            bound = cursor.bound(lower)
-            query = query.where(column >= bound if lower_inclusive else column > bound)
-        if upper is not None:
-            bound = cursor.bound(upper)
-            query = query.where(column <= bound if upper_inclusive else column < bound)
+        if bounds.lower is not None:
+            bound = cursor.bound(bounds.lower)
+            query = query.where(column >= bound if bounds.lower_inclusive else column > bound)
+        if bounds.upper is not None:
+            bound = cursor.bound(bounds.upper)
+            query = query.where(column <= bound if bounds.upper_inclusive else column < bound)
         return query
 
     backend_kwargs: dict[str, Any] = {}
@@ -160,10 +181,10 @@ def slice_resource(
         # Stream Arrow record batches so memory stays bounded by chunk_size, not table size.
         backend_kwargs = {"return_type": "arrow_stream", "batch_size": chunk_size}
         backend_kwargs["conn"] = _connectorx_url(url)
-    resource = sql_table(
-        credentials=url,
-        table=table,
-        schema=schema,
+    return sql_table(
+        credentials=engine,
+        table=table.name,
+        metadata=table.metadata,
         backend=backend,
         chunk_size=chunk_size,
         backend_kwargs=backend_kwargs,
@@ -171,7 +192,6 @@ def slice_resource(
         reflection_level="full_with_precision",
         primary_key=primary_key,
     )
-    return resource
 
 
 def _connectorx_url(url: str) -> str:
