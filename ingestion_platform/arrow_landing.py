@@ -5,8 +5,10 @@ not need dlt's files at all: writing every batch to Parquet and reading it back 
 the platform slower than a plain copy (bench/README.md). dlt still owns the schema: it
 extracts an empty sample carrying the reflected column hints and the first batch's Arrow
 types, and `sync_schema` creates or migrates the table (its schema evolution). Then one
-DuckDB transaction deletes the slice and inserts the batches as the source delivers them;
-ConnectorX keeps reading the next batches meanwhile, so the read and the write overlap.
+DuckDB transaction deletes the slice and inserts the source's batches with a single
+`INSERT … SELECT` over an Arrow stream: ConnectorX reads ahead while DuckDB writes, and
+DuckDB writes full row groups to disk as they fill, so memory stays flat however large the
+slice (one INSERT per batch instead kept the whole transaction in memory: 1.2 GB at 10M rows).
 
 The transaction spans the read, so the warehouse lock is held for it. That costs no
 concurrency: the `duckdb_warehouse` pool already runs one warehouse step at a time. A
@@ -19,7 +21,8 @@ import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dlt
@@ -29,6 +32,8 @@ from dlt.extract import DltResource
 
 from ingestion_platform.landing import BatchKeyOf, KeyStamper, LandingReport
 from ingestion_platform.warehouse import Warehouse, delete_slices, quote_identifier
+
+ArrowItem = pa.Table | pa.RecordBatch
 
 
 def land_arrow_slice(
@@ -46,32 +51,28 @@ def land_arrow_slice(
     table = resource.table_name
     assert isinstance(table, str), "database resources have a static table name"
     # Iterating the resource runs dlt's sql_table: its query, its Arrow backend, its chunks.
-    batches = (_as_arrow(item) for item in resource)
-    first = next(batches, None)
+    items = (stamper(_as_arrow(item)) for item in resource)
+    first = next(items, None)
+    stream: _SliceStream | None = None
+    added: list[str] = []
+    columns: dict[str, str] = {}
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         with warehouse.exclusive():
-            added: list[str] = []
             if first is not None:
-                first = stamper(first)
                 pipeline = _pipeline(warehouse, dataset, pipeline_name, workdir)
                 names, added = _migrate(pipeline, resource, first)
                 columns = {
                     name: column.get("data_type", "unknown")
                     for name, column in pipeline.default_schema.get_table_columns(table).items()
                 }
-                stream = (stamper(batch) for batch in batches)
-                rows, nbytes = _commit(
-                    warehouse, dataset, table, batch_keys, itertools.chain([first], stream), names
-                )
-            else:
-                columns = {}
-                rows, nbytes = _commit(warehouse, dataset, table, batch_keys, iter(()), [])
+                stream = _SliceStream(itertools.chain([first], items), names)
+            _commit(warehouse, dataset, table, batch_keys, stream)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return LandingReport(
-        rows_by_table={table: rows},
-        bytes_loaded=nbytes,
+        rows_by_table={table: stream.rows if stream else 0},
+        bytes_loaded=stream.nbytes if stream else 0,
         duration_seconds=time.monotonic() - started,
         new_columns={table: added} if added else {},
         columns_by_table={table: columns} if columns else {},
@@ -79,8 +80,8 @@ def land_arrow_slice(
     )
 
 
-def _as_arrow(item: object) -> pa.Table | pa.RecordBatch:
-    if not isinstance(item, pa.Table | pa.RecordBatch):
+def _as_arrow(item: object) -> ArrowItem:
+    if not isinstance(item, ArrowItem):
         raise TypeError(f"expected Arrow batches from the database backend, got {type(item)}")
     return item
 
@@ -97,7 +98,7 @@ def _pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str) -> dl
 
 
 def _migrate(
-    pipeline: dlt.Pipeline, resource: DltResource, first: pa.Table | pa.RecordBatch
+    pipeline: dlt.Pipeline, resource: DltResource, first: ArrowItem
 ) -> tuple[list[str], list[str]]:
     """Let dlt create or evolve the table from an empty sample.
 
@@ -113,31 +114,66 @@ def _migrate(
     return [naming.normalize_identifier(name) for name in first.schema.names], added
 
 
+@dataclass
+class _SliceStream:
+    """The slice's batches, renamed to dlt's column names, as one Arrow stream DuckDB scans.
+
+    Counts what passes through, and keeps the error that stopped it: DuckDB reports an
+    exception raised inside its scan only as a generic error.
+    """
+
+    items: Iterable[ArrowItem]
+    names: list[str]
+    rows: int = 0
+    nbytes: int = 0
+    error: BaseException | None = None
+
+    def reader(self) -> pa.RecordBatchReader:
+        items = iter(self.items)
+        first = next(items)
+        schema = first.rename_columns(self.names).schema
+        return pa.RecordBatchReader.from_batches(
+            schema, self._batches(itertools.chain([first], items), schema)
+        )
+
+    def _batches(self, items: Iterator[ArrowItem], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        try:
+            for item in items:
+                for batch in item.to_batches() if isinstance(item, pa.Table) else [item]:
+                    batch = batch.rename_columns(self.names)
+                    if batch.schema != schema:  # a chunk typed differently (e.g. all nulls)
+                        batch = batch.cast(schema)
+                    self.rows += batch.num_rows
+                    self.nbytes += batch.nbytes
+                    yield batch
+        except BaseException as error:
+            self.error = error
+            raise
+
+
 def _commit(
     warehouse: Warehouse,
     dataset: str,
     table: str,
     batch_keys: list[str],
-    batches: Iterator[pa.Table | pa.RecordBatch],
-    names: list[str],
-) -> tuple[int, int]:
-    """Delete the slices, insert every batch, commit; returns rows and Arrow bytes inserted."""
+    stream: _SliceStream | None,
+) -> None:
+    """Delete the slices and insert the stream, in one transaction."""
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
-    insert = f"insert into {relation} by name select * from slice_batch"  # noqa: S608
-    rows = nbytes = 0
     connection = duckdb.connect(str(warehouse.path))
     try:
         # Rows are keyed by _batch_key, not by position; reordering halves DuckDB's memory.
         connection.execute("set preserve_insertion_order = false")
         connection.execute("begin")
         delete_slices(connection, dataset, [table], batch_keys)
-        for batch in batches:
-            connection.register("slice_batch", batch.rename_columns(names))
-            connection.execute(insert)
-            connection.unregister("slice_batch")
-            rows += batch.num_rows
-            nbytes += batch.nbytes
+        if stream is not None:
+            connection.register("slice_stream", stream.reader())
+            try:
+                connection.execute(f"insert into {relation} by name select * from slice_stream")  # noqa: S608
+            except duckdb.Error:
+                if stream.error is not None:
+                    raise stream.error from None
+                raise
         connection.execute("commit")
     finally:
         connection.close()
-    return rows, nbytes

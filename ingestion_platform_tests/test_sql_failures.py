@@ -191,3 +191,37 @@ def test_new_and_widened_source_columns_evolve_the_warehouse_table(
     )
     assert rows[0][0] == "2026-11-01" and rows[0][2] == 0
     assert rows[1][0] == DAY and rows[1][2] == rows[1][1] and rows[1][3] == 5_000_000_000
+
+
+def test_a_source_failing_mid_read_rolls_back_the_batches_already_written(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    shop.create_shop(engine, SEED)
+    view = "create or replace view order_ratios as select id, {ratio} as ratio from orders"
+    with engine.begin() as connection:
+        connection.execute(sa.text(view.format(ratio="100 / (id + 1000)")))
+    attributes = {
+        "connection": postgres_url,
+        "tables": [{"name": "order_ratios", "cursor": "id"}],
+        "batch": {"rows": 300},
+        "chunk_size": 20,
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    instance.add_dynamic_partitions("shop__order_ratios", ["..300"])
+    materialize(defs, partition_key="..300", resources=resources, instance=instance)
+    before = warehouse.query("select * from shop.order_ratios order by id")
+    assert len(before) == 300
+
+    # Row 250 now fails in PostgreSQL, after 12 chunks of 20 rows have reached DuckDB.
+    with engine.begin() as connection:
+        connection.execute(sa.text(view.format(ratio="100 / (id - 250)")))
+    result = materialize(
+        defs, partition_key="..300", resources=resources, instance=instance, raise_on_error=False
+    )
+
+    assert failure_message(result) == (
+        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'shop': "
+        "reading table 'order_ratios' failed: division by zero. Nothing was landed"
+    )
+    assert warehouse.query("select * from shop.order_ratios order by id") == before

@@ -27,6 +27,7 @@ from ingestion_platform.connectors.sql_database import (
     inspect_table,
     make_engine,
     measure_pending,
+    read_failure,
     safe_url,
     slice_resource,
 )
@@ -161,14 +162,23 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
                 primary_key=table.primary_key,
             )
             key_of = key_assigner(context, cursor.name) if self.batch.is_time else keys[0]
-            report = land_arrow_slice(
-                warehouse=warehouse.get(),
-                dataset=source.name,
-                pipeline_name=f"{source.name}__{table.name}",
-                resource=resource,
-                batch_keys=keys,
-                key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
-            )
+            try:
+                report = land_arrow_slice(
+                    warehouse=warehouse.get(),
+                    dataset=source.name,
+                    pipeline_name=f"{source.name}__{table.name}",
+                    resource=resource,
+                    batch_keys=keys,
+                    key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
+                )
+            except BaseException as error:
+                failure = read_failure(error)
+                if failure is None:
+                    raise
+                raise SourceDatabaseError(
+                    f"source {source.name!r}: reading table {table.name!r} failed: {failure}. "
+                    "Nothing was landed"
+                ) from None
         finally:
             engine.dispose()
         context.log.info(

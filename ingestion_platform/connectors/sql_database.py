@@ -7,6 +7,7 @@ builds, so the database does the filtering and an index on the cursor makes it c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -192,6 +193,19 @@ def slice_resource(
         reflection_level="full_with_precision",
         primary_key=primary_key,
     )
+
+
+def read_failure(error: BaseException) -> str | None:
+    """The database's own message if `error` is ConnectorX failing mid-read, else None.
+
+    ConnectorX reports a read that fails in the database as a Rust panic whose text is the
+    debug dump of the driver's error; the useful part is its `message`.
+    """
+    if type(error).__name__ != "PanicException":
+        return None
+    text = str(error)
+    found = re.search(r'message: "((?:[^"\\]|\\.)*)"', text)
+    return found.group(1) if found else text
 
 
 def _connectorx_url(url: str) -> str:
