@@ -110,7 +110,7 @@ def test_missing_cursor_column_names_the_field_and_the_columns_there_are(
         defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
     )
     assert failure_message(result).endswith(
-        "tables[0].cursor: column 'changed_at' of table 'orders' does not exist in "
+        "defs.yaml: cursor: column 'changed_at' of table 'orders' does not exist in "
         f"{sqlite_url}. Fix: use one of: amount, customer_id, id, status, updated_at."
     )
 

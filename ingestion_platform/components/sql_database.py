@@ -4,14 +4,28 @@ One asset per table. A time batch reads the window `start <= cursor < end` and r
 schedule; a size batch reads `lo < cursor <= hi` and a sensor cuts a slice whenever that
 many new rows have been recorded. Reads go through dlt's `sql_table` with an Arrow backend
 (ConnectorX streaming record batches by default), so memory stays bounded by `chunk_size`.
+
+Tables are listed in `tables:`, or left out to take every table of `db_schema`. Asset keys
+must be known when definitions load, and loading must not need the database, so the
+schema's table list is Dagster component state: `dg utils refresh-defs-state` reads it from
+the database and stores it (in `defs/.local_defs_state/`), and definitions load from there.
 """
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster.components.utils.defs_state import (
+    DefsStateConfig,
+    DefsStateConfigArgs,
+    ResolvedDefsStateConfig,
+)
+from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
+from pydantic import PrivateAttr
 
 from ingestion_platform.arrow_landing import land_arrow_slice
 from ingestion_platform.batching import BatchSpec, CursorSlice, scheduled_definitions
@@ -25,6 +39,7 @@ from ingestion_platform.connectors.sql_database import (
     SliceBounds,
     SourceDatabaseError,
     inspect_table,
+    list_tables,
     make_engine,
     measure_pending,
     read_failure,
@@ -44,39 +59,95 @@ class SqlTable(dg.Model):
     primary_key: list[str] | None = None
 
 
-class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
+class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     """Tables of a relational database, landed in DuckDB one exact slice at a time."""
 
     connection: Setting
-    tables: list[SqlTable]
     batch: BatchSpec
+    tables: list[SqlTable] | None = None
     db_schema: str | None = None
     cursor: str | None = None
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
+    # Only refreshed on request (`dg utils refresh-defs-state`), never while definitions load.
+    defs_state: ResolvedDefsStateConfig = DefsStateConfigArgs(
+        management_type=DefsStateManagementType.LOCAL_FILESYSTEM, refresh_if_dev=False
+    )
+    _source: SourceContext | None = PrivateAttr(default=None)
+
+    @classmethod
+    def load(cls, attributes: Any, context: dg.ComponentLoadContext) -> "SqlDatabaseSource":
+        # StateBackedComponent.load registers the state key before the component knows its
+        # source; this does the same once it does, and only for sources that need state.
+        component = super(dg.StateBackedComponent, cls).load(attributes, context)
+        component._source = SourceContext.from_load_context(context)
+        if component.tables is None:
+            context.component_tree.mark_component_defs_state_key(
+                defs_state_key=component.defs_state_config.key, loc=context.component_loc
+            )
+        return component
+
+    @property
+    def defs_state_config(self) -> DefsStateConfig:
+        # One table list per source folder; the source name is also its warehouse schema.
+        name = self._source.name if self._source else "unnamed"
+        return DefsStateConfig.from_args(self.defs_state, default_key=f"SqlDatabaseSource.{name}")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        if self.tables is not None:  # listed tables need no state
+            return self.build_defs_from_state(context, state_path=None)
+        return super().build_defs(context)
+
+    def write_state_to_path(self, state_path: Path) -> None:
+        """Store the table names to build assets for: the declared ones, or the schema's."""
+        if self.tables is not None:
+            names = [table.name for table in self.tables]
+        else:
+            source = self._source
+            assert source is not None, "state is refreshed for loaded components only"
+            url = source.resolve(self.connection, "connection")
+            engine = make_engine(url)
+            try:
+                names = list_tables(engine, self.db_schema)
+            except SourceDatabaseError as unreachable:
+                raise self._unreachable(source, unreachable) from None
+            finally:
+                engine.dispose()
+            if not names:
+                raise source.error(
+                    "db_schema",
+                    f"schema {self.db_schema or '(default)'} of {safe_url(url)} has no tables",
+                    "point `db_schema` at a schema with tables, or list `tables:`",
+                )
+        state_path.write_text(json.dumps({"tables": names}))
+
+    def build_defs_from_state(
+        self, context: dg.ComponentLoadContext, state_path: Path | None
+    ) -> dg.Definitions:
         source = SourceContext.from_load_context(context)
-        self._check(source)
+        tables = self.tables if self.tables is not None else self._schema_tables(source, state_path)
+        if tables is None:
+            return dg.Definitions()
+        self._check(source, tables)
         partitions = self.batch.partitions_def
         assets = [
-            self._table_asset(source, index, table, partitions(f"{source.name}__{table.name}"))
-            for index, table in enumerate(self.tables)
+            self._table_asset(source, table, partitions(f"{source.name}__{table.name}"))
+            for table in tables
         ]
         running = self.automation == "running"
         if self.batch.is_time:
             return scheduled_definitions(source.name, assets, running)
         streams = [
             SizeStream(table.name, [asset.key], asset.partitions_def)  # type: ignore[arg-type]
-            for table, asset in zip(self.tables, assets, strict=True)
+            for table, asset in zip(tables, assets, strict=True)
         ]
         sensor = build_size_sensor(
             name=f"{source.name}__size_sensor",
             spec=self.batch,
             streams=streams,
-            open_measure=lambda: self._open_measure(source),
+            open_measure=lambda: self._open_measure(source, tables),
             minimum_interval_seconds=self.sensor_interval_seconds,
             description=f"Cuts a partition of {source.name} per {self.batch.size_threshold} "
             "new rows of each table.",
@@ -84,11 +155,25 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         )
         return dg.Definitions(assets=assets, sensors=[sensor])
 
-    def _check(self, source: SourceContext) -> None:
-        if not self.tables:
+    def _schema_tables(
+        self, source: SourceContext, state_path: Path | None
+    ) -> list[SqlTable] | None:
+        """The schema's tables as last stored by `dg utils refresh-defs-state`, if ever."""
+        if state_path is None or not state_path.exists():
+            dg.get_dagster_logger().warning(
+                f"{source.defs_file}: tables: not listed, and the tables of schema "
+                f"{self.db_schema or '(default)'} have not been read yet, so source "
+                f"{source.name!r} has no assets. Fix: run `dg utils refresh-defs-state` with "
+                "the database reachable, or list `tables:`."
+            )
+            return None
+        return [SqlTable(name=name) for name in json.loads(state_path.read_text())["tables"]]
+
+    def _check(self, source: SourceContext, tables: list[SqlTable]) -> None:
+        if not tables:
             raise source.error("tables", "no tables declared", "list at least one table")
         seen: set[str] = set()
-        for index, table in enumerate(self.tables):
+        for index, table in enumerate(tables):
             if table.name in seen:
                 raise source.error(
                     f"tables[{index}].name",
@@ -98,7 +183,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
             seen.add(table.name)
             if not (table.cursor or self.cursor):
                 raise source.error(
-                    f"tables[{index}].cursor",
+                    f"tables[{index}].cursor" if self.tables is not None else "cursor",
                     f"table {table.name!r} has no cursor column, so its batches cannot be sliced",
                     "set `cursor:` on the table (or for the whole source) to a column that "
                     "grows with new rows, e.g. updated_at or id",
@@ -115,7 +200,6 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
     def _table_asset(
         self,
         source: SourceContext,
-        index: int,
         table: SqlTable,
         partitions_def: dg.PartitionsDefinition,
     ) -> dg.AssetsDefinition:
@@ -134,7 +218,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         def _land_table(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
-            return self._materialize(context, warehouse, source, index, table)
+            return self._materialize(context, warehouse, source, table)
 
         return _land_table
 
@@ -143,13 +227,12 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         source: SourceContext,
-        index: int,
         table: SqlTable,
     ) -> dg.MaterializeResult:
         url = source.resolve(self.connection, "connection")
         engine = make_engine(url)
         try:
-            reflected, cursor = self._inspect(source, engine, index, table)
+            reflected, cursor = self._inspect(source, engine, table)
             keys, bounds = self._slice(context)
             resource = slice_resource(
                 engine=engine,
@@ -197,7 +280,7 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         return [cut.key], SliceBounds.after(cut.lo, cut.hi)
 
     def _inspect(
-        self, source: SourceContext, engine: sa.Engine, index: int, table: SqlTable
+        self, source: SourceContext, engine: sa.Engine, table: SqlTable
     ) -> tuple[sa.Table, CursorColumn]:
         """The reflected table and its cursor; a missing piece fails naming the field."""
         url = str(engine.url)
@@ -208,25 +291,38 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         except MissingInSource as missing:
             field = "name" if missing.what.startswith("table") else "cursor"
             raise source.error(
-                f"tables[{index}].{field}",
+                self._field(table.name, field),
                 f"{missing.what} does not exist in {safe_url(url)}",
                 f"use one of: {', '.join(missing.available) or '(none found)'}",
             ) from None
         except SourceDatabaseError as unreachable:
-            raise SourceDatabaseError(
-                f"source {source.name!r}: {unreachable}. Fix: check that the database is up and "
-                f"that `connection` in {source.defs_file} points at it"
-            ) from None
+            raise self._unreachable(source, unreachable) from None
         assert cursor is not None
         allowed = ("timestamp_tz", "timestamp", "date") if self.batch.is_time else None
         if allowed and cursor.kind not in allowed:
             raise source.error(
-                f"tables[{index}].cursor",
+                self._field(table.name, "cursor"),
                 f"column {cursor.name!r} is not a timestamp or date, so it cannot place rows "
                 "in time windows",
                 "pick a timestamp column, or use a size batch (`rows: N`)",
             )
         return reflected, cursor
+
+    def _field(self, table_name: str, attribute: str) -> str:
+        """Where in defs.yaml a table's setting comes from, for error messages."""
+        index = next(
+            (i for i, table in enumerate(self.tables or []) if table.name == table_name), None
+        )
+        if index is not None and (attribute == "name" or self.tables[index].cursor):  # type: ignore[index]
+            return f"tables[{index}].{attribute}"
+        return "db_schema" if attribute == "name" else "cursor"
+
+    @staticmethod
+    def _unreachable(source: SourceContext, error: SourceDatabaseError) -> SourceDatabaseError:
+        return SourceDatabaseError(
+            f"source {source.name!r}: {error}. Fix: check that the database is up and "
+            f"that `connection` in {source.defs_file} points at it"
+        )
 
     def _backend(self, url: str) -> Backend:
         if self.backend != "auto":
@@ -235,15 +331,15 @@ class SqlDatabaseSource(dg.Component, dg.Model, dg.Resolvable):
         return "pyarrow" if sa.make_url(url).get_backend_name() == "sqlite" else "connectorx"
 
     @contextmanager
-    def _open_measure(self, source: SourceContext) -> Iterator[Measure]:
+    def _open_measure(self, source: SourceContext, tables: list[SqlTable]) -> Iterator[Measure]:
         url = source.resolve(self.connection, "connection")
         engine = make_engine(url)
         reflected: dict[str, tuple[sa.Table, CursorColumn]] = {}
 
         def measure(table_name: str, after: Any, threshold: int) -> Pending:
             if table_name not in reflected:
-                index = next(i for i, t in enumerate(self.tables) if t.name == table_name)
-                reflected[table_name] = self._inspect(source, engine, index, self.tables[index])
+                table = next(t for t in tables if t.name == table_name)
+                reflected[table_name] = self._inspect(source, engine, table)
             table, cursor = reflected[table_name]
             return measure_pending(engine, table, cursor, after, threshold)
 

@@ -88,6 +88,17 @@ def inspect_table(
     return reflected, CursorColumn(cursor, _cursor_kind(reflected.c[cursor].type))
 
 
+def list_tables(engine: sa.Engine, schema: str | None) -> list[str]:
+    """The names of the tables (not views) in `schema`, or in the default schema."""
+    try:
+        with engine.connect() as connection:
+            return sorted(sa.inspect(connection).get_table_names(schema=schema))
+    except sa.exc.OperationalError as error:
+        raise SourceDatabaseError(
+            f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
+        ) from None
+
+
 def _first_line(error: Exception) -> str:
     text = str(getattr(error, "orig", None) or error)
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
