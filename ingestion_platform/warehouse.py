@@ -2,9 +2,9 @@
 
 DuckDB lets one process hold a database file for writing, and a reader in another process
 cannot open it meanwhile. Every process that touches the file therefore takes the same
-file lock first. Writers hold it only for dlt's load step (copying finished files in and
-swapping the slice), not while the source is read, so concurrent runs, backfills and
-sensors queue for a second or two instead of failing with a lock error.
+file lock first, so concurrent runs, backfills and sensors queue instead of failing with a
+lock error. API runs hold it for dlt's load step only; database runs for their streamed
+read-and-write (arrow_landing.py).
 """
 
 from __future__ import annotations
