@@ -51,13 +51,17 @@ def land_arrow_slice(
     table = resource.table_name
     assert isinstance(table, str), "database resources have a static table name"
     # Iterating the resource runs dlt's sql_table: its query, its Arrow backend, its chunks.
-    items = (stamper(_as_arrow(item)) for item in resource)
-    first = next(items, None)
+    # The iterator holds dlt's injected contexts until it ends, so it is closed here, not by
+    # the garbage collector: closed late, it restores them over newer ones (dlt then raises
+    # ContainerInjectableContextMangled, and a long-lived sensor process keeps stale state).
+    source_items = iter(resource)
     stream: _SliceStream | None = None
     added: list[str] = []
     columns: dict[str, str] = {}
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
+        items = (stamper(_as_arrow(item)) for item in source_items)
+        first = next(items, None)
         with warehouse.exclusive():
             if first is not None:
                 pipeline = _pipeline(warehouse, dataset, pipeline_name, workdir)
@@ -69,6 +73,7 @@ def land_arrow_slice(
                 stream = _SliceStream(itertools.chain([first], items), names)
             _commit(warehouse, dataset, table, batch_keys, stream)
     finally:
+        source_items.close()
         shutil.rmtree(workdir, ignore_errors=True)
     return LandingReport(
         rows_by_table={table: stream.rows if stream else 0},
@@ -171,9 +176,11 @@ def _commit(
             try:
                 connection.execute(f"insert into {relation} by name select * from slice_stream")  # noqa: S608
             except duckdb.Error:
-                if stream.error is not None:
-                    raise stream.error from None
-                raise
+                if stream.error is None:
+                    raise
+            if stream.error is not None:
+                # Raised outside the `except`, so its own cause chain stays as it was.
+                raise stream.error
         connection.execute("commit")
     finally:
         connection.close()

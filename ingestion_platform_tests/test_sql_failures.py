@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dlt.common.configuration.container import Container
 
 from ingestion_platform.components.sql_database import SqlDatabaseSource
 from ingestion_platform.demo import shop
@@ -225,3 +227,31 @@ def test_a_source_failing_mid_read_rolls_back_the_batches_already_written(
         "reading table 'order_ratios' failed: division by zero. Nothing was landed"
     )
     assert warehouse.query("select * from shop.order_ratios order by id") == before
+
+
+def test_a_failed_landing_leaves_no_dlt_context_behind(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    # dlt's resource iterator injects contexts until it is closed; left open by a failed run,
+    # it would be closed later by the garbage collector, over whatever dlt runs then.
+    engine = sa.create_engine(postgres_url)
+    shop.create_shop(engine, SEED)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("create view bad_orders as select id, 1 / (id - id) as r from orders")
+        )
+    attributes = {
+        "connection": postgres_url,
+        "tables": [{"name": "bad_orders", "cursor": "id"}],
+        "batch": {"rows": 100},
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    instance.add_dynamic_partitions("shop__bad_orders", ["..100"])
+
+    result = materialize(
+        defs, partition_key="..100", resources=resources, instance=instance, raise_on_error=False
+    )
+
+    assert "division by zero" in failure_message(result)
+    injected = {spec.__name__ for spec in Container().thread_contexts[threading.get_ident()][0]}
+    assert not injected & {"StateInjectableContext", "SourceInjectableContext"}

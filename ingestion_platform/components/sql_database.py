@@ -254,7 +254,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                     batch_keys=keys,
                     key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
                 )
-            except BaseException as error:
+            except Exception as error:
                 failure = read_failure(error)
                 if failure is None:
                     raise

@@ -8,6 +8,7 @@ builds, so the database does the filtering and an index on the cursor makes it c
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from dlt.extract import DltResource
 from dlt.sources.sql_database import sql_table
+from dlt.sources.sql_database.helpers import ConnectorXTableLoader
 
 from ingestion_platform.pending import Pending
 
@@ -189,10 +191,12 @@ def slice_resource(
         return query
 
     backend_kwargs: dict[str, Any] = {}
+    loader: type[ConnectorXTableLoader] | None = None
     if backend == "connectorx":
         # Stream Arrow record batches so memory stays bounded by chunk_size, not table size.
         backend_kwargs = {"return_type": "arrow_stream", "batch_size": chunk_size}
         backend_kwargs["conn"] = _connectorx_url(url)
+        loader = _ConnectorXLoader
     return sql_table(
         credentials=engine,
         table=table.name,
@@ -203,20 +207,46 @@ def slice_resource(
         query_adapter_callback=restrict,
         reflection_level="full_with_precision",
         primary_key=primary_key,
+        table_loader_class=loader,
     )
 
 
-def read_failure(error: BaseException) -> str | None:
-    """The database's own message if `error` is ConnectorX failing mid-read, else None.
+class SourceReadError(RuntimeError):
+    """The database failed part-way through reading a slice; the message is the database's."""
 
-    ConnectorX reports a read that fails in the database as a Rust panic whose text is the
-    debug dump of the driver's error; the useful part is its `message`.
+
+class _ConnectorXLoader(ConnectorXTableLoader):
+    """dlt's ConnectorX loader, with database errors raised as exceptions, not Rust panics.
+
+    ConnectorX reports a query that fails in the database as a `PanicException`, which is a
+    BaseException: dlt's resource iterator only cleans up after an `Exception`, so a panic
+    would leave dlt's injected contexts behind in the process (stale state for whatever dlt
+    runs next in it, such as a sensor in the long-lived code server).
     """
-    if type(error).__name__ != "PanicException":
-        return None
-    text = str(error)
-    found = re.search(r'message: "((?:[^"\\]|\\.)*)"', text)
-    return found.group(1) if found else text
+
+    def load_rows(self, backend_kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
+        try:
+            yield from super().load_rows(backend_kwargs)
+        except BaseException as error:
+            if type(error).__name__ != "PanicException":
+                raise
+            raise SourceReadError(_database_message(str(error))) from None
+
+
+def _database_message(panic: str) -> str:
+    """The driver error's `message` from the debug dump ConnectorX panics with."""
+    found = re.search(r'message: "((?:[^"\\]|\\.)*)"', panic)
+    return found.group(1) if found else panic
+
+
+def read_failure(error: BaseException) -> SourceReadError | None:
+    """The SourceReadError behind `error` (dlt wraps what a resource raises), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SourceReadError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _connectorx_url(url: str) -> str:
