@@ -165,10 +165,8 @@ def _commit(
 ) -> None:
     """Delete the slices and insert the stream, in one transaction."""
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
-    connection = duckdb.connect(str(warehouse.path))
+    connection = warehouse.open_writer()
     try:
-        # Rows are keyed by _batch_key, not by position; reordering halves DuckDB's memory.
-        connection.execute("set preserve_insertion_order = false")
         connection.execute("begin")
         delete_slices(connection, dataset, [table], batch_keys)
         if stream is not None:

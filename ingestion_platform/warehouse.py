@@ -21,6 +21,11 @@ from filelock import FileLock
 
 DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
 WAREHOUSE_PATH_ENV = "INGESTION_WAREHOUSE_PATH"
+# DuckDB's default (80 % of RAM) lets a long load keep every block it wrote cached: the
+# process grew by ~20 MiB per million rows landed (bench/README.md). With a cap it evicts
+# written blocks, and spills to `<warehouse>.tmp/` if an operation needs more.
+DEFAULT_MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT_ENV = "INGESTION_WAREHOUSE_MEMORY_LIMIT"
 BATCH_KEY_COLUMN = "_batch_key"
 LOADED_AT_COLUMN = "_loaded_at"
 # The Dagster pool every ingestion step joins; dagster.yaml limits it to one step at a time.
@@ -67,9 +72,23 @@ def delete_slices(
 class Warehouse:
     """A DuckDB file plus the lock that serialises every process's access to it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], memory_limit: str = DEFAULT_MEMORY_LIMIT
+    ) -> None:
         self.path = Path(path).absolute()
+        self.memory_limit = memory_limit
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+
+    @property
+    def write_config(self) -> dict[str, str | bool]:
+        """DuckDB settings for every connection that writes."""
+        # Rows are keyed by _batch_key, not by position: letting DuckDB reorder them halves
+        # the memory of large inserts (measured in bench/sql_database.py).
+        return {"memory_limit": self.memory_limit, "preserve_insertion_order": False}
+
+    def open_writer(self) -> duckdb.DuckDBPyConnection:
+        """A writing connection; the caller holds the lock (`exclusive`) and closes it."""
+        return duckdb.connect(str(self.path), config=self.write_config)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -117,20 +136,24 @@ class Warehouse:
         from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
         credentials = DuckDbCredentials(str(self.path))
-        # Rows are keyed by _batch_key, not by position: letting DuckDB reorder them halves
-        # the memory of large inserts (measured in bench/sql_database.py).
-        credentials.global_config = {"preserve_insertion_order": False}
+        credentials.global_config = self.write_config
         return dlt.destinations.duckdb(credentials=credentials)
 
 
 class WarehouseResource(dg.ConfigurableResource):
     """Where the DuckDB landing warehouse lives.
 
-    The path is read when a run needs it, never at import: `path` if set, else
-    INGESTION_WAREHOUSE_PATH, else data/warehouse.duckdb (relative to the working directory).
+    Settings are read when a run needs them, never at import: `path` if set, else
+    INGESTION_WAREHOUSE_PATH, else data/warehouse.duckdb (relative to the working directory);
+    `memory_limit` (DuckDB's, for writes) if set, else INGESTION_WAREHOUSE_MEMORY_LIMIT, else
+    256MB.
     """
 
     path: str | None = None
+    memory_limit: str | None = None
 
     def get(self) -> Warehouse:
-        return Warehouse(self.path or os.environ.get(WAREHOUSE_PATH_ENV) or DEFAULT_WAREHOUSE_PATH)
+        return Warehouse(
+            self.path or os.environ.get(WAREHOUSE_PATH_ENV) or DEFAULT_WAREHOUSE_PATH,
+            self.memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT,
+        )
