@@ -310,11 +310,9 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
 
     def _field(self, table_name: str, attribute: str) -> str:
         """Where in defs.yaml a table's setting comes from, for error messages."""
-        index = next(
-            (i for i, table in enumerate(self.tables or []) if table.name == table_name), None
-        )
-        if index is not None and (attribute == "name" or self.tables[index].cursor):  # type: ignore[index]
-            return f"tables[{index}].{attribute}"
+        for index, table in enumerate(self.tables or []):
+            if table.name == table_name and (attribute == "name" or table.cursor):
+                return f"tables[{index}].{attribute}"
         return "db_schema" if attribute == "name" else "cursor"
 
     @staticmethod
