@@ -244,7 +244,9 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                 chunk_size=self.chunk_size,
                 primary_key=table.primary_key,
             )
-            key_of = key_assigner(context, cursor.name) if self.batch.is_time else keys[0]
+            key_of = (
+                key_assigner(context, cursor.name) if self.batch.is_time else lambda _batch: keys[0]
+            )
             try:
                 report = land_arrow_slice(
                     warehouse=warehouse.get(),
@@ -252,7 +254,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                     pipeline_name=f"{source.name}__{table.name}",
                     resource=resource,
                     batch_keys=keys,
-                    key_of=(lambda _item: key_of) if isinstance(key_of, str) else key_of,
+                    key_of=key_of,
                 )
             except Exception as error:
                 failure = read_failure(error)

@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 
 
 def key_assigner(context: dg.AssetExecutionContext, cursor: str) -> Any:
-    """A constant key for a one-partition run, else a function placing rows by `cursor`."""
+    """The batch key(s) of a batch: constant in a one-partition run, else placed by `cursor`."""
     keys = list(context.partition_keys)
     if len(keys) == 1:
-        return keys[0]
+        return lambda _batch: keys[0]
     partitions_def = context.assets_def.partitions_def
     assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
     starts = [partitions_def.time_window_for_partition_key(key).start for key in keys]
