@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import dlt
 import duckdb
@@ -31,7 +32,12 @@ import pyarrow as pa
 from dlt.extract import DltResource
 
 from ingestion_platform.landing import BatchKeyOf, KeyStamper, LandingReport
-from ingestion_platform.warehouse import Warehouse, delete_slices, quote_identifier
+from ingestion_platform.warehouse import (
+    Warehouse,
+    delete_older_versions,
+    delete_slices,
+    quote_identifier,
+)
 
 ArrowItem = pa.Table | pa.RecordBatch
 
@@ -44,8 +50,13 @@ def land_arrow_slice(
     resource: DltResource,
     batch_keys: list[str],
     key_of: BatchKeyOf,
+    primary_key: list[str] | None = None,
 ) -> LandingReport:
-    """Replace the rows of `batch_keys` in `dataset.<resource's table>` with what it yields."""
+    """Replace the rows of `batch_keys` in `dataset.<resource's table>` with what it yields.
+
+    With a `primary_key`, the table keeps one row per key: a key landed here is removed from
+    every other slice (its older version, landed before the row moved to this slice).
+    """
     started = time.monotonic()
     stamper = KeyStamper(key_of, datetime.now(UTC))
     table = resource.table_name
@@ -58,6 +69,7 @@ def land_arrow_slice(
     stream: _SliceStream | None = None
     added: list[str] = []
     columns: dict[str, str] = {}
+    superseded = 0
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         items = (stamper(_as_arrow(item)) for item in source_items)
@@ -71,7 +83,13 @@ def land_arrow_slice(
                     for name, column in pipeline.default_schema.get_table_columns(table).items()
                 }
                 stream = _SliceStream(itertools.chain([first], items), names)
-            _commit(warehouse, dataset, table, batch_keys, stream)
+                key_columns = [
+                    pipeline.default_schema.naming.normalize_identifier(name)
+                    for name in primary_key or []
+                ]
+            else:
+                key_columns = []
+            superseded = _commit(warehouse, dataset, table, batch_keys, stream, key_columns)
     finally:
         source_items.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -82,6 +100,8 @@ def land_arrow_slice(
         new_columns={table: added} if added else {},
         columns_by_table={table: columns} if columns else {},
         emptied_batches=sorted(set(batch_keys) - stamper.seen),
+        rows_by_key={table: dict(stamper.rows_by_key)},
+        superseded_rows=superseded,
     )
 
 
@@ -110,13 +130,34 @@ def _migrate(
     Returns dlt's names for the batch's columns and the columns dlt added to the table.
     """
     hints = resource.compute_table_schema()
-    sample = dlt.resource([first.slice(0, 0)], name=hints["name"], columns=hints["columns"])
+    empty = _conform(first.slice(0, 0), hints["columns"])
+    sample = dlt.resource([empty], name=hints["name"], columns=hints["columns"])
     pipeline.extract(sample, loader_file_format="parquet")
     pipeline.normalize()
     applied = pipeline.sync_schema()
     naming = pipeline.default_schema.naming
     added = list(applied.get(hints["name"], {}).get("columns", {}))
     return [naming.normalize_identifier(name) for name in first.schema.names], added
+
+
+def _conform(sample: ArrowItem, hints: dict[str, Any]) -> ArrowItem:
+    """The empty sample with the reflected nullability and decimal precision.
+
+    ConnectorX types every column nullable and every decimal (38, 10); dlt keeps the
+    reflected hints anyway but warns on every run that they differ. Data batches are not
+    touched: DuckDB casts them into the table's columns on insert.
+    """
+    fields = []
+    for arrow_field in sample.schema:
+        hint = hints.get(arrow_field.name, {})
+        field_type = arrow_field.type
+        precision, scale = hint.get("precision"), hint.get("scale")
+        if pa.types.is_decimal(field_type) and precision and scale is not None:
+            field_type = pa.decimal128(precision, scale) if precision <= 38 else field_type
+        nullable = hint.get("nullable", arrow_field.nullable)
+        fields.append(pa.field(arrow_field.name, field_type, nullable, arrow_field.metadata))
+    schema = pa.schema(fields, sample.schema.metadata)
+    return sample.cast(schema)
 
 
 @dataclass
@@ -162,10 +203,15 @@ def _commit(
     table: str,
     batch_keys: list[str],
     stream: _SliceStream | None,
-) -> None:
-    """Delete the slices and insert the stream, in one transaction."""
+    key_columns: list[str],
+) -> int:
+    """Delete the slices and insert the stream, in one transaction.
+
+    Returns how many older versions of the inserted keys were removed from other slices.
+    """
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
     connection = warehouse.open_writer()
+    superseded = 0
     try:
         connection.execute("begin")
         delete_slices(connection, dataset, [table], batch_keys)
@@ -179,6 +225,9 @@ def _commit(
             if stream.error is not None:
                 # Raised outside the `except`, so its own cause chain stays as it was.
                 raise stream.error
+            if key_columns:
+                superseded = delete_older_versions(connection, relation, key_columns, batch_keys)
         connection.execute("commit")
     finally:
         connection.close()
+    return superseded

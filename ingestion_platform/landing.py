@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract import DltResource
 
 from ingestion_platform.warehouse import (
@@ -34,6 +36,8 @@ from ingestion_platform.warehouse import (
     delete_slices,
     quote_identifier,
 )
+
+_NAMING = NamingConvention()
 
 # Returns the batch key of every row of an Arrow table, or of one JSON record.
 BatchKeyOf = Callable[[Any], "pa.Array | str"]
@@ -49,6 +53,10 @@ class LandingReport:
     new_columns: dict[str, list[str]] = field(default_factory=dict)
     columns_by_table: dict[str, dict[str, str]] = field(default_factory=dict)
     emptied_batches: list[str] = field(default_factory=list)
+    # Rows of each root table per batch key: one run can land several partitions.
+    rows_by_key: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Older versions of landed keys removed from other slices (one current row per key).
+    superseded_rows: int = 0
 
     @property
     def rows(self) -> int:
@@ -62,22 +70,28 @@ class KeyStamper:
         self.key_of = key_of
         self.loaded_at = loaded_at
         self._loaded_at_scalar = pa.scalar(loaded_at, pa.timestamp("us", tz="UTC"))
-        self.seen: set[str] = set()
+        self.rows_by_key: Counter[str] = Counter()
+
+    @property
+    def seen(self) -> set[str]:
+        """The batch keys that received at least one row."""
+        return {key for key, rows in self.rows_by_key.items() if rows}
 
     def __call__(self, item: Any) -> Any:
         if isinstance(item, pa.Table | pa.RecordBatch):
             keys = self.key_of(item)
             if isinstance(keys, str):
-                if item.num_rows:
-                    self.seen.add(keys)
+                self.rows_by_key[keys] += item.num_rows
                 keys = pa.repeat(pa.scalar(keys, pa.string()), item.num_rows)
             else:
-                self.seen.update(k for k in pc.unique(keys).to_pylist() if k is not None)
+                for entry in pc.value_counts(keys).to_pylist():
+                    if entry["values"] is not None:
+                        self.rows_by_key[entry["values"]] += entry["counts"]
             loaded = pa.repeat(self._loaded_at_scalar, item.num_rows)
             item = item.append_column(BATCH_KEY_COLUMN, keys)
             return item.append_column(LOADED_AT_COLUMN, loaded)
         key = self.key_of(item)
-        self.seen.add(key)
+        self.rows_by_key[key] += 1
         return {**item, BATCH_KEY_COLUMN: key, LOADED_AT_COLUMN: self.loaded_at}
 
 
@@ -95,9 +109,11 @@ def land_slice(
     dlt's merge also de-duplicates records on their primary key (pages may repeat a record).
     """
     started = time.monotonic()
-    stamper = KeyStamper(key_of, datetime.now(UTC))
+    loaded_at = datetime.now(UTC)
+    stampers: dict[str, KeyStamper] = {}
     roots = []
     for resource in resources:
+        stamper = stampers[resource.name] = KeyStamper(key_of, loaded_at)
         resource.apply_hints(
             write_disposition={
                 "disposition": "merge",
@@ -105,7 +121,7 @@ def land_slice(
                 # Delete exactly this run's slices. (A merge key would do the same through a
                 # join, and OR-ed with a primary key it becomes a nested loop that grows with
                 # the square of the slice: bench/README.md.)
-                "destination_scope": _scope(batch_keys),
+                "destination_scope": _scope(batch_keys, _primary_key(resource)),
             },
         )
         resource.add_map(stamper)
@@ -132,8 +148,9 @@ def land_slice(
             if not table.startswith("_dlt")
         }
         with warehouse.exclusive():
+            seen = set().union(*(stamper.seen for stamper in stampers.values()))
             bytes_loaded, new_columns, emptied = _load_with_dlt(
-                pipeline, warehouse, dataset, roots, batch_keys, stamper.seen
+                pipeline, warehouse, dataset, roots, batch_keys, seen
             )
         return LandingReport(
             rows_by_table=rows_by_table,
@@ -148,6 +165,10 @@ def land_slice(
                 for table in rows_by_table
             },
             emptied_batches=emptied,
+            rows_by_key={
+                resource.table_name: dict(stampers[resource.name].rows_by_key)  # type: ignore[misc]
+                for resource in roots
+            },
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -176,11 +197,31 @@ def _load_with_dlt(
     return _bytes_loaded(load_info), _new_columns(load_info), emptied
 
 
-def _scope(batch_keys: list[str]) -> str:
-    """The SQL condition selecting the rows of `batch_keys` (dlt formats `{table}` in it)."""
+def _primary_key(resource: DltResource) -> list[str]:
+    """The resource's declared primary key, in dlt's (normalised) column names."""
+    declared = resource.compute_table_schema().get("columns", {})
+    return [
+        _NAMING.normalize_identifier(name)
+        for name, column in declared.items()
+        if column.get("primary_key")
+    ]
+
+
+def _scope(batch_keys: list[str], primary_key: list[str]) -> str:
+    """The SQL condition selecting the rows this load replaces (dlt formats `{table}` in it).
+
+    The rows of `batch_keys`, and with a primary key also every older version, in any other
+    slice, of a key this load brings: the table keeps one current row per key.
+    """
     literals = ", ".join("'" + key.replace("'", "''") + "'" for key in batch_keys)
     condition = f"{quote_identifier(BATCH_KEY_COLUMN)} IN ({literals})"
-    return condition.replace("{", "{{").replace("}", "}}")
+    condition = condition.replace("{", "{{").replace("}", "}}")
+    if primary_key:
+        listed = ", ".join(quote_identifier(name) for name in primary_key)
+        # dlt substitutes its staging table for `{staging_table}`; a row-value IN works on
+        # DuckDB for one column and several.
+        condition += f" OR ({listed}) IN (SELECT {listed} FROM {{staging_table}})"  # noqa: S608
+    return condition
 
 
 def _bytes_loaded(load_info: Any) -> int:

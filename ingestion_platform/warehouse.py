@@ -69,6 +69,29 @@ def delete_slices(
         )
 
 
+def delete_older_versions(
+    connection: duckdb.DuckDBPyConnection, relation: str, key_columns: list[str], keys: list[str]
+) -> int:
+    """Delete rows outside the slices `keys` whose primary key a row inside them also has.
+
+    The rows just landed were read from the source last, and a source holds one version of
+    a key, so they are current: a row whose cursor moved (an update) leaves its old slice.
+    Runs in the caller's transaction; returns how many rows it deleted.
+    """
+    batch = quote_identifier(BATCH_KEY_COLUMN)
+    same_key = " and ".join(
+        f"{relation}.{quote_identifier(c)} = landed.{quote_identifier(c)}" for c in key_columns
+    )
+    listed = ", ".join(quote_identifier(c) for c in key_columns)
+    (deleted,) = connection.execute(
+        f"delete from {relation} using (select distinct {listed} from {relation} "  # noqa: S608
+        f"where {batch} in (select unnest(?))) as landed "
+        f"where {same_key} and {relation}.{batch} not in (select unnest(?))",
+        [keys, keys],
+    ).fetchone()  # type: ignore[misc]
+    return int(deleted)
+
+
 class Warehouse:
     """A DuckDB file plus the lock that serialises every process's access to it."""
 

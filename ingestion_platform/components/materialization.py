@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -34,22 +34,44 @@ def landing_metadata(
         "new_columns": dg.MetadataValue.json(new_columns),
         "schema_changed": bool(new_columns),
     }
-    for name, bound in (("slice_start", lower), ("slice_end", upper)):
-        numeric = _numeric(bound)
-        if numeric is not None:
-            metadata[name] = dg.MetadataValue.float(numeric)
+    metadata.update(_bounds(lower, upper))
+    if report.superseded_rows:
+        metadata["superseded_rows"] = report.superseded_rows
     if report.emptied_batches:
         metadata["emptied_batches"] = dg.MetadataValue.json(report.emptied_batches)
+    if len(report.rows_by_key.get(table, {})) > 1 or len(report.emptied_batches) > 1:
+        # A backfill run: these figures cover the whole range; each partition's own
+        # materialisation carries its own rows, bytes and slice (partition_metadata).
+        metadata["run_rows"] = report.rows_by_table.get(table, 0)
     return metadata
 
 
-def _numeric(bound: Any) -> float | None:
-    """Datetimes as epoch seconds and ids as themselves, so the UI can plot slice bounds."""
-    if isinstance(bound, datetime):
-        return bound.timestamp()
-    if isinstance(bound, int | float):
-        return float(bound)
-    return None
+def partition_metadata(
+    report: LandingReport, table: str, key: str, lower: Any, upper: Any
+) -> dict[str, dg.RawMetadataValue]:
+    """The figures of one partition of a run that landed several (a single-run backfill)."""
+    rows = report.rows_by_key.get(table, {}).get(key, 0)
+    total = report.rows_by_table.get(table, 0)
+    return {
+        "dagster/row_count": rows,
+        # Bytes are counted per Arrow batch; a batch spanning partitions is split by rows.
+        "bytes_loaded": round(report.bytes_loaded * rows / total) if total else 0,
+        "slice": f"{_text(lower)} .. {_text(upper)}",
+        **_bounds(lower, upper),
+    }
+
+
+def _bounds(lower: Any, upper: Any) -> dict[str, dg.RawMetadataValue]:
+    """Slice bounds the UI can show and plot: timestamps for times, numbers for ids."""
+    bounds: dict[str, dg.RawMetadataValue] = {}
+    for name, bound in (("slice_start", lower), ("slice_end", upper)):
+        if isinstance(bound, datetime):
+            # A zone-less bound comes from a zone-less cursor column; shown as UTC.
+            aware = bound if bound.tzinfo else bound.replace(tzinfo=UTC)
+            bounds[name] = dg.MetadataValue.timestamp(aware)
+        elif isinstance(bound, int | float):
+            bounds[name] = dg.MetadataValue.float(float(bound))
+    return bounds
 
 
 def _text(bound: Any) -> str:

@@ -30,14 +30,16 @@ from pydantic import PrivateAttr
 from ingestion_platform.arrow_landing import land_arrow_slice
 from ingestion_platform.batching import BatchSpec, CursorSlice, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
-from ingestion_platform.components.materialization import landing_metadata
+from ingestion_platform.components.materialization import landing_metadata, partition_metadata
 from ingestion_platform.components.time_keys import key_assigner
 from ingestion_platform.connectors.sql_database import (
     Backend,
     CursorColumn,
     MissingInSource,
+    MixedCursorTypes,
     SliceBounds,
     SourceDatabaseError,
+    count_null_cursor,
     inspect_table,
     list_tables,
     make_engine,
@@ -46,17 +48,27 @@ from ingestion_platform.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
+from ingestion_platform.landing import LandingReport
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
+# A cursor column, or a list read as its first non-NULL (`[updated_at, created_at]`).
+CursorSetting = str | list[str]
+
 
 class SqlTable(dg.Model):
-    """One table to land: its name, the column that orders new rows, and its primary key."""
+    """One table to land: its name, the column(s) that order new rows, and its primary key."""
 
     name: str
-    cursor: str | None = None
+    cursor: CursorSetting | None = None
     primary_key: list[str] | None = None
+
+
+def _cursor_names(setting: CursorSetting | None) -> list[str] | None:
+    if setting is None:
+        return None
+    return [setting] if isinstance(setting, str) else list(setting)
 
 
 class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
@@ -66,7 +78,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     batch: BatchSpec
     tables: list[SqlTable] | None = None
     db_schema: str | None = None
-    cursor: str | None = None
+    cursor: CursorSetting | None = None
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
     automation: Literal["running", "stopped"] = "stopped"
@@ -181,6 +193,13 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                     "declare each table once",
                 )
             seen.add(table.name)
+            if table.cursor == [] or self.cursor == []:
+                raise source.error(
+                    f"tables[{index}].cursor" if table.cursor == [] else "cursor",
+                    "an empty list names no cursor column",
+                    "write one column (`cursor: updated_at`) or a fallback list "
+                    "(`cursor: [updated_at, created_at]`)",
+                )
             if not (table.cursor or self.cursor):
                 raise source.error(
                     f"tables[{index}].cursor" if self.tables is not None else "cursor",
@@ -245,7 +264,9 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                 primary_key=table.primary_key,
             )
             key_of = (
-                key_assigner(context, cursor.name) if self.batch.is_time else lambda _batch: keys[0]
+                key_assigner(context, cursor.names)
+                if self.batch.is_time
+                else lambda _batch: keys[0]
             )
             try:
                 report = land_arrow_slice(
@@ -255,6 +276,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                     resource=resource,
                     batch_keys=keys,
                     key_of=key_of,
+                    primary_key=table.primary_key,
                 )
             except Exception as error:
                 failure = read_failure(error)
@@ -264,14 +286,55 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                     f"source {source.name!r}: reading table {table.name!r} failed: {failure}. "
                     "Nothing was landed"
                 ) from None
+            # Counted after the landing, so a row that gained a cursor meanwhile is not counted
+            # as unseen although it was landed.
+            unseen = count_null_cursor(engine, reflected, cursor)
         finally:
             engine.dispose()
-        context.log.info(
-            f"{source.name}.{table.name}: landed {report.rows} rows for {len(keys)} "
-            f"partition(s) in {report.duration_seconds:.2f}s"
-        )
+        self._log_landing(context, source, table, report, keys, cursor.name, unseen)
+        for key in keys if len(keys) > 1 else []:
+            lower, upper = self._key_bounds(context, key)
+            context.add_asset_metadata(
+                partition_metadata(report, table.name, key, lower, upper), partition_key=key
+            )
         metadata = landing_metadata(report, table.name, bounds.lower, bounds.upper)
+        metadata["rows_null_cursor"] = unseen
         return dg.MaterializeResult(metadata=metadata)
+
+    @staticmethod
+    def _log_landing(
+        context: dg.AssetExecutionContext,
+        source: SourceContext,
+        table: SqlTable,
+        report: LandingReport,
+        keys: list[str],
+        cursor: str,
+        unseen: int,
+    ) -> None:
+        name = f"{source.name}.{table.name}"
+        context.log.info(
+            f"{name}: landed {report.rows} rows for {len(keys)} partition(s) in "
+            f"{report.duration_seconds:.2f}s"
+            + (
+                f"; {report.superseded_rows} older versions of their keys removed from other "
+                "partitions"
+                if report.superseded_rows
+                else ""
+            )
+        )
+        if unseen:
+            context.log.warning(
+                f"{name}: {unseen} source rows have a NULL cursor ({cursor}), so no partition "
+                f"can hold them and they were not landed. Fix: add a fallback column in "
+                f"{source.defs_file}, e.g. `cursor: [updated_at, created_at]`"
+            )
+
+    def _key_bounds(self, context: dg.AssetExecutionContext, key: str) -> tuple[Any, Any]:
+        """The slice of one partition of a multi-partition (backfill) run."""
+        partitions_def = context.assets_def.partitions_def
+        assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+        window = partitions_def.time_window_for_partition_key(key)
+        return window.start, window.end
 
     def _slice(self, context: dg.AssetExecutionContext) -> tuple[list[str], SliceBounds]:
         """The run's partition keys and the cursor range they cover together."""
@@ -288,8 +351,14 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         url = str(engine.url)
         try:
             reflected, cursor = inspect_table(
-                engine, table.name, self.db_schema, table.cursor or self.cursor
+                engine, table.name, self.db_schema, _cursor_names(table.cursor or self.cursor)
             )
+        except MixedCursorTypes as mixed:
+            raise source.error(
+                self._field(table.name, "cursor"),
+                str(mixed),
+                "list fallback columns of one type (e.g. two timestamps)",
+            ) from None
         except MissingInSource as missing:
             field = "name" if missing.what.startswith("table") else "cursor"
             raise source.error(
@@ -304,7 +373,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         if allowed and cursor.kind not in allowed:
             raise source.error(
                 self._field(table.name, "cursor"),
-                f"column {cursor.name!r} is not a timestamp or date, so it cannot place rows "
+                f"cursor {cursor.name!r} is not a timestamp or date, so it cannot place rows "
                 "in time windows",
                 "pick a timestamp column, or use a size batch (`rows: N`)",
             )

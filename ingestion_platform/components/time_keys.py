@@ -6,6 +6,7 @@ of its own window, so that re-materialising one partition later replaces exactly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,8 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def key_assigner(context: dg.AssetExecutionContext, cursor: str) -> Any:
-    """The batch key(s) of a batch: constant in a one-partition run, else placed by `cursor`."""
+def key_assigner(context: dg.AssetExecutionContext, cursor: Sequence[str]) -> Any:
+    """The batch key(s) of a batch: constant in a one-partition run, else placed by `cursor`.
+
+    `cursor` lists the cursor column and its fallbacks; a row is placed by the first non-NULL.
+    """
     keys = list(context.partition_keys)
     if len(keys) == 1:
         return lambda _batch: keys[0]
@@ -29,17 +33,19 @@ def key_assigner(context: dg.AssetExecutionContext, cursor: str) -> Any:
 class WindowKeys:
     """Maps cursor values to the key of the window whose start is the last one before them."""
 
-    def __init__(self, keys: list[str], starts: list[datetime], cursor: str) -> None:
+    def __init__(self, keys: list[str], starts: list[datetime], cursor: Sequence[str]) -> None:
         self.keys = np.array(keys, dtype=object)
-        self.cursor = cursor
+        self.cursor = list(cursor)
         self.aware_starts = np.array([_epoch_us(s.astimezone(UTC)) for s in starts])
         # A naive (zone-less) source column holds wall-clock time in the batch's timezone.
         self.naive_starts = np.array([_epoch_us(s.replace(tzinfo=UTC)) for s in starts])
 
     def __call__(self, item: Any) -> pa.Array | str:
         if isinstance(item, dict):
-            return self._key_of_value(item[self.cursor])
-        column = item.column(self.cursor)
+            value = next((item[name] for name in self.cursor if item[name] is not None), None)
+            return self._key_of_value(value)
+        columns = [item.column(name) for name in self.cursor]
+        column = columns[0] if len(columns) == 1 else pc.coalesce(*columns)
         if pa.types.is_date(column.type):
             column = pc.cast(column, pa.timestamp("us"))
         aware = getattr(column.type, "tz", None) is not None
