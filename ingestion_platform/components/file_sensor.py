@@ -1,0 +1,141 @@
+"""The files sensor: list, wait until each file is complete, cut partitions, never twice.
+
+A file is complete when its done-marker exists (`x.csv.done`), or once its size and mtime
+stayed the same across checks for the settle time; temp names (`x.csv.part`) never are.
+Which versions (path, size, mtime) were already cut lives in the Dagster instance
+(file_manifest.py), so the cursor only holds files still settling (capped) and since when
+a partial size batch has waited: it stays small however many files the folder holds, and
+a file copied in with an old mtime is still noticed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from ingestion_platform.batching import BatchSpec
+from ingestion_platform.connectors.file_entries import FileEntry, FileFilter, Listing, walk_order
+from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, size_partition_key
+
+# Files settling at once; past this the oldest observations are dropped (they settle again).
+MAX_SETTLING = 2000
+MAX_CUTS_PER_TICK = 50
+
+
+@dataclass
+class SensorCursor:
+    """Files seen but not yet stable (size, mtime, first seen so), and a partial batch's wait."""
+
+    settling: dict[str, list[float]] = field(default_factory=dict)
+    waiting_since: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> SensorCursor:
+        data = json.loads(text or "{}")
+        return cls(data.get("settling", {}), data.get("waiting_since"))
+
+    def dump(self) -> str:
+        newest = sorted(self.settling.items(), key=lambda item: item[1][2])[-MAX_SETTLING:]
+        return json.dumps({"settling": dict(newest), "waiting_since": self.waiting_since})
+
+
+def stable_files(
+    listing: Listing, rules: FileFilter, settle_seconds: int, cursor: SensorCursor, now: float
+) -> list[FileEntry]:
+    """The wanted files that are complete now; updates `cursor.settling` for the others."""
+    stable: list[FileEntry] = []
+    settling: dict[str, list[float]] = {}
+    for entry in listing.files:
+        if not rules.wanted(entry.path):
+            continue
+        if rules.done_marker is not None:
+            if rules.marked_done(entry.path, listing.names):
+                stable.append(entry)
+            continue
+        if settle_seconds <= 0:
+            stable.append(entry)
+            continue
+        size, mtime, since = cursor.settling.get(entry.path, (None, None, now))
+        if (size, mtime) != (entry.size, entry.mtime):
+            since = now
+        if now - since >= settle_seconds:
+            stable.append(entry)
+        else:
+            settling[entry.path] = [entry.size, entry.mtime, since]
+    cursor.settling = settling
+    return stable
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A partition to request: its key, its manifest, and the run key that asks for it once."""
+
+    key: str
+    entries: list[ManifestEntry]
+    run_key: str
+
+
+def plan_size_cuts(
+    pending: list[FileEntry], spec: BatchSpec, cursor: SensorCursor, now: float
+) -> list[list[FileEntry]]:
+    """Groups of N files (or ≥ N bytes), oldest first; a partial group waits for max_wait."""
+    groups: list[list[FileEntry]] = []
+    group: list[FileEntry] = []
+    size = 0
+    threshold = spec.size_threshold
+    for entry in walk_order(pending):
+        group.append(entry)
+        size += entry.size if spec.size_unit == "bytes" else 1
+        if size >= threshold:
+            groups.append(group)
+            group, size = [], 0
+            if len(groups) == MAX_CUTS_PER_TICK:
+                return groups
+    if not group:
+        cursor.waiting_since = None
+        return groups
+    cursor.waiting_since = cursor.waiting_since or now
+    max_wait = spec.max_wait_seconds
+    if max_wait is not None and now - cursor.waiting_since >= max_wait:
+        groups.append(group)
+        cursor.waiting_since = None
+    return groups
+
+
+def size_cuts(store: ManifestStore, groups: list[list[FileEntry]], name: str) -> list[Cut]:
+    cuts = []
+    for group in groups:
+        key = size_partition_key(group)
+        cuts.append(Cut(key, [ManifestEntry.of(e) for e in group], f"{name}:{key}"))
+    return cuts
+
+
+def time_cuts(
+    store: ManifestStore,
+    pending: list[FileEntry],
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    name: str,
+    now: float,
+) -> tuple[list[Cut], list[FileEntry]]:
+    """A cut per closed window that gained files (late files re-cut their window)."""
+    by_window: dict[str, list[FileEntry]] = {}
+    early: list[FileEntry] = []
+    start = partitions_def.start.timestamp()
+    for entry in pending:
+        if entry.mtime < start:
+            early.append(entry)
+            continue
+        key = partitions_def.get_partition_key_for_timestamp(entry.mtime)
+        if partitions_def.time_window_for_partition_key(key).end.timestamp() <= now:
+            by_window.setdefault(key, []).append(entry)
+    cuts = []
+    for key, entries in sorted(by_window.items())[:MAX_CUTS_PER_TICK]:
+        known = {e.path: e for e in store.get(key) or []}
+        for entry in entries:  # a newer version of a file replaces the older one
+            known[entry.path] = ManifestEntry.of(entry)
+        manifest = sorted(known.values(), key=lambda e: (e.mtime, e.path))
+        digest = size_partition_key([FileEntry(e.path, e.size, e.mtime) for e in manifest])
+        cuts.append(Cut(key, manifest, f"{name}:{key}:{digest.rsplit('@', 1)[1]}"))
+    return cuts, early

@@ -1,0 +1,349 @@
+"""Files dropped on an SFTP or SCP server, or into a local inbox, landed exactly once.
+
+One asset per source (`<source>/<table>`); a sensor lists the folder, waits until each
+file is complete and cuts partitions: a file (`files: 1`, the default), N files, N bytes,
+or the time window of the files' mtimes. The partition's manifest (path, size and mtime of
+every file) lives in the Dagster instance (file_manifest.py), so a replay reads the same
+files, and fails naming the file if one changed or was removed. A run stages the files,
+lands them in one DuckDB transaction with bad rows quarantined (file_landing.py), and only
+then archives or deletes them.
+"""
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from ingestion_platform.batching import BatchSpec, parse_duration
+from ingestion_platform.components.declaration import Setting, SourceContext
+from ingestion_platform.components.file_run import check_manifest, file_metadata, stage_files
+from ingestion_platform.components.file_sensor import (
+    SensorCursor,
+    plan_size_cuts,
+    size_cuts,
+    stable_files,
+    time_cuts,
+)
+from ingestion_platform.connectors.file_entries import (
+    DEFAULT_TEMP_SUFFIXES,
+    FileEntry,
+    FileFilter,
+    FileTransport,
+)
+from ingestion_platform.connectors.file_formats import FormatOptions, UnreadableFile, plan_read
+from ingestion_platform.connectors.local_files import LocalFiles
+from ingestion_platform.connectors.scp import ScpFiles
+from ingestion_platform.connectors.sftp import SftpFiles
+from ingestion_platform.connectors.ssh_connection import SshSettings
+from ingestion_platform.file_landing import land_files
+from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, version_id
+from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
+
+
+class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
+    """What every file source shares: what to watch, when a file is complete, how to read it."""
+
+    path: str
+    table: str | None = None
+    recursive: bool = False
+    patterns: list[str] = Field(default_factory=lambda: ["*"])
+    excludes: list[str] = Field(default_factory=list)
+    settle: str = "30s"
+    done_marker: str | None = None
+    temp_suffixes: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMP_SUFFIXES))
+    batch: BatchSpec = Field(default_factory=lambda: BatchSpec(files=1))
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    header: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8"
+    columns: dict[str, str] | None = None
+    on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    after_landing: Literal["keep", "archive", "delete"] = "keep"
+    archive_folder: str = ".archive"
+    automation: Literal["running", "stopped"] = "stopped"
+    sensor_interval_seconds: int = 30
+
+    kind_tag: str = "files"
+
+    def open_files(self, source: SourceContext) -> FileTransport:
+        raise NotImplementedError
+
+    def warn(self, log: Any, source: SourceContext) -> None:
+        """Run on every tick and run: the SFTP source warns when key checks are skipped."""
+
+    @property
+    def rules(self) -> FileFilter:
+        return FileFilter(
+            patterns=tuple(self.patterns),
+            excludes=tuple(self.excludes),
+            temp_suffixes=tuple(self.temp_suffixes),
+            done_marker=self.done_marker,
+        )
+
+    @property
+    def format_options(self) -> FormatOptions:
+        return FormatOptions(
+            format=self.format,
+            header=self.header,
+            delimiter=self.delimiter,
+            quote=self.quote,
+            encoding=self.encoding,
+            columns=tuple((self.columns or {}).items()),
+        )
+
+    def _check(self, source: SourceContext) -> None:
+        if not self.batch.is_time and self.batch.size_unit == "rows":
+            raise source.error(
+                "batch",
+                "a file source counts files or bytes, not rows",
+                "use `files: N`, `bytes: 256MB` or a time batch (`every: hour`)",
+            )
+        if self.batch.cron is not None:
+            raise source.error("batch.cron", "file windows use `every:`", "e.g. every: hour")
+        try:
+            parse_duration(self.settle)
+        except ValueError as error:
+            raise source.error("settle", str(error), "e.g. settle: 30s") from None
+        if self.after_landing == "archive" and not self.archive_folder.strip("/"):
+            raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        source = SourceContext.from_load_context(context)
+        self._check(source)
+        table = self.table or source.name
+        name = f"{source.name}__{table}"
+        partitions = self.batch.partitions_def(name)
+        asset = self._asset(source, table, name, partitions)
+        return dg.Definitions(assets=[asset], sensors=[self._sensor(source, name, asset)])
+
+    def _asset(
+        self, source: SourceContext, table: str, name: str, partitions: dg.PartitionsDefinition
+    ) -> dg.AssetsDefinition:
+        @dg.asset(
+            key=[source.name, table],
+            group_name=source.name,
+            kinds={self.kind_tag, "duckdb"},
+            description=f"Files from {self.path} landed into {source.name}.{table}.",
+            partitions_def=partitions,
+            pool=WAREHOUSE_POOL,
+            metadata={"source_file": source.defs_file},
+        )
+        def _land_files(
+            context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        ) -> dg.MaterializeResult:
+            """Land the partition's exact file set, bad rows quarantined."""
+            return self._materialize(context, warehouse.get(), source, table, name)
+
+        return _land_files
+
+    def _materialize(
+        self,
+        context: dg.AssetExecutionContext,
+        warehouse: Any,
+        source: SourceContext,
+        table: str,
+        name: str,
+    ) -> dg.MaterializeResult:
+        self.warn(context.log, source)
+        key = context.partition_key
+        store = ManifestStore(context.instance, name)
+        manifest = store.get(key)
+        if manifest is None:
+            raise source.error(
+                "batch",
+                f"partition {key!r} has no file manifest in this Dagster instance",
+                f"let the sensor {name}__sensor cut partitions; it records each file set",
+            )
+        staging = warehouse.path.parent / ".staging" / source.name / context.run_id
+        files = self.open_files(source)
+        try:
+            check_manifest(files, manifest)
+            transfer = stage_files(files, manifest, staging, context.log)
+            reads, unreadable = [], {}
+            with duckdb.connect() as sniffer:
+                for entry, local in zip(manifest, transfer.local_paths, strict=True):
+                    try:
+                        reads.append(plan_read(sniffer, local, entry.path, self.format_options))
+                    except UnreadableFile as error:
+                        unreadable[entry.path] = str(error)
+            report = land_files(
+                warehouse=warehouse,
+                source=source.name,
+                table=table,
+                batch_key=key,
+                reads=reads,
+                unreadable=unreadable,
+                on_bad_file=self.on_bad_file,
+            )
+            # Only after the commit: a failed run leaves every file where it was.
+            manifest = self._after_landing(files, store, key, manifest, context)
+        finally:
+            files.close()
+            shutil.rmtree(staging, ignore_errors=True)
+        context.log.info(
+            f"{source.name}.{table}: {len(manifest)} file(s), {report.rows_landed} rows landed, "
+            f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"
+        )
+        return dg.MaterializeResult(metadata=file_metadata(report, transfer, manifest))
+
+    def _after_landing(
+        self,
+        files: FileTransport,
+        store: ManifestStore,
+        key: str,
+        manifest: list[ManifestEntry],
+        context: dg.AssetExecutionContext,
+    ) -> list[ManifestEntry]:
+        if self.after_landing == "keep":
+            return manifest
+        moved = []
+        for entry in manifest:
+            if self.after_landing == "delete":
+                files.remove(entry.current_path)
+                moved.append(entry)
+                continue
+            if entry.archived_to:
+                moved.append(entry)
+                continue
+            target = f"{self.archive_folder.strip('/')}/{entry.path}"
+            files.move(entry.path, target)
+            moved.append(ManifestEntry(entry.path, entry.size, entry.mtime, target))
+            # Recorded file by file, so a replay finds every file moved so far.
+            store.put(key, moved + manifest[len(moved) :])
+        context.log.info(f"{self.after_landing}d {len(manifest)} file(s) after the commit")
+        return moved
+
+    def _sensor(
+        self, source: SourceContext, name: str, asset: dg.AssetsDefinition
+    ) -> dg.SensorDefinition:
+        partitions = asset.partitions_def
+        settle = parse_duration(self.settle)
+
+        @dg.sensor(
+            name=f"{name}__sensor",
+            asset_selection=[asset.key],
+            minimum_interval_seconds=self.sensor_interval_seconds,
+            description=f"Lists {self.path} and cuts a partition per complete file set.",
+            default_status=dg.DefaultSensorStatus.RUNNING
+            if self.automation == "running"
+            else dg.DefaultSensorStatus.STOPPED,
+        )
+        def _files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+            self.warn(context.log, source)
+            cursor = SensorCursor.parse(context.cursor)
+            now = time.time()
+            files = self.open_files(source)
+            try:
+                listing = files.list(self.recursive)
+            finally:
+                files.close()
+            for refused, reason in sorted(listing.refused.items()):
+                context.log.warning(f"{source.name}: refused {refused!r}: {reason}")
+            store = ManifestStore(context.instance, name)
+            stable = stable_files(listing, self.rules, settle, cursor, now)
+            done = store.cut_versions(stable)
+            pending = [e for e in stable if version_id(e) not in done]
+            if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+                cuts, early = time_cuts(store, pending, partitions, name, now)
+                for entry in early:
+                    context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
+            else:
+                cuts = size_cuts(store, plan_size_cuts(pending, self.batch, cursor, now), name)
+            requests, new_keys = [], []
+            for cut in cuts:
+                store.put(cut.key, cut.entries)  # before the run exists that reads it
+                store.mark_cut([FileEntry(e.path, e.size, e.mtime) for e in cut.entries], cut.key)
+                new_keys.append(cut.key)
+                requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key))
+            dynamic = (
+                [partitions.build_add_request(new_keys)]
+                if new_keys and isinstance(partitions, dg.DynamicPartitionsDefinition)
+                else []
+            )
+            if not requests:
+                return dg.SensorResult(
+                    skip_reason=dg.SkipReason(
+                        f"no complete new files ({len(cursor.settling)} settling)"
+                    ),
+                    cursor=cursor.dump(),
+                )
+            return dg.SensorResult(
+                run_requests=requests, dynamic_partitions_requests=dynamic, cursor=cursor.dump()
+            )
+
+        return _files_sensor
+
+
+class LocalFileSource(FileSourceBase):
+    """Files dropped by hand into a folder on this machine, landed once each is complete."""
+
+    def open_files(self, source: SourceContext) -> FileTransport:
+        try:
+            return LocalFiles(self.path)
+        except FileNotFoundError as error:
+            raise source.error("path", str(error), "create the folder or fix `path`") from None
+
+
+class SftpFileSource(FileSourceBase):
+    """Files a partner drops on an SFTP (or SCP-only) server, host key verified."""
+
+    host: str
+    port: int = 22
+    username: Setting
+    private_key: Setting | None = None
+    passphrase: Setting | None = None
+    password: Setting | None = None
+    host_key: str | None = None
+    known_hosts: str | None = None
+    insecure_skip_host_key_check: bool = False
+    transport: Literal["sftp", "scp"] = "sftp"
+    kind_tag: str = "sftp"
+
+    def settings(self, source: SourceContext) -> SshSettings:
+        key = None
+        if self.private_key is not None:
+            key = source.resolve(self.private_key, "private_key")
+            if "PRIVATE KEY-----" not in key:  # a path, not the key itself
+                key = Path(key).expanduser().read_text()
+        return SshSettings(
+            host=self.host,
+            port=self.port,
+            username=source.resolve(self.username, "username"),
+            private_key=key,
+            passphrase=source.resolve(self.passphrase, "passphrase") if self.passphrase else None,
+            password=source.resolve(self.password, "password") if self.password else None,
+            host_key=self.host_key,
+            known_hosts=self.known_hosts,
+            insecure_skip_host_key_check=self.insecure_skip_host_key_check,
+        )
+
+    def _check(self, source: SourceContext) -> None:
+        super()._check(source)
+        if not (self.host_key or self.known_hosts or self.insecure_skip_host_key_check):
+            raise source.error(
+                "host_key",
+                f"no way to verify the server {self.host}:{self.port}",
+                'pin its key (host_key: "ssh-ed25519 AAAA…") or set known_hosts: <file>',
+            )
+        if self.private_key is None and self.password is None:
+            raise source.error(
+                "private_key", "no credentials", "set private_key (or password: {env: NAME})"
+            )
+
+    def warn(self, log: Any, source: SourceContext) -> None:
+        if self.insecure_skip_host_key_check:
+            log.warning(
+                f"{source.defs_file}: insecure_skip_host_key_check is on: the identity of "
+                f"{self.host}:{self.port} is NOT verified; pin host_key to fix"
+            )
+
+    def open_files(self, source: SourceContext) -> FileTransport:
+        settings = self.settings(source)
+        if self.transport == "scp":
+            return ScpFiles(settings, self.path)
+        return SftpFiles(settings, self.path)

@@ -1,0 +1,214 @@
+"""Read staged files with DuckDB's own readers: CSV, JSON Lines, Parquet, gzip of the text ones.
+
+DuckDB reads straight into the warehouse table inside the slice's transaction, which is as
+fast as a plain `read_csv` into a table (bench/README.md); dlt's filesystem readers and
+pyarrow's CSV reader were slower and cannot keep bad rows aside. Bad rows are what the
+reader already reports: `store_rejects` for CSV (file, line, column, error, raw line);
+for JSON Lines every line is read as text first, so a line that is not a JSON object is
+quarantined with its line number while the others are parsed by `json_transform` with the
+structure of all valid lines.
+
+Every row gets `_file` and `_row`: its record number in the file (1 = first data record;
+for JSON Lines the line number). A file with no data records yields no columns, so an
+empty or header-only file lands 0 rows without typing the table's columns as text.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Literal
+
+import duckdb
+
+Format = Literal["csv", "jsonl", "parquet"]
+_SUFFIXES: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+_IS_OBJECT = "json_type(try_cast(line as json)) = 'OBJECT'"
+_LINE_OPTIONS = "header=false, delim='\x01', quote='', escape='', auto_detect=false"
+
+
+class UnreadableFile(ValueError):
+    """A file the reader cannot read at all (wrong format, undecodable, truncated)."""
+
+
+def literal(value: str) -> str:
+    """A SQL string literal; DuckDB table functions take options as constants."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class FormatOptions:
+    """How files are read: the format (or `auto` by extension) and CSV's dialect."""
+
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    header: bool = True
+    delimiter: str = ","
+    quote: str = '"'
+    encoding: str = "utf-8"
+    columns: tuple[tuple[str, str], ...] = ()  # explicit (header name, DuckDB type)
+
+    def format_of(self, name: str) -> Format:
+        if self.format != "auto":
+            return self.format
+        stem = name[:-3] if name.endswith(".gz") else name
+        suffix = posixpath.splitext(stem)[1].lower()
+        if suffix not in _SUFFIXES:
+            raise UnreadableFile(
+                f"cannot tell the format of {name} from its extension; set `format:`"
+            )
+        return _SUFFIXES[suffix]
+
+    def _csv_options(self) -> str:
+        return (
+            f"header={str(self.header).lower()}, delim={literal(self.delimiter)}, "
+            f"quote={literal(self.quote)}, encoding={literal(self.encoding)}"
+        )
+
+
+@dataclass
+class FileRead:
+    """A staged file, planned: its columns (source name → DuckDB type) and how to read it."""
+
+    local_path: str
+    label: str  # what `_file` holds: the path relative to the watched folder
+    format: Format
+    columns: dict[str, str]
+    options: FormatOptions
+
+    @property
+    def empty(self) -> bool:
+        return not self.columns
+
+
+def plan_read(
+    connection: duckdb.DuckDBPyConnection, local: str, label: str, options: FormatOptions
+) -> FileRead:
+    """Sniff a staged file's columns; UnreadableFile if it cannot be read at all."""
+    fmt = options.format_of(label)
+    try:
+        columns = _sniff(connection, local, fmt, options)
+    except duckdb.Error as error:
+        raise UnreadableFile(_first_line(error)) from None
+    return FileRead(local, label, fmt, columns, options)
+
+
+def _sniff(
+    connection: duckdb.DuckDBPyConnection, local: str, fmt: Format, options: FormatOptions
+) -> dict[str, str]:
+    path = literal(local)
+    if fmt == "parquet":
+        source = f"read_parquet({path})"
+    elif fmt == "jsonl":
+        structure = connection.execute(
+            f"select json_group_structure(try_cast(line as json)) from read_csv({path}, "  # noqa: S608
+            f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS}) where {_IS_OBJECT}"
+        ).fetchone()
+        if structure is None or structure[0] is None:
+            return {}
+        probe = (
+            f"select s.* from (select json_transform('{{}}', {literal(str(structure[0]))}) as s)"  # noqa: S608
+        )
+        return {name: kind for name, kind, *_ in connection.execute(f"describe {probe}").fetchall()}
+    else:
+        # Types come from the rows that parse; the others become rejects when read.
+        types = f", types={_struct(options.columns)}" if options.columns else ""
+        source = f"read_csv({path}, {options._csv_options()}, ignore_errors=true{types})"
+    if not connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
+        return {}
+    described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
+    return {name: kind for name, kind, *_ in described}
+
+
+def _struct(columns: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
+    pairs = columns.items() if isinstance(columns, dict) else columns
+    return "{" + ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in pairs) + "}"
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0]
+
+
+def select_rows(read: FileRead, names: dict[str, str], rejects: str) -> str:
+    """A SELECT of the file's good rows, columns renamed to `names`, plus `_file` and `_row`.
+
+    CSV rejects go to the temporary table `rejects` (DuckDB's store_rejects); `_row` of a CSV
+    row is its position among good rows and is corrected for rejects by `fix_rows`.
+    """
+    path = literal(read.local_path)
+    renamed = ", ".join(f"{_ident(source)} as {_ident(names[source])}" for source in read.columns)
+    label = literal(read.label)
+    if read.format == "parquet":
+        return (
+            f"select {renamed}, {label} as _file, file_row_number + 1 as _row "  # noqa: S608
+            f"from read_parquet({path}, file_row_number=true)"
+        )
+    if read.format == "jsonl":
+        structure = literal(_json_structure(read.columns))
+        return (
+            f"select {renamed}, {label} as _file, _row from (select s.*, _row from (select "  # noqa: S608
+            f"json_transform(line, {structure}) as s, _row from (select line, "
+            f"row_number() over () as _row from read_csv({path}, columns={{'line': 'VARCHAR'}}, "
+            f"{_LINE_OPTIONS})) where {_IS_OBJECT}))"
+        )
+    options = read.options
+    columns = _struct(tuple(read.columns.items()))  # in file order, as sniffed
+    return (
+        f"select {renamed}, {label} as _file, row_number() over () as _row from "  # noqa: S608
+        f"read_csv({path}, {options._csv_options()}, columns={columns}, auto_detect=false, "
+        f"store_rejects=true, rejects_table={literal(rejects)}, "
+        f"rejects_scan={literal(rejects + '_scan')})"
+    )
+
+
+def _json_structure(columns: dict[str, str]) -> str:
+    return json.dumps({name: kind for name, kind in columns.items()})
+
+
+def bad_rows(read: FileRead, rejects: str) -> str:
+    """A SELECT of the file's bad rows: line, column(s), reason and raw value, one per row."""
+    label = literal(read.label)
+    if read.format == "csv":
+        return (
+            f"select {label} as file, line, string_agg(distinct column_name, ', ') as "  # noqa: S608
+            "column_name, string_agg(error_message, '; ') as reason, "
+            f"any_value(csv_line) as raw_value from {_ident(rejects)} group by line"
+        )
+    if read.format == "jsonl":
+        path = literal(read.local_path)
+        return (
+            f"select {label} as file, _row as line, null as column_name, "  # noqa: S608
+            "case when json_valid(line) then 'a JSON value that is not an object' "
+            "else 'not valid JSON' end as reason, line as raw_value from (select line, "
+            f"row_number() over () as _row from read_csv({path}, columns={{'line': 'VARCHAR'}}, "
+            f"{_LINE_OPTIONS})) where line is not null and trim(line) <> '' and "
+            "coalesce(json_type(try_cast(line as json)), '') <> 'OBJECT'"
+        )
+    return f"select {label} as file, 0 as line, null as column_name, null as reason, null as raw_value where false"  # noqa: S608,E501
+
+
+def csv_row_fix(relation: str, rejects: str, label: str, batch_key: str, header: bool) -> str:
+    """An UPDATE that turns `_row` (position among good rows) into the record number in file.
+
+    A good row's record number is its position plus the rejected records before it; a reject
+    on line L is record L - 1 with a header. Runs only when the file had rejects.
+    """
+    offset = 1 if header else 0
+    return (
+        f"update {relation} set _row = _row + (select count(*) from (select line - {offset} "  # noqa: S608
+        f"- row_number() over (order by line) as good_before from (select distinct line from "
+        f"{_ident(rejects)})) r where r.good_before < {relation}._row) "
+        f"where _file = {literal(label)} and _batch_key = {literal(batch_key)}"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

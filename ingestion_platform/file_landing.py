@@ -1,0 +1,219 @@
+"""Land staged files into DuckDB: one transaction replaces the partition's rows and bad rows.
+
+DuckDB reads each staged file straight into the table (connectors/file_formats.py), so
+there is one pass over the data. The table's columns come from the files: a new column is
+added with `ALTER TABLE` in the same transaction (names normalised the way dlt names every
+other source's columns), and listed in the metadata. Rows a reader rejects go to the
+source's `_quarantine` table, in the same transaction, so the counts always reconcile:
+rows read = rows landed + rows quarantined.
+
+A file that cannot be read at all fails its INSERT, which aborts DuckDB's transaction; the
+transaction is then rolled back and replayed without that file (quarantined whole with its
+reason), or the run fails, as `on_bad_file` says. Nothing is visible until the commit, so
+a killed run leaves the warehouse as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import duckdb
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from ingestion_platform.connectors.file_formats import (
+    FileRead,
+    UnreadableFile,
+    bad_rows,
+    csv_row_fix,
+    select_rows,
+)
+from ingestion_platform.warehouse import (
+    BATCH_KEY_COLUMN,
+    LOADED_AT_COLUMN,
+    Warehouse,
+    delete_slices,
+    quote_identifier,
+)
+
+QUARANTINE_TABLE = "_quarantine"
+_QUARANTINE_COLUMNS = (
+    "source varchar, file varchar, line bigint, column_name varchar, reason varchar, "
+    "raw_value varchar, _batch_key varchar, _loaded_at timestamptz"
+)
+_SYSTEM_COLUMNS = {"_file": "VARCHAR", "_row": "BIGINT", BATCH_KEY_COLUMN: "VARCHAR"}
+_NAMING = NamingConvention()
+
+
+@dataclass
+class FileLandingReport:
+    """What one file landing did: counts per file, quarantine, schema drift."""
+
+    rows_read: int = 0
+    rows_landed: int = 0
+    rows_quarantined: int = 0
+    bad_files: dict[str, str] = field(default_factory=dict)
+    rows_by_file: dict[str, int] = field(default_factory=dict)
+    new_columns: list[str] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)
+    duration_seconds: float = 0.0
+
+
+class _FileFailed(Exception):
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__(reason)
+        self.label = label
+        self.reason = reason
+
+
+def column_names(reads: list[FileRead]) -> dict[str, str]:
+    """Every source column name → its warehouse name (dlt's snake_case naming)."""
+    return {name: _NAMING.normalize_identifier(name) for r in reads for name in r.columns}
+
+
+def land_files(
+    *,
+    warehouse: Warehouse,
+    source: str,
+    table: str,
+    batch_key: str,
+    reads: list[FileRead],
+    unreadable: dict[str, str],
+    on_bad_file: Literal["quarantine", "fail"],
+) -> FileLandingReport:
+    """Replace the rows of `batch_key` in `source.table` (and its quarantine) with `reads`."""
+    started = time.monotonic()
+    bad = dict(unreadable)
+    if bad and on_bad_file == "fail":
+        label, reason = next(iter(bad.items()))
+        raise UnreadableFile(f"{label} cannot be read: {reason}")
+    with warehouse.exclusive():
+        while True:
+            usable = [r for r in reads if r.label not in bad]
+            try:
+                report = _commit(warehouse, source, table, batch_key, usable, bad)
+                break
+            except _FileFailed as failed:
+                if on_bad_file == "fail":
+                    raise UnreadableFile(
+                        f"{failed.label} cannot be read: {failed.reason}"
+                    ) from None
+                bad[failed.label] = failed.reason
+    report.duration_seconds = time.monotonic() - started
+    return report
+
+
+def _commit(
+    warehouse: Warehouse,
+    source: str,
+    table: str,
+    batch_key: str,
+    reads: list[FileRead],
+    bad: dict[str, str],
+) -> FileLandingReport:
+    report = FileLandingReport(bad_files=dict(bad))
+    schema = quote_identifier(source)
+    relation = f"{schema}.{quote_identifier(table)}"
+    quarantine = f"{schema}.{quote_identifier(QUARANTINE_TABLE)}"
+    loaded_at = datetime.now(UTC)
+    names = column_names(reads)
+    connection = warehouse.open_writer()
+    try:
+        # row_number() over () numbers rows in file order only while insertion order holds.
+        connection.execute("set preserve_insertion_order = true")
+        connection.execute("begin")
+        connection.execute(f"create schema if not exists {schema}")
+        connection.execute(f"create table if not exists {quarantine} ({_QUARANTINE_COLUMNS})")
+        report.new_columns = _evolve(connection, source, table, reads, names)
+        delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
+        stamp = (
+            f"{literal_of(batch_key)} as {quote_identifier(BATCH_KEY_COLUMN)}, "
+            f"$1::timestamptz as {quote_identifier(LOADED_AT_COLUMN)}"
+        )
+        for index, read in enumerate(reads):
+            if read.empty:
+                report.rows_by_file[read.label] = 0
+                continue
+            rejects = f"_rejects_{index}"
+            try:
+                landed = connection.execute(
+                    f"insert into {relation} by name select *, {stamp} "  # noqa: S608
+                    f"from ({select_rows(read, names, rejects)})",
+                    [loaded_at],
+                ).fetchall()[0][0]
+                quarantined = connection.execute(
+                    f"insert into {quarantine} by name select {literal_of(source)} as source, "  # noqa: S608
+                    f"*, {stamp} from ({bad_rows(read, rejects)})",
+                    [loaded_at],
+                ).fetchall()[0][0]
+                if quarantined and read.format == "csv":
+                    connection.execute(
+                        csv_row_fix(relation, rejects, read.label, batch_key, read.options.header)
+                    )
+            except duckdb.Error as error:
+                connection.execute("rollback")
+                raise _FileFailed(read.label, str(error).strip().splitlines()[0]) from None
+            report.rows_by_file[read.label] = landed
+            report.rows_landed += landed
+            report.rows_quarantined += quarantined
+        for label, reason in bad.items():
+            connection.execute(
+                f"insert into {quarantine} (source, file, reason, _batch_key, _loaded_at) "  # noqa: S608
+                "values (?, ?, ?, ?, ?)",
+                [source, label, f"file not read: {reason}", batch_key, loaded_at],
+            )
+        report.columns = dict(
+            connection.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = ? and table_name = ? order by ordinal_position",
+                [source, table],
+            ).fetchall()
+        )
+        connection.execute("commit")
+    finally:
+        connection.close()
+    report.rows_read = report.rows_landed + report.rows_quarantined
+    return report
+
+
+def _evolve(
+    connection: duckdb.DuckDBPyConnection,
+    source: str,
+    table: str,
+    reads: list[FileRead],
+    names: dict[str, str],
+) -> list[str]:
+    """Create the table or add the files' new columns; returns the columns added."""
+    wanted: dict[str, str] = {}
+    for read in reads:
+        for name, kind in read.columns.items():
+            wanted.setdefault(names[name], kind)
+    if not wanted:
+        return []
+    wanted.update(_SYSTEM_COLUMNS)
+    wanted[LOADED_AT_COLUMN] = "TIMESTAMP WITH TIME ZONE"
+    existing = {
+        name
+        for (name,) in connection.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ?",
+            [source, table],
+        ).fetchall()
+    }
+    relation = f"{quote_identifier(source)}.{quote_identifier(table)}"
+    if not existing:
+        columns = ", ".join(f"{quote_identifier(n)} {kind}" for n, kind in wanted.items())
+        connection.execute(f"create table {relation} ({columns})")
+        return [name for name in wanted if name not in _SYSTEM_COLUMNS and name != LOADED_AT_COLUMN]
+    added = [name for name in wanted if name not in existing]
+    for name in added:
+        connection.execute(
+            f"alter table {relation} add column {quote_identifier(name)} {wanted[name]}"
+        )
+    return added
+
+
+def literal_of(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,92 @@
+"""Which exact files a file partition holds, kept in the Dagster instance.
+
+A file set (path, size and mtime of each file) is too long for a partition key once a batch
+holds more than a few files, so the key names the set (first file, count, content hash)
+and the set itself is stored in the instance's key-value storage (the table behind sensor
+and daemon cursors): every process of a deployment reaches it, it outlives the sensor's
+cursor, and a replay weeks later reads the same list. The sensor writes the manifest before
+it asks for the partition; a run reads it, and after `archive` records where each file went.
+
+The same storage answers "was this version of this file already cut?" with one entry per
+(path, size, mtime), so the sensor's cursor never holds the listing, however large the
+folder. Entries are written once per version and are small (a hash and a partition key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import dagster as dg
+
+from ingestion_platform.connectors.file_entries import FileEntry
+
+_PREFIX = "ingestion_platform/files"
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a partition: as landed, and where it now lives if it was archived."""
+
+    path: str
+    size: int
+    mtime: float
+    archived_to: str | None = None
+
+    @property
+    def current_path(self) -> str:
+        return self.archived_to or self.path
+
+    @classmethod
+    def of(cls, entry: FileEntry) -> ManifestEntry:
+        return cls(entry.path, entry.size, entry.mtime)
+
+
+def version_id(entry: FileEntry | ManifestEntry) -> str:
+    text = json.dumps([entry.path, entry.size, entry.mtime])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def size_partition_key(entries: list[FileEntry]) -> str:
+    """`<first file>+<more>@<hash>`: readable, and different for every version of the set."""
+    digest = hashlib.sha256("".join(version_id(e) for e in entries).encode()).hexdigest()[:10]
+    first = re.sub(r"[^A-Za-z0-9._-]+", "_", entries[0].path)[-60:]
+    more = f"+{len(entries) - 1}" if len(entries) > 1 else ""
+    return f"{first}{more}@{digest}"
+
+
+class ManifestStore:
+    """Manifests and cut versions of one partitions definition, in the instance's storage."""
+
+    def __init__(self, instance: dg.DagsterInstance, partitions_name: str) -> None:
+        self.storage = instance.run_storage
+        self.prefix = f"{_PREFIX}/{partitions_name}"
+
+    def put(self, key: str, entries: list[ManifestEntry]) -> None:
+        payload = json.dumps([asdict(e) for e in entries])
+        self.storage.set_cursor_values({f"{self.prefix}/manifest/{key}": payload})
+
+    def get(self, key: str) -> list[ManifestEntry] | None:
+        name = f"{self.prefix}/manifest/{key}"
+        payload = self.storage.get_cursor_values({name}).get(name)
+        if payload is None:
+            return None
+        return [ManifestEntry(**item) for item in json.loads(payload)]
+
+    def mark_cut(self, entries: Iterable[FileEntry], key: str) -> None:
+        pairs = {f"{self.prefix}/cut/{version_id(e)}": key for e in entries}
+        if pairs:
+            self.storage.set_cursor_values(pairs)
+
+    def cut_versions(self, entries: list[FileEntry]) -> set[str]:
+        """The version ids among `entries` that some partition already holds."""
+        names = [f"{self.prefix}/cut/{version_id(e)}" for e in entries]
+        found: set[str] = set()
+        for start in range(0, len(names), _LOOKUP_CHUNK):
+            chunk = set(names[start : start + _LOOKUP_CHUNK])
+            found.update(name.rsplit("/", 1)[1] for name in self.storage.get_cursor_values(chunk))
+        return found

@@ -1,0 +1,131 @@
+"""A real OpenSSH sshd on a free loopback port, with a temporary host key and user key.
+
+Register with `pytest_plugins = ["ingestion_platform_tests.sshd"]` in a test module. The
+server runs `/usr/sbin/sshd -D -e -f CONFIG` as the current user (root is fine); a missing
+sshd is a failure, never a skip: `make services` installs openssh-server.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class Sshd:
+    """A running sshd serving `root` (a folder), reachable with `user_key`."""
+
+    port: int
+    user: str
+    root: Path
+    user_key: Path
+    host_key_line: str  # "ssh-ed25519 AAAA…", the value a defs.yaml pins
+    process: subprocess.Popen[bytes]
+    config: Path
+
+    def attributes(self, **extra: object) -> dict[str, object]:
+        """The connection part of a source declaration pointing at this server."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "username": self.user,
+            "private_key": str(self.user_key),
+            "host_key": self.host_key_line,
+            "path": str(self.root),
+            **extra,
+        }
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def keygen(path: Path, kind: str = "ed25519") -> str:
+    """Write a new key pair at `path` and return the public key line (without comment)."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "", "-f", str(path)], check=True
+    )
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def start_sshd(workdir: Path, root: Path, *, sftp: bool = True) -> Sshd:
+    """Start sshd on a free loopback port; `sftp=False` leaves out the SFTP subsystem."""
+    if not os.path.exists(SSHD):
+        pytest.fail(f"{SSHD} is missing; run `make services` (installs openssh-server)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
+    host_key = workdir / "host_ed25519"
+    host_line = keygen(host_key)
+    user_key = workdir / "user_ed25519"
+    authorized = workdir / "authorized_keys"
+    authorized.write_text(keygen(user_key) + "\n")
+    os.chmod(authorized, 0o600)
+    port = free_port()
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized}",
+        f"PidFile {workdir / 'sshd.pid'}",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "StrictModes no",
+        "UsePAM no",
+        "LogLevel ERROR",
+    ]
+    if sftp:
+        lines.append("Subsystem sftp internal-sftp")
+    config = workdir / "sshd_config"
+    config.write_text("\n".join(lines) + "\n")
+    log = open(workdir / "sshd.log", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log, stdout=log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited: {(workdir / 'sshd.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("sshd did not start listening within 10s")
+    return Sshd(port, getpass.getuser(), root, user_key, host_line, process, config)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """An sshd with the SFTP subsystem, serving an empty folder `tmp_path/remote`."""
+    root = tmp_path / "remote"
+    root.mkdir()
+    server = start_sshd(tmp_path / "sshd", root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def scp_sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """An sshd without any SFTP subsystem (SCP and commands only), serving `tmp_path/remote`."""
+    root = tmp_path / "remote"
+    root.mkdir(exist_ok=True)
+    server = start_sshd(tmp_path / "scp_sshd", root, sftp=False)
+    yield server
+    server.stop()

@@ -1,0 +1,169 @@
+"""The local inbox: stability rules, batches, formats, quarantine and replay, on real files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.components.file_source import LocalFileSource
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    return folder
+
+
+def _defs(tmp_path: Path, inbox: Path, **extra: object) -> dg.Definitions:
+    attributes = {"path": str(inbox), "table": "orders", "settle": "0s", **extra}
+    return build_source(LocalFileSource, tmp_path / "inbox", attributes)
+
+
+def test_each_new_file_is_cut_once_and_lands_with_file_and_row(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "orders_1.csv").write_text("id,amount\n1,2.5\n2,3.5\n")
+    (inbox / "orders_1.csv.part").write_text("id,amount\n9,9\n")
+    defs = _defs(tmp_path, inbox, patterns=["orders_*.csv"])
+    first = tick(defs, instance)
+    (key,) = keys(first)
+    assert key.startswith("orders_1.csv@")
+    assert keys(tick(defs, instance, first.cursor)) == []  # never twice
+
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, amount, _file, _row, _batch_key from inbox.orders") == [
+        (1, 2.5, "orders_1.csv", 1, key),
+        (2, 3.5, "orders_1.csv", 2, key),
+    ]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["rows_read"].value == 2
+    assert metadata["rows_quarantined"].value == 0
+
+
+def test_a_file_still_changing_is_not_taken_until_it_settles(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, inbox, settle="1s")
+    growing = inbox / "slow.csv"
+    growing.write_text("id\n1\n")
+    first = tick(defs, instance)
+    assert keys(first) == []
+    with growing.open("a") as out:
+        out.write("2\n")
+    second = tick(defs, instance, first.cursor)
+    assert keys(second) == []  # changed since the last look: the settle time starts again
+    time.sleep(1.1)
+    third = tick(defs, instance, second.cursor)
+    assert [k.split("@")[0] for k in keys(third)] == ["slow.csv"]
+
+
+def test_done_marker_mode_waits_for_the_marker(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, inbox, done_marker=".done")
+    (inbox / "a.csv").write_text("id\n1\n")
+    assert keys(tick(defs, instance)) == []
+    (inbox / "a.csv.done").write_text("")
+    assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["a.csv"]
+
+
+def test_changed_file_is_a_new_version_and_old_partition_replay_fails(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    defs = _defs(tmp_path, inbox)
+    target = inbox / "orders_0412.csv"
+    target.write_text("id\n1\n2\n")
+    (old,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=old, resources=resources, instance=instance)
+    materialize(defs, partition_key=old, resources=resources, instance=instance)  # replay
+    assert warehouse.count("inbox", "orders", batch=old) == 2
+
+    target.write_text("id\n1\n2\n3\n")
+    os.utime(target, (1_700_000_000, 1_700_000_000))  # older mtime than before: still seen
+    (new,) = keys(tick(defs, instance))
+    assert new != old
+    materialize(defs, partition_key=new, resources=resources, instance=instance)
+    assert warehouse.count("inbox", "orders", batch=new) == 3
+
+    failed = materialize(
+        defs, partition_key=old, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert "orders_0412.csv changed since it was landed (size 7 → 9, mtime " in failure_message(
+        failed
+    )
+    assert warehouse.count("inbox", "orders", batch=old) == 2  # left as it was
+
+
+def test_bad_rows_are_quarantined_and_counts_reconcile(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "mixed.csv").write_text("id,amount\n1,1.5\n2,oops\n3,2\n4\n5,3,extra\n6,4\n")
+    defs = _defs(tmp_path, inbox, columns={"id": "BIGINT", "amount": "DOUBLE"})
+    (key,) = keys(tick(defs, instance))
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _row from inbox.orders order by id") == [
+        (1, 1),
+        (3, 3),
+        (6, 6),
+    ]
+    assert rows(
+        warehouse, "select file, line, column_name, raw_value from inbox._quarantine order by line"
+    ) == [
+        ("mixed.csv", 3, "amount", "2,oops"),
+        ("mixed.csv", 5, "amount", "4"),
+        ("mixed.csv", 6, None, "5,3,extra"),
+    ]
+    (reason,) = rows(warehouse, "select reason from inbox._quarantine where line = 3")[0]
+    assert "Could not convert string \"oops\" to 'DOUBLE'" in reason
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert (metadata["rows_read"].value, metadata["rows_landed"].value) == (6, 3)
+    assert metadata["rows_quarantined"].value == 3
+
+
+def test_formats_land_exact_values(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.jsonl").write_text(
+        '{"id": 1, "name": "x"}\n{"id": 2,\n\n{"id": 3, "extra": true}\n'
+    )
+    with gzip.open(inbox / "b.csv.gz", "wt") as out:
+        out.write("id,name\n4,y\n")
+    (inbox / "c.csv").write_bytes("id;name\n5;caf\xe9\n".encode("latin-1"))
+    (inbox / "empty.csv").write_text("")
+    (inbox / "header_only.csv").write_text("id,name\n")
+    (inbox / "broken.csv.gz").write_bytes(gzip.compress(b"id,name\n6,z\n" * 50)[:40])
+    for index, name in enumerate(sorted(os.listdir(inbox))):
+        os.utime(inbox / name, (1_700_000_000 + index, 1_700_000_000 + index))
+    defs = _defs(tmp_path, inbox, excludes=["c.csv"], batch={"files": 10, "max_wait": "0s"})
+    (key,) = keys(tick(defs, instance))  # 5 files: a partial batch, cut once max_wait passed
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["rows_by_file"].value["empty.csv"] == 0
+    assert metadata["rows_by_file"].value["header_only.csv"] == 0
+    assert list(metadata["bad_files"].value) == ["broken.csv.gz"]
+    assert rows(
+        warehouse,
+        "select id, name, extra, _file, _row from inbox.orders where _file <> 'c.csv' order by id",
+    ) == [
+        (1, "x", None, "a.jsonl", 1),
+        (3, None, True, "a.jsonl", 4),
+        (4, "y", None, "b.csv.gz", 1),
+    ]
+    assert metadata["rows_quarantined"].value == 1  # the broken JSON line
+    assert "extra" in metadata["new_columns"].value
+
+    latin = _defs(tmp_path / "l", inbox, patterns=["c.csv"], delimiter=";", encoding="latin-1")
+    (latin_key,) = keys(tick(latin, instance))
+    materialize(latin, partition_key=latin_key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, name from inbox.orders where _file = 'c.csv'") == [
+        (5, "café")
+    ]
