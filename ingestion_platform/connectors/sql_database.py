@@ -16,8 +16,13 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from dlt.extract import DltResource
 from dlt.sources.sql_database import sql_table
-from dlt.sources.sql_database.helpers import ConnectorXTableLoader
+from dlt.sources.sql_database.helpers import (
+    BaseTableLoader,
+    ConnectorXTableLoader,
+    TableLoader,
+)
 
+from ingestion_platform.connectors.sql_types import TypePlan, plan_types
 from ingestion_platform.pending import Pending
 
 # Both read Arrow batches: ConnectorX natively, PyArrow by converting SQLAlchemy rows.
@@ -174,10 +179,13 @@ def slice_resource(
     backend: Backend,
     chunk_size: int,
     primary_key: list[str] | None,
+    tinyint1_as_boolean: bool = False,
 ) -> DltResource:
     """A dlt resource yielding the rows of `table` within `bounds` as Arrow batches.
 
     `table` is the one `inspect_table` reflected; dlt reuses it instead of reflecting again.
+    Columns the backend would read unfaithfully are read as `plan_types` decides (which may
+    switch ConnectorX to pyarrow for this table); MySQL TINYINT(1) lands as BOOLEAN if asked.
     """
 
     def restrict(query: Any, source_table: sa.Table) -> Any:
@@ -190,14 +198,16 @@ def slice_resource(
             query = query.where(column <= bound if bounds.upper_inclusive else column < bound)
         return query
 
+    plan = plan_types(table, engine.dialect, backend, tinyint1_as_boolean=tinyint1_as_boolean)
+    backend = plan.backend
     backend_kwargs: dict[str, Any] = {}
-    loader: type[ConnectorXTableLoader] | None = None
+    loader: type[BaseTableLoader] = TableLoader
     if backend == "connectorx":
         # Stream Arrow record batches so memory stays bounded by chunk_size, not table size.
         backend_kwargs = {"return_type": "arrow_stream", "batch_size": chunk_size}
         backend_kwargs["conn"] = _connectorx_url(url)
         loader = _ConnectorXLoader
-    return sql_table(
+    resource = sql_table(
         credentials=engine,
         table=table.name,
         metadata=table.metadata,
@@ -207,8 +217,11 @@ def slice_resource(
         query_adapter_callback=restrict,
         reflection_level="full_with_precision",
         primary_key=primary_key,
-        table_loader_class=loader,
+        table_loader_class=loader if plan.is_empty else _planned(loader, plan),
     )
+    if plan_hints := plan.hints():
+        resource.apply_hints(columns=plan_hints)
+    return resource
 
 
 class SourceReadError(RuntimeError):
@@ -233,6 +246,30 @@ class _ConnectorXLoader(ConnectorXTableLoader):
             raise SourceReadError(_database_message(str(error))) from None
 
 
+def _planned(base: type[BaseTableLoader], plan: TypePlan) -> type[BaseTableLoader]:
+    """`base`, selecting and converting the columns `plan` reads its own way."""
+
+    class PlannedLoader(base):  # type: ignore[valid-type, misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # The resource's hints say what dlt creates; these say how rows become Arrow.
+            self.columns = plan.read_hints(self.columns)
+
+        def make_query(self) -> Any:
+            return plan.rewrite(super().make_query())
+
+        def load_rows(self, backend_kwargs: dict[str, Any] | None = None) -> Iterator[Any]:
+            if plan.unreadable:
+                raise SourceReadError(plan.unreadable)
+            for item in super().load_rows(backend_kwargs):
+                try:
+                    yield plan.convert(item)
+                except ValueError as error:
+                    raise SourceReadError(str(error)) from None
+
+    return PlannedLoader
+
+
 def _database_message(panic: str) -> str:
     """The driver error's `message` from the debug dump ConnectorX panics with."""
     found = re.search(r'message: "((?:[^"\\]|\\.)*)"', panic)
@@ -245,6 +282,8 @@ def read_failure(error: BaseException) -> SourceReadError | None:
     while seen is not None:
         if isinstance(seen, SourceReadError):
             return seen
+        if isinstance(seen, sa.exc.DBAPIError):  # the pyarrow backend's query failed
+            return SourceReadError(_first_line(seen))
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -1,0 +1,229 @@
+"""Source types the Arrow readers fail on or flatten land as their faithful DuckDB types."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
+
+DAY = "2026-11-02"
+UUID = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+N38 = Decimal("1234567890123456789012345678.0123456789")
+WIDE = "1234567890123456789012345678901234567890.0123456789"
+WIDER = "12345678901234567890123456789012345.123456789012345678901234567890"
+
+
+def _create(url: str, ddl: str, *rows: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(ddl)
+        for row in rows:
+            connection.exec_driver_sql(f"insert into typed values {row}")  # noqa: S608
+    engine.dispose()
+
+
+def _land(url: str, tmp_path: Path, resources: dict, instance: Any, **options: Any) -> Any:
+    attributes = {
+        "connection": url,
+        "cursor": "updated_at",
+        "tables": [{"name": "typed"}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+        **options,
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "src", attributes)
+    return materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+
+
+def _column_types(warehouse: Warehouse) -> dict[str, str]:
+    rows = warehouse.query(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'src' and table_name = 'typed'"
+    )
+    return dict(rows)
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyarrow"])
+def test_postgres_types_land_faithfully(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, n38 numeric(38,10), "
+        "n12 numeric(12,2), wide numeric, iv interval, u uuid, ta text[], ia int[])",
+        f"(1, '{DAY} 10:00+00', {N38}, 1234567890.12, {WIDE}, "
+        f"'1 year 2 mons -3 days 25:00:01.5', '{UUID}', ARRAY['a', NULL, 'c'], ARRAY[1, NULL, 3])",
+        f"(2, '{DAY} 11:00+00', null, null, null, null, null, null, null)",
+        f"(3, '{DAY} 12:00+00', -0.0000000001, -0.01, -0.5, '-00:00:01.5', '{UUID}', '{{}}', "
+        "'{}')",
+        f"(4, '{DAY} 13:00+00', 0, 0, 'NaN', '50 hours', '{UUID}', ARRAY[NULL]::text[], "
+        "ARRAY[-2147483648])",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    landed = warehouse.query(
+        "select id, n38, n12, wide, iv::varchar, u, ta, ia from src.typed order by id"
+    )
+    assert landed == [
+        (1, N38, Decimal("1234567890.12"), WIDE, "1 year 2 months -3 days 25:00:01.5", UUID,
+         ["a", None, "c"], [1, None, 3]),
+        (2, None, None, None, None, None, None, None),
+        (3, Decimal("-0.0000000001"), Decimal("-0.01"), "-0.5", "-00:00:01.5", UUID, [], []),
+        (4, Decimal(0), Decimal(0), "NaN", "50:00:00", UUID, [None], [-2147483648]),
+    ]  # fmt: skip
+    assert _column_types(warehouse) | {"_batch_key": "", "_loaded_at": ""} == {
+        "id": "BIGINT",
+        "updated_at": "TIMESTAMP WITH TIME ZONE",
+        "n38": "DECIMAL(38,10)",
+        "n12": "DECIMAL(12,2)",
+        "wide": "VARCHAR",
+        "iv": "INTERVAL",
+        "u": "UUID",
+        "ta": "VARCHAR[]",
+        "ia": "INTEGER[]",
+        "_batch_key": "",
+        "_loaded_at": "",
+    }
+
+
+MARIADB_ROWS = (
+    f"(1, '{DAY} 10:00', 18446744073709551615, {N38}, {WIDER}, '-838:59:59.000000', 1, 127)",
+    f"(2, '{DAY} 11:00', null, null, null, null, null, null)",
+    f"(3, '{DAY} 12:00', 0, -0.0000000001, -0.5, '100:00:00.5', 0, -128)",
+    f"(4, '{DAY} 13:00', 9223372036854775808, 0, 0, '-00:00:01.5', 1, 0)",
+)
+
+
+def _mariadb_typed(url: str) -> None:
+    _create(
+        url,
+        "create table typed (id int primary key, updated_at datetime, ub bigint unsigned, "
+        "dc decimal(38,10), dc65 decimal(65,30), tm time(6), flag tinyint(1), small tinyint)",
+        *MARIADB_ROWS,
+    )
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyarrow"])
+def test_mariadb_types_land_faithfully(
+    backend: str, mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _mariadb_typed(mariadb_url)
+
+    result = _land(
+        mariadb_url, tmp_path, resources, instance, backend=backend, tinyint1_as_boolean=True
+    )
+
+    assert result.success, failure_message(result)
+    landed = warehouse.query(
+        "select id, ub, dc, dc65, tm::varchar, flag, small from src.typed order by id"
+    )
+    zeros = "0." + "0" * 30
+    assert landed == [
+        (1, 2**64 - 1, N38, WIDER, "-838:59:59", True, 127),
+        (2, None, None, None, None, None, None),
+        (3, 0, Decimal("-0.0000000001"), "-0.5" + "0" * 29, "100:00:00.5", False, -128),
+        (4, 2**63, Decimal(0), zeros, "-00:00:01.5", True, 0),
+    ]
+    types = _column_types(warehouse)
+    assert {name: types[name] for name in ("ub", "dc", "dc65", "tm", "flag")} == {
+        "ub": "UBIGINT",
+        "dc": "DECIMAL(38,10)",
+        "dc65": "VARCHAR",
+        "tm": "INTERVAL",
+        "flag": "BOOLEAN",
+    }
+
+
+def test_mariadb_tinyint1_stays_an_integer_without_the_option(
+    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _mariadb_typed(mariadb_url)
+
+    result = _land(mariadb_url, tmp_path, resources, instance)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select flag from src.typed order by id") == [(1,), (None,), (0,), (1,)]
+    assert _column_types(warehouse)["flag"] == _column_types(warehouse)["small"] != "BOOLEAN"
+
+
+def test_a_type_connectorx_cannot_read_moves_the_table_to_pyarrow_with_a_warning(
+    postgres_url: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int, updated_at timestamptz, price money, ia int[])",
+        f"(1, '{DAY} 10:00+00', 12.5, ARRAY[7, NULL])",
+    )
+
+    with caplog.at_level(logging.WARNING, logger="ingestion_platform"):
+        result = _land(postgres_url, tmp_path, resources, instance)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, price, ia from src.typed") == [(1, "$12.50", [7, None])]
+    assert (
+        "table 'typed': ConnectorX cannot read column 'price' of type MONEY, so the table is "
+        "read with the pyarrow backend (slower)"
+    ) in caplog.messages
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyarrow"])
+def test_a_type_no_reader_can_read_fails_naming_column_type_and_fix(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int, updated_at timestamptz, spans interval[])",
+        f"(1, '{DAY} 10:00+00', ARRAY['1 day'::interval])",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert failure_message(result) == (
+        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'src': reading "
+        "table 'typed' failed: column 'spans' has type INTERVAL[], which neither ConnectorX nor "
+        "the pyarrow backend can read. Fix: read the table through a view that casts the column "
+        "to text, e.g. `cast(spans as text[])`. Nothing was landed"
+    )
+    assert not warehouse.table_exists("src", "typed")
+
+
+def test_a_pyarrow_backend_read_failing_mid_way_keeps_the_message_shape(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table numbers (id int, updated_at timestamptz)",
+    )
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"insert into numbers select i, '{DAY} 10:00+00' from generate_series(1, 50) i"  # noqa: S608
+        )
+        connection.exec_driver_sql(
+            "create view typed as select id, updated_at, 100 / (id - 40) as ratio from numbers"
+        )
+    engine.dispose()
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend="pyarrow", chunk_size=10)
+
+    assert failure_message(result) == (
+        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'src': reading "
+        "table 'typed' failed: division by zero. Nothing was landed"
+    )
