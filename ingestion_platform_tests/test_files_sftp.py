@@ -1,0 +1,214 @@
+"""SFTP and SCP sources against a real OpenSSH sshd on loopback: keys, names, landing, retry."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from ingestion_platform.components.declaration import SourceContext
+from ingestion_platform.components.file_source import SftpFileSource
+from ingestion_platform.connectors.file_entries import UnsafeName
+from ingestion_platform.connectors.ssh_connection import HostKeyError
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
+from ingestion_platform_tests.sshd import Sshd, keygen
+
+pytest_plugins = ["ingestion_platform_tests.sshd"]
+
+
+def _defs(tmp_path: Path, server: Sshd, **extra: object) -> dg.Definitions:
+    attributes = server.attributes(**{"table": "orders", "settle": "0s", **extra})
+    return build_source(SftpFileSource, tmp_path / "partner", attributes)
+
+
+def test_new_files_are_picked_up_once_and_land(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (sshd.root / "orders_1.csv").write_text("id,amount\n1,2.5\n2,3.5\n")
+    (sshd.root / "orders_2.csv.filepart").write_text("id,amount\n3,1\n")
+    (sshd.root / "sub").mkdir()
+    (sshd.root / "sub" / "orders_3.csv").write_text("id,amount\n4,1\n")
+    defs = _defs(tmp_path, sshd, patterns=["orders_*.csv"], recursive=True)
+    first = tick(defs, instance)
+    assert sorted(k.split("@")[0] for k in keys(first)) == ["orders_1.csv", "sub_orders_3.csv"]
+    assert keys(tick(defs, instance, first.cursor)) == []
+    for key in keys(first):
+        result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _file, _row from partner.orders order by id") == [
+        (1, "orders_1.csv", 1),
+        (2, "orders_1.csv", 2),
+        (4, "sub/orders_3.csv", 1),
+    ]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["bytes_transferred"].value == metadata["files"].value[0]["size"] in (14, 24)
+    assert metadata["transfer_mb_per_s"].value >= 0
+
+
+def test_temp_name_upload_is_taken_only_after_the_rename(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, sshd)
+    part = sshd.root / "drop.csv.part"
+    part.write_text("id\n1\n")
+    assert keys(tick(defs, instance)) == []
+    part.rename(sshd.root / "drop.csv")
+    assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["drop.csv"]
+
+
+def test_slowly_written_file_waits_for_settle_and_marker_mode_for_the_marker(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, sshd, settle="1s")
+    slow = sshd.root / "slow.csv"
+    slow.write_text("id\n1\n")
+    cursor = tick(defs, instance).cursor
+    for value in range(2, 5):  # still being written: never taken
+        with slow.open("a") as out:
+            out.write(f"{value}\n")
+        result = tick(defs, instance, cursor)
+        assert keys(result) == []
+        cursor = result.cursor
+        time.sleep(0.6)
+    time.sleep(1.1)
+    assert [k.split("@")[0] for k in keys(tick(defs, instance, cursor))] == ["slow.csv"]
+
+    marked = build_source(SftpFileSource, tmp_path / "marked", sshd.attributes(done_marker=".done"))
+    (sshd.root / "m.csv").write_text("id\n1\n")
+    assert keys(tick(marked, instance)) == [k for k in [] if k]  # slow.csv has no marker
+    (sshd.root / "m.csv.done").write_text("")
+    assert [k.split("@")[0] for k in keys(tick(marked, instance))] == ["m.csv"]
+
+
+def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+) -> None:
+    other = keygen(tmp_path / "other_host_key")
+    defs = _defs(tmp_path, sshd, host_key=other)
+    with pytest.raises(HostKeyError) as refused:
+        tick(defs, instance)
+    message = str(refused.value)
+    assert f"host key of 127.0.0.1:{sshd.port} is not the one in host_key" in message
+    assert f'pin the new one: host_key: "{sshd.host_key_line}"' in message
+
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
+    attributes = sshd.attributes(table="orders", known_hosts=str(known))
+    del attributes["host_key"]
+    with pytest.raises(HostKeyError, match=r"is not the one in known_hosts"):
+        tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)
+
+    known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")
+    assert keys(tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)) == []
+
+
+def test_traversal_and_symlinks_out_of_the_folder_are_refused(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("id\n1\n")
+    os.symlink(secret, sshd.root / "escape.csv")
+    (sshd.root / "bad\nname.csv").write_text("id\n1\n")
+    (sshd.root / "inside_target.csv").write_text("id\n2\n")
+    os.symlink(sshd.root / "inside_target.csv", sshd.root / "inside_link.csv")
+    defs = _defs(tmp_path, sshd)
+    taken = sorted(k.split("@")[0] for k in keys(tick(defs, instance)))
+    assert taken == ["inside_link.csv", "inside_target.csv"]
+    component = SftpFileSource.resolve_from_yaml(yaml.safe_dump(sshd.attributes()))
+    files = component.open_files(SourceContext("partner", "defs.yaml"))
+    try:
+        assert files.list(recursive=False).refused == {
+            "escape.csv": "it is a symlink pointing out of the folder",
+            "bad\nname.csv": "its name contains a NUL or newline character",
+        }
+        with pytest.raises(UnsafeName, match=r"refused '../secret.csv': its name contains '..'"):
+            files.stat("../secret.csv")
+    finally:
+        files.close()
+
+
+def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (sshd.root / "a.csv").write_text("id\n1\n2\n")
+    defs = _defs(tmp_path, sshd, after_landing="archive")
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert not (sshd.root / "a.csv").exists()
+    assert (sshd.root / ".archive" / "a.csv").read_text() == "id\n1\n2\n"
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert warehouse.count("partner", "orders", batch=key) == 2
+    files = result.get_asset_materialization_events()[0].materialization.metadata["files"]
+    assert files.value[0]["archived_to"] == ".archive/a.csv"
+    assert keys(tick(defs, instance)) == []  # the archive is never listed as new
+
+    # A bad file fails the run before anything moves: the file stays where it was.
+    (sshd.root / "b.csv.gz").write_bytes(b"not gzip at all")
+    failing = _defs(tmp_path / "f", sshd, after_landing="archive", on_bad_file="fail")
+    (bad_key,) = keys(tick(failing, instance))
+    failed = materialize(
+        failing,
+        partition_key=bad_key,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert "b.csv.gz cannot be read" in failure_message(failed)
+    assert (sshd.root / "b.csv.gz").exists()
+
+
+def test_connection_dropped_mid_transfer_is_retried_and_lands_once(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    body = "".join(f"{i},{'x' * 90}\n" for i in range(400_000))
+    (sshd.root / "big.csv").write_text("id,pad\n" + body)
+    defs = _defs(tmp_path, sshd)
+    (key,) = keys(tick(defs, instance))
+    staging = warehouse.path.parent / ".staging"
+    dropped = threading.Event()
+
+    def drop_the_connection() -> None:
+        # Kill the per-connection sshd child once a staged file starts growing.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not dropped.is_set():
+            staged = [p for p in staging.rglob("*big.csv") if p.stat().st_size > 1_000_000]
+            if staged:
+                children = os.popen(f"pgrep -P {sshd.process.pid}").read().split()
+                for child in children:
+                    os.kill(int(child), 9)
+                dropped.set()
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=drop_the_connection)
+    killer.start()
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    killer.join()
+    assert dropped.is_set()
+    assert result.success
+    assert warehouse.count("partner", "orders", batch=key) == 400_000
+    assert rows(warehouse, "select count(distinct id), max(_row) from partner.orders") == [
+        (400_000, 400_000)
+    ]
+
+
+def test_scp_only_server_lists_fetches_and_archives(
+    tmp_path: Path, scp_sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (scp_sshd.root / "p.csv").write_text("id,name\n1,a\n2,b\n")
+    (scp_sshd.root / "p.csv.part").write_text("id,name\n3,c\n")
+    defs = _defs(tmp_path, scp_sshd, transport="scp", after_landing="archive")
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, name, _file from partner.orders order by id") == [
+        (1, "a", "p.csv"),
+        (2, "b", "p.csv"),
+    ]
+    assert (scp_sshd.root / ".archive" / "p.csv").exists()
+    materialize(defs, partition_key=key, resources=resources, instance=instance)  # replay
+    assert warehouse.count("partner", "orders", batch=key) == 2
