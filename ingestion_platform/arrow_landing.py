@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 from dlt.extract import DltResource
 
+from ingestion_platform.connectors.sql_types import align_column_types
 from ingestion_platform.landing import BatchKeyOf, KeyStamper, LandingReport
 from ingestion_platform.warehouse import (
     Warehouse,
@@ -216,7 +217,10 @@ def _commit(
         connection.execute("begin")
         delete_slices(connection, dataset, [table], batch_keys)
         if stream is not None:
-            connection.register("slice_stream", stream.reader())
+            reader = stream.reader()
+            # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields needing one say so.
+            align_column_types(connection, dataset, table, reader.schema)
+            connection.register("slice_stream", reader)
             try:
                 connection.execute(f"insert into {relation} by name select * from slice_stream")  # noqa: S608
             except duckdb.Error:

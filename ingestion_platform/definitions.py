@@ -11,6 +11,11 @@ from ingestion_platform.warehouse import WarehouseResource
 def defs() -> dg.Definitions:
     """Load the declared sources and bind the warehouse they land in."""
     declared = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Ingestion steps wait on one warehouse anyway (the pool), so a run gains nothing from a
+    # process per step and loses the start-up of one: steps run in the run's own process.
     return dg.Definitions.merge(
-        declared, dg.Definitions(resources={"warehouse": WarehouseResource()})
+        declared,
+        dg.Definitions(
+            resources={"warehouse": WarehouseResource()}, executor=dg.in_process_executor
+        ),
     )

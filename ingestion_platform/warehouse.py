@@ -79,6 +79,12 @@ def delete_older_versions(
     Runs in the caller's transaction; returns how many rows it deleted.
     """
     batch = quote_identifier(BATCH_KEY_COLUMN)
+    others = connection.execute(
+        f"select 1 from {relation} where {batch} not in (select unnest(?)) limit 1",  # noqa: S608
+        [keys],
+    ).fetchone()
+    if others is None:  # the first slice of a table: nothing to compare against
+        return 0
     same_key = " and ".join(
         f"{relation}.{quote_identifier(c)} = landed.{quote_identifier(c)}" for c in key_columns
     )

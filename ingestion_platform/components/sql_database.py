@@ -81,6 +81,8 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     cursor: CursorSetting | None = None
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
+    # MySQL's BOOLEAN is TINYINT(1); say so to land such columns as DuckDB BOOLEAN.
+    tinyint1_as_boolean: bool = False
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
     # Only refreshed on request (`dg utils refresh-defs-state`), never while definitions load.
@@ -262,6 +264,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                 backend=self._backend(url),
                 chunk_size=self.chunk_size,
                 primary_key=table.primary_key,
+                tinyint1_as_boolean=self.tinyint1_as_boolean,
             )
             key_of = (
                 key_assigner(context, cursor.names)

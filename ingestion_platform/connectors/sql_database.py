@@ -45,8 +45,24 @@ class MissingInSource(LookupError):
 
 @dataclass(frozen=True)
 class CursorColumn:
-    name: str
+    """The column(s) that place a row in a slice: the first non-NULL of `names`, in order.
+
+    A fallback (`[updated_at, created_at]`) lets rows whose first cursor is NULL still
+    belong to a slice; a row whose every cursor column is NULL belongs to none.
+    """
+
+    names: tuple[str, ...]
     kind: CursorKind
+
+    @property
+    def name(self) -> str:
+        """How the cursor reads in messages and metadata."""
+        return self.names[0] if len(self.names) == 1 else f"coalesce({', '.join(self.names)})"
+
+    def expression(self, table: sa.Table) -> Any:
+        """The cursor as a SQL expression on `table`."""
+        columns = [table.c[name] for name in self.names]
+        return columns[0] if len(columns) == 1 else sa.func.coalesce(*columns)
 
     def bound(self, value: datetime | int | None) -> Any:
         """A Python value comparable with this column in SQL."""
@@ -57,6 +73,10 @@ class CursorColumn:
         if self.kind == "date":
             return value.date()
         return value.replace(tzinfo=None) if value.tzinfo else value
+
+
+class MixedCursorTypes(TypeError):
+    """Fallback cursor columns whose types differ, so their first non-NULL has no one type."""
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -72,9 +92,9 @@ def safe_url(url: str) -> str:
 
 
 def inspect_table(
-    engine: sa.Engine, table: str, schema: str | None, cursor: str | None
+    engine: sa.Engine, table: str, schema: str | None, cursor: list[str] | None
 ) -> tuple[sa.Table, CursorColumn | None]:
-    """Reflect `table` and classify its cursor column; raises if either is missing."""
+    """Reflect `table` and classify its cursor column(s); raises if any is missing."""
     try:
         with engine.connect() as connection:
             inspector = sa.inspect(connection)
@@ -88,11 +108,27 @@ def inspect_table(
         raise SourceDatabaseError(
             f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
         ) from None
-    if cursor is None:
+    if not cursor:
         return reflected, None
-    if cursor not in reflected.c:
-        raise MissingInSource(f"column {cursor!r} of table {table!r}", sorted(reflected.c.keys()))
-    return reflected, CursorColumn(cursor, _cursor_kind(reflected.c[cursor].type))
+    for name in cursor:
+        if name not in reflected.c:
+            raise MissingInSource(f"column {name!r} of table {table!r}", sorted(reflected.c.keys()))
+    kinds = {name: _cursor_kind(reflected.c[name].type) for name in cursor}
+    if len(set(kinds.values())) > 1:
+        described = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+        raise MixedCursorTypes(f"cursor columns of table {table!r} differ in type: {described}")
+    return reflected, CursorColumn(tuple(cursor), kinds[cursor[0]])
+
+
+def count_null_cursor(engine: sa.Engine, table: sa.Table, cursor: CursorColumn) -> int:
+    """Rows whose every cursor column is NULL: no slice can ever hold them."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(table)
+        .where(*(table.c[name].is_(None) for name in cursor.names))
+    )
+    with engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
 
 
 def list_tables(engine: sa.Engine, schema: str | None) -> list[str]:
@@ -125,8 +161,9 @@ def measure_pending(
     engine: sa.Engine, table: sa.Table, cursor: CursorColumn, after: Any, threshold: int
 ) -> Pending:
     """Count rows past `after` (up to `threshold`) and find where a batch of `threshold` ends."""
-    column = table.c[cursor.name]
-    newer = sa.select(column).select_from(table)
+    column = cursor.expression(table)
+    # NULL cursors are never pending: no slice can hold them (count_null_cursor reports them).
+    newer = sa.select(column.label("cursor")).select_from(table).where(column.is_not(None))
     if after is not None:
         newer = newer.where(column > cursor.bound(after))
     capped = newer.order_by(column).limit(threshold).subquery()
@@ -135,10 +172,10 @@ def measure_pending(
         if rows == 0:
             return Pending(0, None, None)
         if rows >= threshold:
-            end = connection.execute(sa.select(sa.func.max(capped.c[cursor.name]))).scalar()
+            end = connection.execute(sa.select(sa.func.max(capped.c.cursor))).scalar()
             return Pending(rows, _as_bound(end), _as_bound(end))
         all_newer = newer.subquery()
-        newest = connection.execute(sa.select(sa.func.max(all_newer.c[cursor.name]))).scalar()
+        newest = connection.execute(sa.select(sa.func.max(all_newer.c.cursor))).scalar()
         return Pending(rows, None, _as_bound(newest))
 
 
@@ -189,7 +226,7 @@ def slice_resource(
     """
 
     def restrict(query: Any, source_table: sa.Table) -> Any:
-        column = source_table.c[cursor.name]
+        column = cursor.expression(source_table)
         if bounds.lower is not None:
             bound = cursor.bound(bounds.lower)
             query = query.where(column >= bound if bounds.lower_inclusive else column > bound)
