@@ -26,13 +26,19 @@ demo-data: install
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
+	@# The file source tests start their own sshd (ingestion_platform_tests/sshd.py); it must be installed.
+	@command -v /usr/sbin/sshd >/dev/null || (apt-get update && apt-get install -y openssh-server)
 
 # Demo-only credentials for the local music API; real sources read theirs from the environment.
 demo: export MUSIC_API_URL := http://127.0.0.1:8765
 demo: export MUSIC_API_CLIENT_ID := demo-client
 demo: export MUSIC_API_CLIENT_SECRET := demo-secret
+demo: export PARTNER_SFTP_USER := $(shell id -un)
+demo: export PARTNER_SFTP_KEY := data/demo/sftp/partner_user_key
 demo: demo-data
+	mkdir -p data/inbox
 	trap 'kill 0' EXIT; \
+	$(PY) -m ingestion_platform.demo.sftp_partner --port 2322 --every 60 & \
 	$(PY) -m ingestion_platform.demo.music_api --host 127.0.0.1 --port 8765 & \
 	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite --trickle 20 & \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml

@@ -126,6 +126,7 @@ def _commit(
         connection.execute("begin")
         connection.execute(f"create schema if not exists {schema}")
         connection.execute(f"create table if not exists {quarantine} ({_QUARANTINE_COLUMNS})")
+        _adopt_table_types(connection, source, table, reads, names)
         report.new_columns = _evolve(connection, source, table, reads, names)
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
         stamp = (
@@ -176,6 +177,33 @@ def _commit(
         connection.close()
     report.rows_read = report.rows_landed + report.rows_quarantined
     return report
+
+
+def _adopt_table_types(
+    connection: duckdb.DuckDBPyConnection,
+    source: str,
+    table: str,
+    reads: list[FileRead],
+    names: dict[str, str],
+) -> None:
+    """Read CSV columns the table already has with the table's type.
+
+    A sniffed type only describes the sniffed sample: a file whose sample holds a bad value
+    sniffs that column as text. Read with the table's type, the bad value becomes a rejected
+    row, quarantined, instead of failing the whole file.
+    """
+    existing = dict(
+        connection.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ?",
+            [source, table],
+        ).fetchall()
+    )
+    for read in reads:
+        if read.format == "csv":
+            read.columns = {
+                name: existing.get(names[name], kind) for name, kind in read.columns.items()
+            }
 
 
 def _evolve(
