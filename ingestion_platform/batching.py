@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 TimeUnit = Literal["minute", "hour", "day", "week", "month"]
 
@@ -60,6 +60,66 @@ def parse_duration(value: str | int) -> int:
     if match is None:
         raise ValueError(f"cannot read {value!r} as a duration; write e.g. 90s, 15m, 2h or 1d")
     return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _fix_when_invalid(valid: dict[str, Any], fix: str, **schema: Any) -> dict[str, Any]:
+    """A field's JSON schema whose error message, for a value outside `valid`, is `fix`.
+
+    `dg check yaml` prints only jsonschema's own message ("-5 is less than the minimum of
+    1"). A value that fails `valid` must instead match an impossible `const`, and that
+    message reads "'<fix>' was expected": the allowed values and the fix, at check time.
+    """
+    return {**schema, "description": fix, "if": {"not": valid}, "then": {"const": fix}}
+
+
+def _positive(name: str) -> dict[str, Any]:
+    fix = f"a positive number of {name}, e.g. `{name}: 100000`"
+    return _fix_when_invalid({"minimum": 1}, fix, type="integer")
+
+
+_UNITS = "minute, hour, day, week or month"
+# What `dg check yaml` checks in `batch:`: each field alone (its combination is checked when
+# definitions load, with the same wording as at run time).
+_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "every": _fix_when_invalid(
+        {"enum": ["minute", "hour", "day", "week", "month"]},
+        f"one of {_UNITS}, e.g. `every: day`; for other periods use `cron: '0 0 */14 * *'`",
+        type="string",
+        examples=["minute", "hour", "day", "week", "month"],
+    ),
+    "rows": _positive("rows"),
+    "records": _positive("records"),
+    "files": _positive("files"),
+    "bytes": _fix_when_invalid(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"pattern": r"^\s*[1-9]\d*\s*[A-Za-z]*\s*$"},
+            ]
+        },
+        "a positive size, e.g. `bytes: 256MB`, `64KiB` or `1000000`",
+        type=["integer", "string"],
+    ),
+    "max_wait": _fix_when_invalid(
+        {"pattern": r"^\s*\d+\s*[smhd]\s*$"},
+        "a duration, e.g. `max_wait: 15m` (s, m, h or d)",
+        type="string",
+    ),
+}
+
+
+def checked_batch_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema of a `batch:` field, for `dg check yaml` to name the field and the fix.
+
+    Dagster lets a `{{ template }}` string stand in for any nested model, which makes the
+    field `anyOf: [BatchSpec, string]`; against that, `dg check yaml` can only say that the
+    value "is not valid under any of the given schemas". This replaces the union with
+    BatchSpec's own schema (inline: it has no nested models) with each setting checked.
+    """
+    model = BatchSpec.model_json_schema()
+    model["properties"].update(_FIELD_SCHEMAS)
+    schema.clear()
+    schema.update(model)
 
 
 class BatchSpec(dg.Model):
@@ -144,6 +204,10 @@ class BatchSpec(dg.Model):
         return dg.TimeWindowPartitionsDefinition(
             cron_schedule=cron, start=start.strftime(fmt), fmt=fmt, timezone=self.timezone
         )
+
+
+# `batch: CheckedBatch` in a component: `dg check yaml` then checks each setting.
+CheckedBatch = Annotated[BatchSpec, Field(json_schema_extra=checked_batch_schema)]
 
 
 def scheduled_definitions(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -38,6 +39,15 @@ class SizeStream:
     partitions_def: dg.DynamicPartitionsDefinition
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The slices to cut now, since when a partial batch waits, and how much is left over."""
+
+    cuts: list[CursorSlice]
+    waiting_since: float | None
+    left_pending: int
+
+
 def plan_cuts(
     *,
     after: Any,
@@ -45,8 +55,8 @@ def plan_cuts(
     spec: BatchSpec,
     waiting_since: float | None,
     now: float,
-) -> tuple[list[CursorSlice], float | None]:
-    """The slices to cut now, and since when a partial batch has been waiting afterwards."""
+) -> Plan:
+    """Cut every full batch pending after `after`, and a partial one once max_wait is up."""
     cuts: list[CursorSlice] = []
     threshold = spec.size_threshold
     while len(cuts) < MAX_CUTS_PER_TICK:
@@ -56,14 +66,26 @@ def plan_cuts(
             after, waiting_since = pending.full_batch_end, None
             continue
         if pending.rows == 0:
-            return cuts, None
+            return Plan(cuts, None, 0)
         waiting_since = waiting_since or now
         max_wait = spec.max_wait_seconds
         if max_wait is not None and now - waiting_since >= max_wait:
             cuts.append(CursorSlice(after, pending.newest))
-            return cuts, None
-        return cuts, waiting_since
-    return cuts, waiting_since
+            return Plan(cuts, None, 0)
+        return Plan(cuts, waiting_since, pending.rows)
+    return Plan(cuts, waiting_since, 0)
+
+
+def waiting_message(
+    spec: BatchSpec, unit: str, pending: int, waiting_since: float | None, stream: str = ""
+) -> str:
+    """E.g. `less than 1,000 records pending: 412 of 1,000; max_wait cuts at 19:03 UTC`."""
+    threshold = spec.size_threshold
+    text = f"less than {threshold:,} {unit} pending: {pending:,} of {threshold:,}"
+    if spec.max_wait_seconds is not None and waiting_since is not None:
+        due = datetime.fromtimestamp(waiting_since + spec.max_wait_seconds, UTC)
+        text += f"; max_wait cuts at {due:%H:%M} UTC"
+    return f"{stream}: {text}" if stream else text
 
 
 def build_size_sensor(
@@ -75,8 +97,9 @@ def build_size_sensor(
     minimum_interval_seconds: int,
     description: str,
     running: bool,
+    unit: str = "rows",
 ) -> dg.SensorDefinition:
-    """A sensor that cuts partitions of `spec.size_threshold` for each stream."""
+    """A sensor that cuts partitions of `spec.size_threshold` `unit` for each stream."""
 
     @dg.sensor(
         name=name,
@@ -91,29 +114,29 @@ def build_size_sensor(
         waiting: dict[str, float] = json.loads(context.cursor or "{}")
         run_requests: list[dg.RunRequest] = []
         partition_requests: list[dg.AddDynamicPartitionsRequest] = []
+        waits: list[str] = []
         with open_measure() as measure:
             for stream in streams:
                 keys = context.instance.get_dynamic_partitions(stream.partitions_def.name)
-                cuts, since = plan_cuts(
+                plan = plan_cuts(
                     after=latest_slice_end(keys),
                     measure=lambda after, n, s=stream.name: measure(s, after, n),
                     spec=spec,
                     waiting_since=waiting.get(stream.name),
                     now=time.time(),
                 )
-                _remember(waiting, stream.name, since)
-                new_keys = [cut.key for cut in cuts]
+                _remember(waiting, stream.name, plan.waiting_since)
+                new_keys = [cut.key for cut in plan.cuts]
                 if new_keys:
                     partition_requests.append(stream.partitions_def.build_add_request(new_keys))
                 run_requests.extend(_requests(stream, new_keys))
+                name = stream.name if len(streams) > 1 else ""
+                waits.append(
+                    waiting_message(spec, unit, plan.left_pending, plan.waiting_since, name)
+                )
         cursor = json.dumps(waiting, sort_keys=True)
         if not run_requests:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(
-                    f"less than {spec.size_threshold} {spec.size_unit} pending"
-                ),
-                cursor=cursor,
-            )
+            return dg.SensorResult(skip_reason=dg.SkipReason(" | ".join(waits)), cursor=cursor)
         return dg.SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=partition_requests,

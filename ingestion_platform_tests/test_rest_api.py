@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from ingestion_platform_tests.sources import (
     materialize,
     with_warehouse,
 )
+
+ERROR = "ingestion_platform.components.rest_api_errors.ApiSourceError"
 
 
 def _albums(day: str, days: int = 1) -> list[str]:
@@ -68,7 +71,8 @@ def test_a_day_lands_exactly_its_releases_and_their_tracks_and_reruns_replace(
     assert warehouse.count("music", "new_releases") == len(_albums(DAY, days=2))
     metadata = _metadata(result, "new_releases")
     assert metadata["dagster/row_count"] == len(_albums(DAY))
-    assert metadata["pages"] == metadata["requests"] > len(_albums(DAY))
+    # Every page, plus the token request: it is spent from the same budget.
+    assert metadata["requests"] == metadata["pages"] + 1 > len(_albums(DAY))
     assert metadata["retries"] == 0 and metadata["throttled_429"] == 0
     # Nested lists land in child tables, tied to their album by dlt's parent id.
     artists = warehouse.query(
@@ -180,11 +184,16 @@ def test_an_api_that_keeps_failing_is_given_up_on_with_a_clear_error(
         raise_on_error=False,
     )
     message = failure_message(result)
-    assert message.startswith(
-        f"ingestion_platform.components.rest_api.ApiSourceError: source 'music': gave up on "
-        f"{server.url}/v1/browse/new-releases after "
-    )
-    assert message.endswith("(last: HTTP 500)")
+    defs_file = tmp_path / "music" / "defs.yaml"
+    assert re.fullmatch(
+        re.escape(f"{ERROR}: source 'music' ({defs_file}): gave up on {server.url}/v1/browse/")
+        + r"new-releases after \d+ attempts in [23]s \(last: HTTP 500\)\. "
+        + re.escape(
+            "Fix: check that the API answers at base_url (and auth.token_url); retries stop "
+            "after limits.give_up_after."
+        ),
+        message,
+    ), message
     assert not warehouse.table_exists("music", "new_releases")
 
 
@@ -221,8 +230,9 @@ def test_wrong_credentials_fail_naming_the_source_and_never_the_secret(
         result = _run(tmp_path, resources, instance, partition_key=DAY, raise_on_error=False)
 
     assert failure_message(result) == (
-        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': the token "
-        f"endpoint {server.url}/api/token rejected the client credentials (HTTP 401)"
+        f"{ERROR}: source 'music' ({tmp_path / 'music' / 'defs.yaml'}): the token "
+        f"endpoint {server.url}/api/token rejected the client credentials (HTTP 401). "
+        "Fix: check auth.client_id, auth.client_secret and auth.token_url."
     )
     logged = caplog.text + "".join(str(event) for event in result.all_events)
     assert SECRET not in logged
@@ -244,9 +254,13 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
         attributes=attributes,
         raise_on_error=False,
     )
+    defs_file = tmp_path / "music" / "defs.yaml"
     assert failure_message(broken).startswith(
-        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
-        f"{server.url}/v1/browse/new-releases answered with malformed JSON: "
+        f"{ERROR}: source 'music' ({defs_file}): "
+        f"{server.url}/v1/browse/new-releases answered with malformed JSON ("
+    )
+    assert failure_message(broken).endswith(
+        "); nothing was landed. Fix: run it again; if it persists, the API is sending broken pages."
     )
     server.configure(malformed_offset=None, wrong_content_type_offset=5)
     html = _run(
@@ -258,9 +272,10 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
         raise_on_error=False,
     )
     assert failure_message(html) == (
-        "ingestion_platform.components.rest_api.ApiSourceError: source 'music': "
+        f"{ERROR}: source 'music' ({defs_file}): "
         f"{server.url}/v1/browse/new-releases answered HTTP 200 with content type "
-        "text/html, expected JSON"
+        "text/html, expected JSON; nothing was landed. Fix: check base_url and the "
+        "resource's endpoint.path."
     )
     assert warehouse.query("select * from music.new_releases order by id") == before
 

@@ -8,10 +8,12 @@ needs them, so definitions load with nothing set and the error can name the vari
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from dagster_shared.yaml_utils.source_position import SourcePositionTree
 
 
 class EnvRef(dg.Model):
@@ -36,6 +38,8 @@ class SourceContext:
 
     name: str
     defs_file: str
+    # Where each YAML value was written, when the source was loaded from its defs.yaml.
+    positions: SourcePositionTree | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_load_context(cls, context: dg.ComponentLoadContext) -> SourceContext:
@@ -46,10 +50,25 @@ class SourceContext:
         except ValueError:
             shown = defs_file
         name = (folder if folder.is_dir() else folder.parent).name
-        return cls(name=name, defs_file=str(shown))
+        return cls(name=name, defs_file=str(shown), positions=_positions(context))
 
     def error(self, field: str, problem: str, fix: str) -> DeclarationError:
-        return DeclarationError(self.defs_file, field, problem, fix)
+        """An error naming `file:line` of `field` (e.g. `resources[1].endpoint.paginator`)."""
+        line = self.line_of(field)
+        where = f"{self.defs_file}:{line}" if line else self.defs_file
+        return DeclarationError(where, field, problem, fix)
+
+    def line_of(self, field: str) -> int | None:
+        """The line of `field` under `attributes:`, or of its closest written ancestor."""
+        if self.positions is None:
+            return None
+        path: list[str | int] = ["attributes"]
+        for part in field.split("."):
+            name, *indexes = re.split(r"\[(\d+)\]", part)
+            path += [name] if name else []
+            path += [int(index) for index in indexes if index]
+        position, _ = self.positions.lookup_closest_and_path(path, trace=None)
+        return position.start.line
 
     def resolve(self, value: Setting, field: str) -> str:
         """The setting's value; an unset variable fails naming it and this source."""
@@ -63,3 +82,13 @@ class SourceContext:
                 f"export {value.env} before running this source's assets",
             )
         return resolved
+
+
+def _positions(context: dg.ComponentLoadContext) -> SourcePositionTree | None:
+    """Where the component's YAML values were written (None when not loaded from YAML)."""
+    tree = context.resolution_context.source_position_tree
+    if tree is None:
+        # The context building definitions may not carry it; the YAML declaration does.
+        source_tree = getattr(getattr(context, "component_decl", None), "source_tree", None)
+        tree = getattr(source_tree, "source_position_tree", None)
+    return tree if isinstance(tree, SourcePositionTree) else None

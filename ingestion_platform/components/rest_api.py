@@ -1,7 +1,9 @@
 """REST API sources declared in YAML, on dlt's rest_api source, kept within the API's limits.
 
 One asset per resource (endpoint); one run fetches every selected resource of the source
-through one budgeted session (connectors/rest_api.py), so the rate budget is shared.
+through one budgeted session (connectors/rest_api.py). The budget itself lives in a file
+per source (connectors/shared_budget.py), so runs, backfills and the size sensor of a
+source share it across processes on one machine.
 
 A partition is a slice of one cursor field, declared as `window:` on the resource that
 drives the source (dependent resources follow their parents):
@@ -9,8 +11,12 @@ drives the source (dependent resources follow their parents):
 - a size batch (`records: N`) lets a sensor page forward from the newest slice and cut a
   new one at the N-th record, for APIs that return records in cursor order.
 dlt also drops any record whose cursor falls outside the slice, so a partition is exact
-and re-runnable even when the API's filter is loose. Backfills run one partition per run:
-the API's limits, not our reads, are the bottleneck.
+and re-runnable even when the API's filter is loose.
+
+A backfill of a range is one run (no start-up per partition) that lands its windows in
+order, one slice at a time: each window is read with the API's filter and committed on its
+own, so every partition gets its own rows, bounds and request counters, and dependent
+resources need no record-by-record keying.
 """
 
 from collections.abc import Iterator
@@ -18,17 +24,17 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import dagster as dg
-import requests
 from dlt.sources.rest_api import rest_api_resources
 
 from ingestion_platform.batching import (
-    BatchSpec,
+    CheckedBatch,
     CursorSlice,
     parse_duration,
     scheduled_definitions,
 )
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata
+from ingestion_platform.components.rest_api_checks import check_declaration
 from ingestion_platform.components.rest_api_config import (
     ApiLimits,
     ApiResource,
@@ -39,20 +45,14 @@ from ingestion_platform.components.rest_api_config import (
     parse_cursor,
     resource_config,
 )
-from ingestion_platform.connectors.rate_budget import RateBudget
-from ingestion_platform.connectors.rest_api import (
-    ApiError,
-    BudgetedSession,
-    RefreshingClientCredentials,
-)
-from ingestion_platform.landing import land_slice
+from ingestion_platform.components.rest_api_errors import readable
+from ingestion_platform.connectors.rate_budget import rates_per_second
+from ingestion_platform.connectors.rest_api import BudgetedSession, RefreshingClientCredentials
+from ingestion_platform.connectors.shared_budget import SharedRateBudget, budget_file
+from ingestion_platform.landing import LandingReport, land_slice
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
-
-
-class ApiSourceError(RuntimeError):
-    """An API source's run failed; the message says where and never carries a secret."""
 
 
 class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
@@ -60,7 +60,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
 
     base_url: Setting
     resources: list[ApiResource]
-    batch: BatchSpec
+    batch: CheckedBatch
     auth: AuthSpec | None = None
     paginator: dict[str, Any] | str | None = None
     limits: ApiLimits = ApiLimits()
@@ -69,7 +69,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = SourceContext.from_load_context(context)
-        self._check(source)
+        check_declaration(self, source)
         partitions_def = self.batch.partitions_def(f"{source.name}__records")
         specs = [
             dg.AssetSpec(
@@ -89,7 +89,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             specs=specs,
             can_subset=True,
             pool=WAREHOUSE_POOL,
-            backfill_policy=dg.BackfillPolicy.multi_run(1),
+            backfill_policy=dg.BackfillPolicy.single_run(),
         )
         def _fetch(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Any:
             yield from self._materialize(context, warehouse, source)
@@ -105,42 +105,10 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 description=f"Cuts a partition of {source.name} per "
                 f"{self.batch.size_threshold} new records.",
                 running=running,
+                unit="records",
             )
             return dg.Definitions(assets=[_fetch], sensors=[sensor])
         return scheduled_definitions(source.name, [_fetch], running)
-
-    def _check(self, source: SourceContext) -> None:
-        limits = self.limits
-        if limits.page_size and limits.max_page_size and limits.page_size > limits.max_page_size:
-            raise source.error(
-                "limits.page_size",
-                f"{limits.page_size} is more than the API allows ({limits.max_page_size})",
-                f"set page_size to at most {limits.max_page_size}",
-            )
-        for name in ("requests_per_second", "requests_per_minute", "burst"):
-            value = getattr(limits, name)
-            if value is not None and value <= 0:
-                raise source.error(f"limits.{name}", f"must be positive, got {value}", "e.g. 5")
-        parse_duration(limits.give_up_after)
-        names = [resource.name for resource in self.resources]
-        if not names or len(set(names)) != len(names):
-            raise source.error(
-                "resources", "resource names must be present and unique", "name each endpoint once"
-            )
-        if not self.batch.is_time:
-            if self.batch.size_unit != "rows":
-                raise source.error(
-                    "batch", "an API source counts records", "use `records: N` (or a time batch)"
-                )
-            windowed = [resource for resource in self.resources if resource.window]
-            if len(windowed) != 1 or not windowed[0].window.ascending:  # type: ignore[union-attr]
-                raise source.error(
-                    "resources",
-                    "a size batch needs exactly one resource with a `window:` whose records "
-                    "come in cursor order",
-                    "add `window: {start_param: ..., cursor_path: ..., ascending: true}` to the "
-                    "resource that drives the source",
-                )
 
     def _driver(self) -> ApiResource:
         return next(resource for resource in self.resources if resource.window)
@@ -148,15 +116,25 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
     def _session(self, source: SourceContext) -> tuple[BudgetedSession, dict[str, Any]]:
         """A budgeted session and the dlt client config that sends through it."""
         base_url = source.resolve(self.base_url, "base_url")
-        auth = dlt_auth(self.auth, source, base_url)
+        rates = rates_per_second(
+            self.limits.requests_per_second, self.limits.requests_per_minute, self.limits.burst
+        )
+        budget = None
+        if rates:
+            budget = SharedRateBudget(
+                rates,
+                budget_file(source.name, base_url),
+                # A slot older than this belongs to a process that died (its pid reused).
+                stale_after_seconds=max(600.0, 4 * self.limits.timeout_seconds),
+            )
         session = BudgetedSession(
-            budget=RateBudget.per_second(
-                self.limits.requests_per_second, self.limits.requests_per_minute, self.limits.burst
-            ),
+            budget=budget,
             give_up_after_seconds=parse_duration(self.limits.give_up_after),
             timeout_seconds=self.limits.timeout_seconds,
-            refreshable_auth=auth if isinstance(auth, RefreshingClientCredentials) else None,
         )
+        auth = dlt_auth(self.auth, source, base_url, session.for_tokens())
+        if isinstance(auth, RefreshingClientCredentials):
+            session.refreshable_auth = auth
         client: dict[str, Any] = {"base_url": base_url, "session": session}
         if auth is not None:
             client["auth"] = auth
@@ -164,17 +142,53 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             client["paginator"] = self.paginator
         return session, client
 
+    def _bounds(self, context: dg.AssetExecutionContext, key: str) -> Bounds:
+        if self.batch.is_time:
+            partitions_def = context.assets_def.partitions_def
+            assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+            window = partitions_def.time_window_for_partition_key(key)
+            return Bounds(window.start, window.end, lower_inclusive=True, upper_inclusive=False)
+        cut = CursorSlice.from_key(key)
+        return Bounds(cut.lo, cut.hi, lower_inclusive=False, upper_inclusive=True)
+
     def _materialize(
         self, context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceContext
     ) -> Iterator[dg.MaterializeResult]:
-        key = context.partition_key
-        if self.batch.is_time:
-            window = context.partition_time_window
-            bounds = Bounds(window.start, window.end, lower_inclusive=True, upper_inclusive=False)
-        else:
-            cut = CursorSlice.from_key(key)
-            bounds = Bounds(cut.lo, cut.hi, lower_inclusive=False, upper_inclusive=True)
+        names = {asset_key.path[-1] for asset_key in context.selected_asset_keys}
+        selected = [resource.name for resource in self.resources if resource.name in names]
+        # In partition order: time windows by start, size slices in the order they were cut.
+        keys = list(context.partition_keys)
         session, client = self._session(source)
+        for key in keys:
+            bounds = self._bounds(context, key)
+            before = session.counters.as_dict()
+            report = self._land(key, bounds, client, selected, warehouse, source)
+            after = session.counters.as_dict()
+            counters = {name: after[name] - before[name] for name in after}
+            context.log.info(_summary(source.name, key, report, counters))
+            for name in selected:
+                metadata = landing_metadata(report, name, bounds.lower, bounds.upper)
+                metadata.update(counters)
+                if len(keys) == 1:
+                    yield dg.MaterializeResult(asset_key=[source.name, name], metadata=metadata)
+                else:
+                    # One run, many partitions: each partition's materialisation gets its own.
+                    context.add_asset_metadata(
+                        metadata, asset_key=dg.AssetKey([source.name, name]), partition_key=key
+                    )
+        if len(keys) > 1:
+            for name in selected:
+                yield dg.MaterializeResult(asset_key=[source.name, name])
+
+    def _land(
+        self,
+        key: str,
+        bounds: Bounds,
+        client: dict[str, Any],
+        selected: list[str],
+        warehouse: WarehouseResource,
+        source: SourceContext,
+    ) -> LandingReport:
         config = {
             "client": client,
             "resources": [
@@ -182,10 +196,9 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 for resource in self.resources
             ],
         }
-        selected = {asset_key.path[-1] for asset_key in context.selected_asset_keys}
         wanted = [r for r in rest_api_resources(config) if r.name in selected]  # type: ignore[arg-type]
         try:
-            report = land_slice(
+            return land_slice(
                 warehouse=warehouse.get(),
                 dataset=source.name,
                 pipeline_name=f"{source.name}__api",
@@ -194,34 +207,35 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 key_of=lambda _record: key,
             )
         except Exception as error:  # noqa: BLE001 - re-raised with the cause made readable
-            raise _readable(error, source) from None
-        counters = session.counters.as_dict()
-        context.log.info(f"{source.name}: {report.rows} records; requests {counters}")
-        for resource in self.resources:
-            if resource.name in selected:
-                metadata = landing_metadata(report, resource.name, bounds.lower, bounds.upper)
-                metadata.update(counters)
-                yield dg.MaterializeResult(
-                    asset_key=[source.name, resource.name], metadata=metadata
-                )
+            raise readable(error, source) from None
 
     @contextmanager
     def _open_measure(self, source: SourceContext) -> Iterator[Measure]:
         driver = self._driver()
         window = driver.window
         assert window is not None
+        # One session for the whole tick: one token, and the source's shared budget.
+        _, client = self._session(source)
 
         def measure(_stream: str, after: Any, threshold: int) -> Any:
-            _, client = self._session(source)
             bounds = Bounds(after, None, lower_inclusive=False, upper_inclusive=False)
             config = {
                 "client": client,
                 "resources": [resource_config(driver, self.limits, self.paginator, bounds)],
             }
-            (resource,) = rest_api_resources(config)  # type: ignore[arg-type]
-            return _count_pending(resource, window.cursor_path, threshold)
+            try:
+                (resource,) = rest_api_resources(config)  # type: ignore[arg-type]
+                return _count_pending(resource, window.cursor_path, threshold)
+            except Exception as error:  # noqa: BLE001 - re-raised with the cause made readable
+                raise readable(error, source) from None
 
         yield measure
+
+
+def _summary(source: str, key: str, report: LandingReport, counters: dict[str, int]) -> str:
+    tables = ", ".join(f"{table} {rows:,} rows" for table, rows in report.rows_by_table.items())
+    spent = ", ".join(f"{name} {count}" for name, count in counters.items() if count)
+    return f"{source} {key}: {tables or 'no rows'}; {spent or 'no requests'}"
 
 
 def _count_pending(resource: Any, cursor_path: str, threshold: int) -> Pending:
@@ -241,20 +255,3 @@ def _count_pending(resource: Any, cursor_path: str, threshold: int) -> Pending:
             close()
     full = newest if seen >= threshold else None
     return Pending(seen, full, newest)
-
-
-def _readable(error: BaseException, source: SourceContext) -> BaseException:
-    """The most specific cause in the chain, phrased for the person who declared the source."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ApiError):
-            return ApiSourceError(f"source {source.name!r}: {seen}")
-        if isinstance(seen, requests.HTTPError) and seen.response is not None:
-            response = seen.response
-            path = response.url.split("?", 1)[0]
-            return ApiSourceError(
-                f"source {source.name!r}: {path} answered HTTP {response.status_code} "
-                f"{response.reason}. Fix: check `auth` and `base_url` in {source.defs_file}"
-            )
-        seen = seen.__cause__ or seen.__context__
-    return error

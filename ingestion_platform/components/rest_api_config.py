@@ -5,8 +5,8 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+import requests
 from dlt.common.jsonpath import compile_path
-from dlt.sources.helpers.requests import Client
 from pydantic import Field
 
 from ingestion_platform.components.declaration import Setting, SourceContext
@@ -95,13 +95,18 @@ class Bounds:
     def incremental(self, window: CursorWindow) -> dict[str, Any]:
         """dlt's incremental settings: the API filter plus the same filter on every record."""
         config: dict[str, Any] = {
-            "start_param": window.start_param,
             "cursor_path": window.cursor_path,
             "range_start": "closed" if self.lower_inclusive else "open",
             "range_end": "closed" if self.upper_inclusive else "open",
         }
         if self.lower is not None:
+            config["start_param"] = window.start_param
             config["initial_value"] = render_cursor(self.lower, window)
+        else:
+            # dlt honours an end (and stops an ascending read there) only after a start. The
+            # first slice has none: start below every value and send no start filter.
+            config["initial_value"] = _below(render_cursor(self.upper, window))
+            config["range_start"] = "closed"
         if self.upper is not None:
             config["end_value"] = render_cursor(self.upper, window)
             # An exclusive end maps onto the API's "before" parameter; an inclusive one
@@ -112,12 +117,10 @@ class Bounds:
             config["row_order"] = "asc"
         return config
 
-    def upper_filter(self, window: CursorWindow) -> Any:
-        def within(record: Any) -> bool:
-            value = parse_cursor(cursor_value(record, window.cursor_path), window.cursor_path)
-            return value <= self.upper if self.upper_inclusive else value < self.upper
 
-        return within
+def _below(value: Any) -> Any:
+    """A value of the same type that sorts before every cursor value an API can send."""
+    return -(2**63) if isinstance(value, int) else ""
 
 
 def cursor_value(record: Any, cursor_path: str) -> Any:
@@ -162,11 +165,8 @@ def resource_config(
         endpoint["data_selector"] = compile_path(endpoint["data_selector"])
     config: dict[str, Any] = {"name": resource.name, "endpoint": endpoint}
     if resource.window is not None and bounds is not None:
-        if bounds.lower is not None:
+        if bounds.lower is not None or bounds.upper is not None:
             endpoint["incremental"] = bounds.incremental(resource.window)
-        elif bounds.upper is not None:
-            # dlt's incremental needs a start; the first slice has none, so filter here.
-            config["processing_steps"] = [{"filter": bounds.upper_filter(resource.window)}]
     if resource.primary_key is not None:
         config["primary_key"] = resource.primary_key
     if resource.include_from_parent:
@@ -174,8 +174,14 @@ def resource_config(
     return config
 
 
-def dlt_auth(auth: AuthSpec | None, source: SourceContext, base_url: str) -> Any:
-    """dlt's auth object for the declared style, with secrets read from the environment now."""
+def dlt_auth(
+    auth: AuthSpec | None, source: SourceContext, base_url: str, token_session: requests.Session
+) -> Any:
+    """dlt's auth object for the declared style, with secrets read from the environment now.
+
+    An OAuth2 token is fetched through `token_session`, so that request keeps the rate
+    budget and is retried like every other.
+    """
     if auth is None:
         return None
     if isinstance(auth, OAuth2ClientCredentialsAuth):
@@ -183,8 +189,7 @@ def dlt_auth(auth: AuthSpec | None, source: SourceContext, base_url: str) -> Any
         if not token_url.startswith(("http://", "https://")):
             token_url = f"{base_url.rstrip('/')}/{token_url.lstrip('/')}"
         return RefreshingClientCredentials(
-            # dlt's retrying client, minus raise-on-error: a 401 here gets a clear message.
-            session=Client(raise_for_status=False).session,
+            session=token_session,
             access_token_url=token_url,
             client_id=source.resolve(auth.client_id, "auth.client_id"),
             client_secret=source.resolve(auth.client_secret, "auth.client_secret"),

@@ -4,11 +4,13 @@ dlt's rest_api source does the paging and normalising; it accepts the `requests.
 it should send through. This module supplies that session, so every request of every
 resource of one source shares one budget:
 
-- a rate budget (rate_budget.py) taken for each attempt, retries included, that counts
-  requests from their completion so the API's quota is never exceeded;
+- a rate budget (rate_budget.py, or shared_budget.py across processes) taken for each
+  attempt, retries included, that counts requests from their completion so the API's quota
+  is never exceeded;
 - retries (tenacity) of 429, 5xx and dropped connections, honouring `Retry-After`, and
   giving up after a bounded time with an error that says why;
-- one fresh token and one retry when an OAuth2 token expires mid-run;
+- one fresh token and one retry when an OAuth2 token expires mid-run; the token request
+  itself goes through a session like this one (same budget, same retries, same give-up);
 - a check that each successful page really is JSON, so a malformed page fails the run
   instead of landing as nothing;
 - counters for the run's metadata.
@@ -28,13 +30,17 @@ import tenacity
 from dlt.common.configuration import configspec
 from dlt.sources.helpers.rest_client.auth import OAuth2ClientCredentials
 
-from ingestion_platform.connectors.rate_budget import RateBudget
+from ingestion_platform.connectors.rate_budget import Budget
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class ApiError(RuntimeError):
-    """The API answered in a way the run cannot recover from."""
+    """The API answered in a way the run cannot recover from; `fix` says what to check."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass
@@ -67,7 +73,8 @@ class RefreshingClientCredentials(OAuth2ClientCredentials):
         if response.status_code in (400, 401, 403):
             raise ApiError(
                 f"the token endpoint {self.access_token_url} rejected the client credentials "
-                f"(HTTP {response.status_code})"
+                f"(HTTP {response.status_code})",
+                "check auth.client_id, auth.client_secret and auth.token_url",
             )
         response.raise_for_status()
         response_json = response.json()
@@ -85,18 +92,32 @@ class BudgetedSession(requests.Session):
     def __init__(
         self,
         *,
-        budget: RateBudget | None,
+        budget: Budget | None,
         give_up_after_seconds: float,
         timeout_seconds: float = 60,
         refreshable_auth: RefreshingClientCredentials | None = None,
+        counters: RequestCounters | None = None,
     ) -> None:
         super().__init__()
-        self.counters = RequestCounters()
+        self.counters = counters or RequestCounters()
+        self.refreshable_auth = refreshable_auth
         self._budget = budget
         self._give_up_after = give_up_after_seconds
         self._timeout = timeout_seconds
-        self._auth = refreshable_auth
         self._lock = threading.Lock()
+        self._counts_pages = True
+
+    def for_tokens(self) -> BudgetedSession:
+        """A session for the token endpoint: the same budget, retries and request count."""
+        tokens = BudgetedSession(
+            budget=self._budget,
+            give_up_after_seconds=self._give_up_after,
+            timeout_seconds=self._timeout,
+            counters=self.counters,
+        )
+        tokens._counts_pages = False
+        tokens._lock = self._lock
+        return tokens
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
@@ -113,20 +134,23 @@ class BudgetedSession(requests.Session):
             retry_error_callback=lambda state: self._give_up(request, state, started),
         )
         response = retrying(self._send_once, request, **kwargs)
-        if response.status_code == 401 and self._auth is not None:
+        auth = self.refreshable_auth
+        if response.status_code == 401 and auth is not None:
             # The token expired on the way; fetch a new one and send once more.
-            self._auth.invalidate()
+            auth.invalidate()
             self._count("token_refreshes")
-            response = retrying(self._send_once, self._auth(request), **kwargs)
+            response = retrying(self._send_once, auth(request), **kwargs)
         if response.ok:
             self._check_json(request, response)
         return requests.hooks.dispatch_hook("response", hooks, response, **kwargs)
 
     def _send_once(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        auth = self.refreshable_auth
+        if auth is not None and auth.is_token_expired():
+            # The token was attached before a retry's wait and has aged since. (Renewing
+            # here, outside the slot: the token request takes a slot of its own.)
+            auth(request)
         with self._budget.slot() if self._budget else contextlib.nullcontext():
-            if self._auth is not None and self._auth.is_token_expired():
-                # The token was attached before the wait for budget and has aged since.
-                self._auth(request)
             self._count("requests")
             try:
                 response = super().send(request, **kwargs)
@@ -139,7 +163,7 @@ class BudgetedSession(requests.Session):
             self._count("throttled_429")
         elif response.status_code >= 500:
             self._count("server_errors_5xx")
-        elif response.ok:
+        elif response.ok and self._counts_pages:
             self._count("pages")
         return response
 
@@ -148,12 +172,16 @@ class BudgetedSession(requests.Session):
         if "json" not in content_type:
             raise ApiError(
                 f"{_path(request)} answered HTTP {response.status_code} with content type "
-                f"{content_type or '(none)'}, expected JSON"
+                f"{content_type or '(none)'}, expected JSON; nothing was landed",
+                "check base_url and the resource's endpoint.path",
             )
         try:
             response.json()
         except ValueError as error:
-            raise ApiError(f"{_path(request)} answered with malformed JSON: {error}") from None
+            raise ApiError(
+                f"{_path(request)} answered with malformed JSON ({error}); nothing was landed",
+                "run it again; if it persists, the API is sending broken pages",
+            ) from None
 
     def _give_up(
         self, request: requests.PreparedRequest, state: tenacity.RetryCallState, started: float
@@ -161,12 +189,14 @@ class BudgetedSession(requests.Session):
         waited = time.monotonic() - started
         outcome = state.outcome
         if outcome is not None and outcome.failed:
-            reason = f"{type(outcome.exception()).__name__}: {outcome.exception()}"
+            reason = connection_failure(outcome.exception())  # type: ignore[arg-type]
         else:
             reason = f"HTTP {outcome.result().status_code}" if outcome else "no answer"
         raise ApiError(
             f"gave up on {_path(request)} after {state.attempt_number} attempts in "
-            f"{waited:.0f}s (last: {reason})"
+            f"{waited:.0f}s (last: {reason})",
+            "check that the API answers at base_url (and auth.token_url); retries stop "
+            "after limits.give_up_after",
         )
 
     def _count(self, counter: str) -> None:
@@ -181,6 +211,30 @@ def _wait_retry_after_or_backoff(state: tenacity.RetryCallState) -> float:
         if retry_after.strip().isdigit():
             return float(retry_after)
     return min(0.25 * 2 ** (state.attempt_number - 1), 30.0)
+
+
+def connection_failure(error: BaseException) -> str:
+    """What went wrong with a connection, in words: `connection refused`, `timed out`.
+
+    requests wraps the operating system's error in three layers of urllib3 text (pool
+    objects, addresses, "Max retries exceeded" although nothing was retried there).
+    """
+    if isinstance(error, requests.Timeout):
+        return "timed out"
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror[0].lower() + current.strerror[1:]
+        if type(current).__name__ == "RemoteDisconnected":
+            return "the server closed the connection without answering"
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+    return type(error).__name__
 
 
 def _path(request: requests.PreparedRequest) -> str:

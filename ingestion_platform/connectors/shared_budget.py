@@ -1,0 +1,136 @@
+"""The rate budget of rate_budget.py, shared by every process of a source on this machine.
+
+Runs, the size sensor and backfills of one source run in separate processes; budgets kept
+in each process's memory would add up at the server. So the budget's whole state, the
+requests in flight and the recent completion stamps, lives in one small file per source,
+read and rewritten under an exclusive `flock` for each request start and end. The algorithm
+is the same exact one (rate_budget.wait_seconds), so the guarantee is the same: the server
+never sees more than the budget, whichever process sent what.
+
+- Stamps come from `time.monotonic()`, the machine's boot clock (CLOCK_MONOTONIC on Linux,
+  mach_absolute_time on macOS): one clock for every process, immune to wall-clock steps.
+- Each in-flight slot records its process id. A process that died mid-request (killed
+  worker, OOM) cannot give its slot back, so a slot whose process is gone, or that is older
+  than `stale_after_seconds` (a reused pid), becomes a completion stamped when found.
+- A waiting process re-reads the file at most every POLL_SECONDS: another process's
+  completion cannot wake it the way a condition variable wakes a thread.
+- `flock` is per machine: processes on different machines do not share a budget (nor
+  should a network file system be trusted with the lock).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ingestion_platform.connectors.rate_budget import Rate, wait_seconds
+
+POLL_SECONDS = 0.01
+BUDGET_DIR_VARIABLE = "INGESTION_RATE_BUDGET_DIR"
+
+
+def budget_file(source: str, base_url: str) -> Path:
+    """The state file of one source's budget, for every process of this machine.
+
+    The API address is part of the name, so two deployments of a source that point at
+    different APIs (tests, staging) do not slow each other down.
+    """
+    folder = os.environ.get(BUDGET_DIR_VARIABLE) or os.path.join(
+        tempfile.gettempdir(), "ingestion_platform-rate-budgets"
+    )
+    digest = hashlib.sha256(base_url.encode()).hexdigest()[:12]
+    return Path(folder) / f"{source}-{digest}.json"
+
+
+class SharedRateBudget:
+    """Blocks each request until every rate has room for it, across processes and threads."""
+
+    _tokens = itertools.count()
+
+    def __init__(self, rates: list[Rate], path: Path, stale_after_seconds: float = 600) -> None:
+        self._rates = rates
+        self._path = path
+        self._keep = max(rate.limit for rate in rates)
+        self._stale_after = stale_after_seconds
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot while one request is sent and its response read."""
+        me = [os.getpid(), next(self._tokens)]
+        while True:
+            with self._state() as state:
+                now = time.monotonic()
+                self._reclaim(state, now)
+                wait = wait_seconds(self._rates, state["completed"], len(state["in_flight"]), now)
+                if wait <= 0:
+                    state["in_flight"].append([*me, now])
+                    break
+            time.sleep(min(wait, POLL_SECONDS))
+        try:
+            yield
+        finally:
+            with self._state() as state:
+                state["in_flight"] = [s for s in state["in_flight"] if s[:2] != me]
+                self._complete(state, time.monotonic())
+
+    @contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        """The budget's state, read and written back under an exclusive lock on the file."""
+        # A descriptor per operation: flock belongs to the open file, so threads (and forked
+        # children) never share a lock they think is theirs alone.
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 1 << 20, 0)
+            state = _parse(raw)
+            yield state
+            data = json.dumps(state, separators=(",", ":")).encode()
+            # Padded to the old length first, so the file is valid JSON at every moment.
+            os.pwrite(fd, data.ljust(len(raw)), 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _reclaim(self, state: dict[str, Any], now: float) -> None:
+        """Slots of processes that died mid-request count as completed now."""
+        alive = []
+        for entry in state["in_flight"]:
+            pid, _token, started = entry
+            if _running(pid) and now - started < self._stale_after:
+                alive.append(entry)
+            else:
+                self._complete(state, now)
+        state["in_flight"] = alive
+
+    def _complete(self, state: dict[str, Any], now: float) -> None:
+        state["completed"] = [*state["completed"], now][-self._keep :]
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        state = json.loads(raw) if raw else {}
+    except ValueError:
+        # Not ours (writes keep the file valid JSON): start afresh rather than block forever.
+        state = {}
+    return {"in_flight": state.get("in_flight", []), "completed": state.get("completed", [])}
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except OSError as error:
+        return error.errno != errno.ESRCH
+    return True
