@@ -1,0 +1,145 @@
+"""File sources side by side, on a loopback OpenSSH sshd: transfer engines and a whole landing.
+
+    .venv/bin/python -m bench.files [--rows 2000000] [--listing 10000]
+
+(a) OpenSSH `sftp` get; (b) paramiko SFTPClient.get; (c) the platform's transfer
+(SftpFiles.fetch: asyncssh); (d) the platform's whole materialisation, file → DuckDB table;
+(e) OpenSSH get + DuckDB read_csv of the local file into a table. Then the sensor's tick
+time over a folder of `--listing` files. Figures go to bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import paramiko
+
+from ingestion_platform.components.file_source import SftpFileSource
+from ingestion_platform.connectors.file_entries import FileEntry
+from ingestion_platform.connectors.sftp import SftpFiles
+from ingestion_platform.connectors.ssh_connection import SshSettings
+from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform_tests.files_helpers import keys, tick
+from ingestion_platform_tests.sources import build_source
+from ingestion_platform_tests.sshd import start_sshd
+
+
+def make_csv(path: Path, rows: int) -> None:
+    query = (
+        "copy (select i as id, 'customer_' || (i % 5000) as customer, "  # noqa: S608
+        "(i * 7 % 100000) / 100.0 "
+        "as amount, timestamp '2026-01-01' + i * interval 1 second as created_at, "
+        "md5(i::varchar) || md5((i + 1)::varchar) as note, md5((i + 3)::varchar) as ref, "
+        f"i % 17 as qty from range(1, {rows + 1}) t(i)) to '{path}' (header)"
+    )
+    duckdb.sql(query)
+
+
+def timed(label: str, size: int, action) -> float:
+    started = time.monotonic()
+    action()
+    seconds = time.monotonic() - started
+    print(f"{label:<55} {seconds:7.2f} s  {size / 1e6 / seconds:7.0f} MB/s")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--listing", type=int, default=10_000)
+    args = parser.parse_args()
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    work = Path(tempfile.mkdtemp(prefix="bench-files-"))
+    remote = work / "remote"
+    remote.mkdir()
+    source_file = remote / "orders.csv"
+    make_csv(source_file, args.rows)
+    size = source_file.stat().st_size
+    print(f"{source_file.name}: {size / 1e6:.0f} MB, {args.rows:,} rows")
+    server = start_sshd(work / "sshd", remote)
+    key = str(server.user_key)
+    try:
+        openssh = [
+            "sftp", "-q", "-i", key, "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-P", str(server.port),
+            f"{server.user}@127.0.0.1:{source_file}",
+        ]  # fmt: skip
+        a = timed(
+            "(a) OpenSSH sftp get",
+            size,
+            lambda: subprocess.run([*openssh, str(work / "a.csv")], check=True),
+        )
+
+        def paramiko_get() -> None:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # bench only, loopback
+            client.connect("127.0.0.1", server.port, server.user, key_filename=key,
+                           look_for_keys=False, allow_agent=False)  # fmt: skip
+            client.open_sftp().get(str(source_file), str(work / "b.csv"))
+            client.close()
+
+        timed("(b) paramiko SFTPClient.get", size, paramiko_get)
+        settings = SshSettings(
+            "127.0.0.1",
+            server.port,
+            server.user,
+            private_key=Path(key).read_text(),
+            host_key=server.host_key_line,
+        )
+        files = SftpFiles(settings, str(remote))
+        entry = FileEntry("orders.csv", size, source_file.stat().st_mtime)
+        c = timed("(c) platform transfer (asyncssh)", size,
+                  lambda: files.fetch([(entry, str(work / "c.csv"))], lambda *_: None))  # fmt: skip
+        files.close()
+
+        defs = build_source(SftpFileSource, work / "defs" / "partner",
+                            server.attributes(table="orders", settle="0s"))  # fmt: skip
+        resources = {"warehouse": WarehouseResource(path=str(work / "d.duckdb"))}
+        with dg.instance_for_test() as instance:
+            (partition,) = keys(tick(defs, instance))
+            d = timed("(d) platform materialisation, file → DuckDB", size, lambda: dg.materialize(
+                list(defs.assets or []), partition_key=partition, resources=resources,
+                instance=instance))  # fmt: skip
+
+        def openssh_then_duckdb() -> None:
+            subprocess.run([*openssh, str(work / "e.csv")], check=True)
+            with duckdb.connect(str(work / "e.duckdb")) as connection:
+                local = work / "e.csv"
+                connection.execute(f"create table t as select * from read_csv('{local}')")  # noqa: S608
+
+        e = timed("(e) OpenSSH get + DuckDB read_csv into a table", size, openssh_then_duckdb)
+        print(
+            f"(c)/(a) speed: {a / c:.2f}x (target >= 1.0); "
+            f"(d)/(e) time: {d / e:.2f}x (target <= 1.3)"
+        )
+
+        listing = remote / "many"
+        listing.mkdir()
+        for index in range(args.listing):
+            (listing / f"f_{index:05d}.csv").write_text("id\n1\n")
+        many = build_source(SftpFileSource, work / "defs" / "many",
+                            server.attributes(path=str(listing), settle="0s"))  # fmt: skip
+        with dg.instance_for_test() as instance:
+            started = time.monotonic()
+            first = tick(many, instance)
+            cut = time.monotonic() - started
+            started = time.monotonic()
+            tick(many, instance, first.cursor)
+            idle = time.monotonic() - started
+        print(
+            f"sensor tick over {args.listing:,} files: first (cuts up to 50) {cut:.2f}s, "
+            f"next {idle:.2f}s; cursor {len(first.cursor or '')} bytes"
+        )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
