@@ -1,0 +1,309 @@
+"""A Dagster-free Kinesis reader: shards, exact sequence ranges, and time windows.
+
+Positions are always sequence numbers (strings of up to 56 digits, compared as integers),
+never shard iterators: an iterator expires 5 minutes after it was issued, so one is asked
+for at the start of every read and again, from the last record read, whenever it expires.
+Throttling and transient failures are retried here, with exponential backoff and full
+jitter; botocore's own retries are off so that one policy, tested once, applies.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+# GetRecords returns at most 10,000 records or 10 MiB per call.
+MAX_RECORDS_PER_CALL = 10_000
+
+
+class StreamReadError(RuntimeError):
+    """Kinesis refused a read for a reason that retrying will not fix."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS's recommendation for throttled callers)."""
+
+    attempts: int = 10
+    base_seconds: float = 0.1
+    cap_seconds: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+@dataclass(frozen=True)
+class StreamAddress:
+    """Where a stream is: its name or ARN, region and (for emulators, VPC endpoints) endpoint."""
+
+    stream: str
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    @property
+    def key(self) -> dict[str, str]:
+        """The request field naming the stream (a name or an ARN)."""
+        return (
+            {"StreamARN": self.stream}
+            if self.stream.startswith("arn:")
+            else {"StreamName": self.stream}
+        )
+
+    @property
+    def name(self) -> str:
+        return self.stream.rsplit("/", 1)[-1]
+
+
+def make_client(address: StreamAddress) -> Any:
+    """A Kinesis client with credentials from the standard AWS chain."""
+    config = Config(
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=64,
+        connect_timeout=10,
+        read_timeout=30,
+    )
+    return boto3.session.Session().client(
+        "kinesis", region_name=address.region, endpoint_url=address.endpoint_url, config=config
+    )
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A shard as ListShards describes it; `ending_sequence` is set once it is closed."""
+
+    shard_id: str
+    parents: tuple[str, ...]
+    starting_sequence: str
+    ending_sequence: str | None
+
+    @property
+    def closed(self) -> bool:
+        return self.ending_sequence is not None
+
+
+@dataclass(frozen=True)
+class KinesisRecord:
+    """One record as GetRecords returns it, with its arrival time in epoch milliseconds."""
+
+    shard_id: str
+    sequence: str
+    partition_key: str
+    arrival_ms: int
+    data: bytes
+
+
+@dataclass
+class ShardRead:
+    """The records read from one shard and where the read stopped."""
+
+    shard_id: str
+    records: list[KinesisRecord] = field(default_factory=list)
+    # The shard is closed and its last record has been read (or it had none left).
+    reached_end: bool = False
+    millis_behind: int = 0
+    calls: int = 0
+    iterators_renewed: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(record.data) for record in self.records)
+
+
+def sequence_int(sequence: str) -> int:
+    return int(sequence)
+
+
+class KinesisReader:
+    """Reads shards of one stream; every call is retried on throttling with backoff."""
+
+    def __init__(self, client: Any, address: StreamAddress, backoff: Backoff | None = None):
+        self.client = client
+        self.address = address
+        self.backoff = backoff or Backoff()
+        # Throttled calls retried, across the threads reading shards (for the run's metadata).
+        self.throttled = 0
+        self._count_lock = threading.Lock()
+
+    def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        """One API call, retried on throttling and transient failures."""
+        method = getattr(self.client, operation)
+        for attempt in range(self.backoff.attempts):
+            try:
+                return method(**kwargs)
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code", "")
+                if code not in THROTTLING_CODES or attempt == self.backoff.attempts - 1:
+                    raise
+            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
+                if attempt == self.backoff.attempts - 1:
+                    raise
+            with self._count_lock:
+                self.throttled += 1
+            self.backoff.sleep(self.backoff.delay(attempt))
+        raise AssertionError("unreachable")
+
+    def retention_hours(self) -> int:
+        summary = self.call("describe_stream_summary", **self.address.key)
+        return int(summary["StreamDescriptionSummary"]["RetentionPeriodHours"])
+
+    def shards(self) -> list[Shard]:
+        """Every shard ListShards returns, following its pages."""
+        shards: list[Shard] = []
+        request: dict[str, Any] = dict(self.address.key)
+        while True:
+            page = self.call("list_shards", **request)
+            for item in page["Shards"]:
+                parents = tuple(
+                    p for p in (item.get("ParentShardId"), item.get("AdjacentParentShardId")) if p
+                )
+                numbers = item["SequenceNumberRange"]
+                shards.append(
+                    Shard(
+                        item["ShardId"],
+                        parents,
+                        numbers["StartingSequenceNumber"],
+                        numbers.get("EndingSequenceNumber"),
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                return shards
+            # With a NextToken, ListShards refuses the stream's name.
+            request = {"NextToken": token}
+
+    def _iterator(self, shard_id: str, position: dict[str, Any]) -> str | None:
+        response = self.call("get_shard_iterator", **self.address.key, ShardId=shard_id, **position)
+        return response.get("ShardIterator")
+
+    def read(
+        self,
+        shard_id: str,
+        *,
+        after: str | None = None,
+        at: str | None = None,
+        since: datetime | None = None,
+        through: str | None = None,
+        before: datetime | None = None,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
+        limit_per_call: int = MAX_RECORDS_PER_CALL,
+    ) -> ShardRead:
+        """Read one shard from a position up to a bound, or to its tip.
+
+        Start `after` a sequence number, `at` one, at the arrival time `since`, or at the
+        shard's trim horizon. Stop after the record `through`, before the first record that
+        arrived at or after `before`, once `max_records` or `max_bytes` are read, at the
+        shard's end, or at its tip (nothing more to read now).
+        """
+        result = ShardRead(shard_id)
+        through_int = sequence_int(through) if through is not None else None
+        before_ms = int(before.timestamp() * 1000) if before is not None else None
+        size = 0
+        for page, behind, ended in self._pages(shard_id, after, at, since, limit_per_call, result):
+            result.millis_behind = behind
+            for record in page:
+                if through_int is not None and sequence_int(record.sequence) > through_int:
+                    return result
+                if before_ms is not None and record.arrival_ms >= before_ms:
+                    return result
+                result.records.append(record)
+                size += len(record.data)
+                if through_int is not None and sequence_int(record.sequence) == through_int:
+                    return result
+                if (max_records is not None and len(result.records) >= max_records) or (
+                    max_bytes is not None and size >= max_bytes
+                ):
+                    return result
+            if ended:
+                result.reached_end = True
+                return result
+        return result
+
+    def _pages(
+        self,
+        shard_id: str,
+        after: str | None,
+        at: str | None,
+        since: datetime | None,
+        limit: int,
+        stats: ShardRead,
+    ) -> Iterator[tuple[list[KinesisRecord], int, bool]]:
+        """GetRecords pages until the shard's end or its tip; (records, ms behind, ended)."""
+        if after is not None:
+            position: dict[str, Any] = {
+                "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                "StartingSequenceNumber": after,
+            }
+        elif at is not None:
+            position = {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": at}
+        elif since is not None:
+            position = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": since}
+        else:
+            position = {"ShardIteratorType": "TRIM_HORIZON"}
+        iterator = self._iterator(shard_id, position)
+        last: str | None = None
+        while iterator:
+            try:
+                response = self.call("get_records", ShardIterator=iterator, Limit=limit)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
+                    raise
+                # Re-acquired from the last record read: nothing is skipped or read twice.
+                stats.iterators_renewed += 1
+                if last is not None:
+                    position = {
+                        "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                        "StartingSequenceNumber": last,
+                    }
+                iterator = self._iterator(shard_id, position)
+                continue
+            stats.calls += 1
+            records = [
+                KinesisRecord(
+                    shard_id,
+                    item["SequenceNumber"],
+                    item["PartitionKey"],
+                    _epoch_ms(item["ApproximateArrivalTimestamp"]),
+                    item["Data"],
+                )
+                for item in response["Records"]
+            ]
+            if records:
+                last = records[-1].sequence
+            iterator = response.get("NextShardIterator")
+            behind = int(response.get("MillisBehindLatest", 0) or 0)
+            yield records, behind, iterator is None
+            if not records and behind == 0 and iterator is not None:
+                return  # at the tip of an open shard: nothing more to read now
+
+
+def _epoch_ms(value: datetime | float) -> int:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(round(aware.timestamp() * 1000))
+    return int(round(float(value) * 1000))

@@ -1,0 +1,173 @@
+"""Size-cut Kinesis partitions on moto's server: exact cuts across shards, exact landings."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.kinesis_emulators import (
+    client,
+    create_stream,
+    declare,
+    event_ids,
+    manifest_rows,
+    put_events,
+    tick,
+)
+from ingestion_platform_tests.sources import materialize
+
+pytest_plugins = ["ingestion_platform_tests.kinesis_emulators"]
+pytestmark = pytest.mark.usefixtures("aws_env")
+
+
+@pytest.fixture
+def stream(moto_endpoint: str) -> str:
+    name = f"clicks-{uuid.uuid4().hex[:8]}"
+    create_stream(client(moto_endpoint), name, 4)
+    return name
+
+
+def test_sensor_cuts_exactly_n_records_across_four_shards_and_lands_them_once(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    kinesis = client(moto_endpoint)
+    put_events(kinesis, stream, 1, 250)
+    defs = declare(tmp_path, moto_endpoint, stream)
+
+    first = tick(defs, instance, warehouse_path)
+    keys = [request.partition_key for request in first.run_requests]
+    assert len(keys) == 2
+    assert keys[0].startswith("000001-") and keys[1].startswith("000002-")
+    rows = manifest_rows(warehouse)
+    assert {row[1] for row in rows} == {f"shardId-00000000000{n}" for n in range(4)}
+    assert [sum(r[4] for r in rows if r[0] == key) for key in keys] == [100, 100]
+
+    # 50 pending: below the threshold, nothing is cut.
+    second = tick(defs, instance, warehouse_path, first.cursor)
+    assert second.run_requests == []
+    assert "less than 100 records pending: 50 of 100 across 4 shard(s)" in (
+        second.skip_reason.skip_message if second.skip_reason else ""
+    )
+
+    for key in keys:
+        materialize(defs, partition_key=key, resources=resources, instance=instance)
+    landed = event_ids(warehouse)
+    assert len(landed) == 200 and len(set(landed)) == 200
+    assert [len(event_ids(warehouse, key)) for key in keys] == [100, 100]
+    (duplicates,) = warehouse.query(
+        "select count(*) from (select _shard_id, _sequence_number from clicks.events "
+        "group by all having count(*) > 1)"
+    )[0:1]
+    assert duplicates == (0,)
+
+
+def test_replaying_a_partition_gives_identical_rows(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    kinesis = client(moto_endpoint)
+    put_events(kinesis, stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
+
+    def snapshot() -> list[tuple]:
+        return warehouse.query(
+            "select * exclude (_loaded_at) from clicks.events order by _shard_id, _sequence_number"
+        )
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    before = snapshot()
+    put_events(kinesis, stream, 101, 70)  # more records arrive; the slice does not change
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert snapshot() == before
+    assert len(before) == 100
+
+
+def test_a_restarted_sensor_neither_recuts_nor_skips(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    kinesis = client(moto_endpoint)
+    put_events(kinesis, stream, 1, 130)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    first = tick(defs, instance, warehouse_path)
+    assert len(first.run_requests) == 1
+
+    # A new daemon: no cursor, a freshly built sensor. Positions come from the manifest.
+    defs = declare(tmp_path, moto_endpoint, stream)
+    again = tick(defs, instance, warehouse_path, cursor=None)
+    assert again.run_requests == []
+    put_events(kinesis, stream, 131, 70)
+    later = tick(defs, instance, warehouse_path, cursor=None)
+    assert len(later.run_requests) == 1
+    keys = instance.get_dynamic_partitions("clicks__events")
+    assert len(keys) == 2
+    for key in keys:
+        materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert event_ids(warehouse) == list(range(1, 201))
+
+
+def test_cuts_written_before_a_tick_died_are_requested_by_the_next_tick(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    instance: dg.DagsterInstance,
+) -> None:
+    put_events(client(moto_endpoint), stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    (sensor,) = defs.sensors or []
+    # The tick writes its cut to the manifest, then the process dies before Dagster applies it.
+    from ingestion_platform.warehouse import WarehouseResource
+
+    context = dg.build_sensor_context(
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
+    )
+    lost = sensor(context)
+    assert isinstance(lost, dg.SensorResult) and len(lost.run_requests) == 1
+    assert instance.get_dynamic_partitions("clicks__events") == []
+
+    recovered = tick(defs, instance, warehouse_path)
+    assert [r.partition_key for r in recovered.run_requests] == [lost.run_requests[0].partition_key]
+
+
+def test_max_wait_cuts_what_is_pending_once_the_oldest_record_waited_long_enough(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance,
+) -> None:
+    put_events(client(moto_endpoint), stream, 1, 30)
+    defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 100, "max_wait": "2s"})
+    first = tick(defs, instance, warehouse_path)
+    if first.run_requests:  # the put took over 2 s: the wait was already over
+        pytest.fail("the producer was slower than max_wait; raise max_wait in this test")
+    assert "max_wait cuts at" in (first.skip_reason.skip_message if first.skip_reason else "")
+    import time
+
+    time.sleep(2.1)
+    late = tick(defs, instance, warehouse_path, first.cursor)
+    assert len(late.run_requests) == 1
+    assert sum(row[4] for row in manifest_rows(warehouse)) == 30
