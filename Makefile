@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export RUNTIME__DLTHUB_TELEMETRY := false
 
-.PHONY: demo test install services demo-data lint
+.PHONY: demo test install services demo-data lint kinesis-mock
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,8 +22,16 @@ install: $(VENV)/.installed
 demo-data: install
 	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite
 
+# kinesis-mock (npm `kinesis-local`) for the Kinesis resharding tests, in a project folder.
+KINESIS_MOCK := .kinesis-mock/node_modules/kinesis-local/main.js
+$(KINESIS_MOCK): .kinesis-mock/package.json
+	npm install --prefix .kinesis-mock --no-audit --no-fund --silent
+	touch $@
+
+kinesis-mock: $(KINESIS_MOCK)
+
 # Start the local peers the tests use when they are installed but stopped.
-services:
+services: kinesis-mock
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
 	@# The file source tests start their own sshd (ingestion_platform_tests/sshd.py); it must be installed.
