@@ -11,13 +11,21 @@ a file copied in with an old mtime is still noticed.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
-from ingestion_platform.batching import BatchSpec
+from ingestion_platform.batching import BatchSpec, parse_duration
+from ingestion_platform.components.declaration import SourceContext
 from ingestion_platform.connectors.file_entries import FileEntry, FileFilter, Listing, walk_order
-from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, size_partition_key
+from ingestion_platform.file_manifest import (
+    ManifestEntry,
+    ManifestStore,
+    size_partition_key,
+    version_id,
+)
 
 # Files settling at once; past this the oldest observations are dropped (they settle again).
 MAX_SETTLING = 2000
@@ -139,3 +147,65 @@ def time_cuts(
         digest = size_partition_key([FileEntry(e.path, e.size, e.mtime) for e in manifest])
         cuts.append(Cut(key, manifest, f"{name}:{key}:{digest.rsplit('@', 1)[1]}"))
     return cuts, early
+
+
+def build_files_sensor(
+    component: Any, source: SourceContext, name: str, asset: dg.AssetsDefinition
+) -> dg.SensorDefinition:
+    """The source's sensor: list, keep what is complete and new, cut and record partitions."""
+    partitions = asset.partitions_def
+    settle = parse_duration(component.settle)
+
+    @dg.sensor(
+        name=f"{name}__sensor",
+        asset_selection=[asset.key],
+        minimum_interval_seconds=component.sensor_interval_seconds,
+        description=f"Lists {component.path} and cuts a partition per complete file set.",
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if component.automation == "running"
+        else dg.DefaultSensorStatus.STOPPED,
+    )
+    def _files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        component.warn(context.log, source)
+        cursor = SensorCursor.parse(context.cursor)
+        now = time.time()
+        files = component.open_files(source)
+        try:
+            listing = files.list(component.recursive)
+        finally:
+            files.close()
+        for refused, reason in sorted(listing.refused.items()):
+            context.log.warning(f"{source.name}: refused {refused!r}: {reason}")
+        store = ManifestStore(context.instance, name)
+        stable = stable_files(listing, component.rules, settle, cursor, now)
+        done = store.cut_versions(stable)
+        pending = [e for e in stable if version_id(e) not in done]
+        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+            cuts, early = time_cuts(store, pending, partitions, name, now)
+            for entry in early:
+                context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
+        else:
+            cuts = size_cuts(store, plan_size_cuts(pending, component.batch, cursor, now), name)
+        requests, new_keys = [], []
+        for cut in cuts:
+            store.put(cut.key, cut.entries)  # before the run exists that reads it
+            store.mark_cut([FileEntry(e.path, e.size, e.mtime) for e in cut.entries], cut.key)
+            new_keys.append(cut.key)
+            requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key))
+        dynamic = (
+            [partitions.build_add_request(new_keys)]
+            if new_keys and isinstance(partitions, dg.DynamicPartitionsDefinition)
+            else []
+        )
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(
+                    f"no complete new files ({len(cursor.settling)} settling)"
+                ),
+                cursor=cursor.dump(),
+            )
+        return dg.SensorResult(
+            run_requests=requests, dynamic_partitions_requests=dynamic, cursor=cursor.dump()
+        )
+
+    return _files_sensor

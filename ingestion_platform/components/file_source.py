@@ -10,7 +10,6 @@ then archives or deletes them.
 """
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,16 +20,9 @@ from pydantic import Field
 from ingestion_platform.batching import BatchSpec, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.file_run import check_manifest, file_metadata, stage_files
-from ingestion_platform.components.file_sensor import (
-    SensorCursor,
-    plan_size_cuts,
-    size_cuts,
-    stable_files,
-    time_cuts,
-)
+from ingestion_platform.components.file_sensor import build_files_sensor
 from ingestion_platform.connectors.file_entries import (
     DEFAULT_TEMP_SUFFIXES,
-    FileEntry,
     FileFilter,
     FileTransport,
 )
@@ -40,7 +32,7 @@ from ingestion_platform.connectors.scp import ScpFiles
 from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
 from ingestion_platform.file_landing import land_files
-from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, version_id
+from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
@@ -119,7 +111,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         name = f"{source.name}__{table}"
         partitions = self.batch.partitions_def(name)
         asset = self._asset(source, table, name, partitions)
-        return dg.Definitions(assets=[asset], sensors=[self._sensor(source, name, asset)])
+        sensor = build_files_sensor(self, source, name, asset)
+        return dg.Definitions(assets=[asset], sensors=[sensor])
 
     def _asset(
         self, source: SourceContext, table: str, name: str, partitions: dg.PartitionsDefinition
@@ -217,66 +210,6 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             store.put(key, moved + manifest[len(moved) :])
         context.log.info(f"{self.after_landing}d {len(manifest)} file(s) after the commit")
         return moved
-
-    def _sensor(
-        self, source: SourceContext, name: str, asset: dg.AssetsDefinition
-    ) -> dg.SensorDefinition:
-        partitions = asset.partitions_def
-        settle = parse_duration(self.settle)
-
-        @dg.sensor(
-            name=f"{name}__sensor",
-            asset_selection=[asset.key],
-            minimum_interval_seconds=self.sensor_interval_seconds,
-            description=f"Lists {self.path} and cuts a partition per complete file set.",
-            default_status=dg.DefaultSensorStatus.RUNNING
-            if self.automation == "running"
-            else dg.DefaultSensorStatus.STOPPED,
-        )
-        def _files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-            self.warn(context.log, source)
-            cursor = SensorCursor.parse(context.cursor)
-            now = time.time()
-            files = self.open_files(source)
-            try:
-                listing = files.list(self.recursive)
-            finally:
-                files.close()
-            for refused, reason in sorted(listing.refused.items()):
-                context.log.warning(f"{source.name}: refused {refused!r}: {reason}")
-            store = ManifestStore(context.instance, name)
-            stable = stable_files(listing, self.rules, settle, cursor, now)
-            done = store.cut_versions(stable)
-            pending = [e for e in stable if version_id(e) not in done]
-            if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
-                cuts, early = time_cuts(store, pending, partitions, name, now)
-                for entry in early:
-                    context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
-            else:
-                cuts = size_cuts(store, plan_size_cuts(pending, self.batch, cursor, now), name)
-            requests, new_keys = [], []
-            for cut in cuts:
-                store.put(cut.key, cut.entries)  # before the run exists that reads it
-                store.mark_cut([FileEntry(e.path, e.size, e.mtime) for e in cut.entries], cut.key)
-                new_keys.append(cut.key)
-                requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key))
-            dynamic = (
-                [partitions.build_add_request(new_keys)]
-                if new_keys and isinstance(partitions, dg.DynamicPartitionsDefinition)
-                else []
-            )
-            if not requests:
-                return dg.SensorResult(
-                    skip_reason=dg.SkipReason(
-                        f"no complete new files ({len(cursor.settling)} settling)"
-                    ),
-                    cursor=cursor.dump(),
-                )
-            return dg.SensorResult(
-                run_requests=requests, dynamic_partitions_requests=dynamic, cursor=cursor.dump()
-            )
-
-        return _files_sensor
 
 
 class LocalFileSource(FileSourceBase):
