@@ -167,3 +167,16 @@ def test_formats_land_exact_values(
     assert rows(warehouse, "select id, name from inbox.orders where _file = 'c.csv'") == [
         (5, "café")
     ]
+
+
+def test_recursive_listing_never_takes_archived_files_again(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "day1").mkdir()
+    (inbox / "day1" / "a.csv").write_text("id\n1\n")
+    defs = _defs(tmp_path, inbox, recursive=True, after_landing="archive")
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert (inbox / ".archive" / "day1" / "a.csv").exists()
+    assert keys(tick(defs, instance)) == []
+    assert warehouse.count("inbox", "orders") == 1

@@ -102,7 +102,10 @@ class FileFilter:
 
     def wanted(self, relative: str) -> bool:
         name = posixpath.basename(relative)
-        if name.endswith(self.temp_suffixes) or name.startswith("."):
+        if name.endswith(self.temp_suffixes):
+            return False
+        # Dot-files and dot-folders (the default archive folder among them) are never data.
+        if any(part.startswith(".") for part in relative.split("/")):
             return False
         if self.done_marker and name.endswith(self.done_marker):
             return False
