@@ -162,8 +162,9 @@ class FaultProxy:
             pending = self.faults.get(operation)
             if pending:
                 code = pending.pop(0)
-                self.injected.append(f"{operation}:{code}")
-                return code
+                if code:  # an empty entry lets that call through
+                    self.injected.append(f"{operation}:{code}")
+                    return code
         return None
 
 
@@ -236,12 +237,12 @@ def tick(
 ) -> dg.SensorResult:
     """One sensor evaluation against a real instance, applying its partition requests."""
     (sensor,) = defs.sensors or []
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"warehouse": WarehouseResource(path=str(warehouse_path))},
-    )
-    result = sensor(context)
+    ) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

@@ -140,10 +140,10 @@ def test_cuts_written_before_a_tick_died_are_requested_by_the_next_tick(
     # The tick writes its cut to the manifest, then the process dies before Dagster applies it.
     from ingestion_platform.warehouse import WarehouseResource
 
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
-    )
-    lost = sensor(context)
+    ) as context:
+        lost = sensor(context)
     assert isinstance(lost, dg.SensorResult) and len(lost.run_requests) == 1
     assert instance.get_dynamic_partitions("clicks__events") == []
 

@@ -138,8 +138,11 @@ def plan_cuts(
 
 def _take(buffers: list[_ShardBuffer], threshold: int | None, by_bytes: bool) -> list[ShardRange]:
     """Pop the first `threshold` records (or bytes) in arrival order (all if None)."""
-    heap = [(b.records[0].arrival_ms, b.shard.shard_id, index) for index, b in enumerate(buffers)]
-    heap = [entry for entry, b in zip(heap, buffers, strict=True) if b.records]
+    heap = [
+        (b.records[0].arrival_ms, b.shard.shard_id, index)
+        for index, b in enumerate(buffers)
+        if b.records
+    ]
     heapq.heapify(heap)
     taken: dict[int, list[KinesisRecord]] = {}
     amount = 0
