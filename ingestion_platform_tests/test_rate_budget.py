@@ -1,12 +1,20 @@
-"""The rate budget holds at the server's clock even when requests are delayed on the way."""
+"""The rate budget holds at the server's clock even when requests are delayed on the way,
+within one process and across processes sharing its file."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import random
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing import Queue
+from pathlib import Path
 
 from ingestion_platform.connectors.rate_budget import Rate, RateBudget
+from ingestion_platform.connectors.shared_budget import SharedRateBudget
 
 
 def test_no_window_ever_holds_more_than_the_limit_despite_jitter() -> None:
@@ -36,3 +44,52 @@ def test_no_window_ever_holds_more_than_the_limit_despite_jitter() -> None:
     assert closest >= 0.5, f"6 requests arrived within {closest:.3f}s"
     # ...and the budget is not wasted: 36 requests at 5 per 0.5 s take about 3.5 s, not much more.
     assert elapsed < 36 / 10 * 1.35
+
+
+def _send_from_a_process(path: str, delays: list[tuple[float, float]], out: Queue) -> None:
+    budget = SharedRateBudget([Rate(limit=5, interval_seconds=0.5)], Path(path))
+    for on_the_way, answering in delays:
+        with budget.slot():
+            time.sleep(on_the_way)
+            out.put(time.monotonic())  # one clock for every process of the machine
+            time.sleep(answering)
+
+
+def test_processes_sharing_a_budget_file_never_exceed_it_together(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    queue: Queue = multiprocessing.get_context("spawn").Queue()
+    workers = [
+        multiprocessing.get_context("spawn").Process(
+            target=_send_from_a_process,
+            args=(
+                str(tmp_path / "music.json"),
+                [(rng.uniform(0, 0.05), rng.uniform(0, 0.02)) for _ in range(8)],
+                queue,
+            ),
+        )
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    arrivals = sorted(queue.get(timeout=60) for _ in range(24))
+    for worker in workers:
+        worker.join(timeout=60)
+
+    closest = min(later - earlier for earlier, later in zip(arrivals, arrivals[5:], strict=False))
+    assert closest >= 0.5, f"6 requests from 3 processes arrived within {closest:.3f}s"
+
+
+def test_a_slot_held_by_a_process_that_died_is_given_back(tmp_path: Path) -> None:
+    path = tmp_path / "music.json"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # A worker killed mid-request left its slot in flight; the budget allows one at a time.
+    path.write_text(json.dumps({"in_flight": [[dead.pid, 0, time.monotonic()]], "completed": []}))
+    budget = SharedRateBudget([Rate(limit=1, interval_seconds=0.2)], path)
+
+    started = time.monotonic()
+    with budget.slot():
+        waited = time.monotonic() - started
+    # Counted as completed when found: one interval's wait, not a wait for ever.
+    assert 0.15 <= waited < 0.5
+    assert json.loads(path.read_text())["in_flight"] == []
