@@ -43,12 +43,19 @@ demo: export MUSIC_API_CLIENT_ID := demo-client
 demo: export MUSIC_API_CLIENT_SECRET := demo-secret
 demo: export PARTNER_SFTP_USER := $(shell id -un)
 demo: export PARTNER_SFTP_KEY := data/demo/sftp/partner_user_key
+# moto's Kinesis server stands in for AWS; it accepts any credentials.
+demo: export CLICKS_KINESIS_ENDPOINT := http://127.0.0.1:4566
+demo: export AWS_ACCESS_KEY_ID := demo
+demo: export AWS_SECRET_ACCESS_KEY := demo
 demo: demo-data
 	mkdir -p data/inbox
 	trap 'kill 0' EXIT; \
 	$(PY) -m ingestion_platform.demo.sftp_partner --port 2322 --every 60 & \
 	$(PY) -m ingestion_platform.demo.music_api --host 127.0.0.1 --port 8765 & \
 	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite --trickle 20 & \
+	$(PY) -m moto.server -H 127.0.0.1 -p 4566 >/dev/null 2>&1 & \
+	$(PY) -m ingestion_platform.demo.kinesis_producer --endpoint $$CLICKS_KINESIS_ENDPOINT \
+		--stream clicks --shards 4 --rate 20 --malformed 0.02 & \
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 test: install services

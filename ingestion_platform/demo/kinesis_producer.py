@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.exceptions import EndpointConnectionError
 
 COUNTRIES = ["FR", "DE", "NL", "ES", "IT", "GB", "US", "PL", "SE", "BE"]
 DEVICES = ["ios", "android", "web-desktop", "web-mobile"]
@@ -80,8 +81,18 @@ def put(kinesis: Any, stream: str, entries: list[dict]) -> None:
                 time.sleep(0.2)
 
 
-def ensure_stream(kinesis: Any, stream: str, shards: int) -> None:
-    if stream not in kinesis.list_streams().get("StreamNames", []):
+def ensure_stream(kinesis: Any, stream: str, shards: int, wait_seconds: float = 30) -> None:
+    """Create the stream if missing, waiting for an emulator that is still starting."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            names = kinesis.list_streams().get("StreamNames", [])
+            break
+        except EndpointConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    if stream not in names:
         kinesis.create_stream(StreamName=stream, ShardCount=shards)
         kinesis.get_waiter("stream_exists").wait(
             StreamName=stream, WaiterConfig={"Delay": 0.5, "MaxAttempts": 60}
