@@ -3,7 +3,6 @@ within one process and across processes sharing its file."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import random
 import subprocess
@@ -14,7 +13,7 @@ from multiprocessing import Queue
 from pathlib import Path
 
 from ingestion_platform.connectors.rate_budget import Rate, RateBudget
-from ingestion_platform.connectors.shared_budget import SharedRateBudget
+from ingestion_platform.connectors.shared_budget import SharedRateBudget, _decode, _encode
 
 
 def test_no_window_ever_holds_more_than_the_limit_despite_jitter() -> None:
@@ -62,7 +61,7 @@ def test_processes_sharing_a_budget_file_never_exceed_it_together(tmp_path: Path
         multiprocessing.get_context("spawn").Process(
             target=_send_from_a_process,
             args=(
-                str(tmp_path / "music.json"),
+                str(tmp_path / "music.budget"),
                 [(rng.uniform(0, 0.05), rng.uniform(0, 0.02)) for _ in range(8)],
                 queue,
             ),
@@ -80,11 +79,11 @@ def test_processes_sharing_a_budget_file_never_exceed_it_together(tmp_path: Path
 
 
 def test_a_slot_held_by_a_process_that_died_is_given_back(tmp_path: Path) -> None:
-    path = tmp_path / "music.json"
+    path = tmp_path / "music.budget"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     # A worker killed mid-request left its slot in flight; the budget allows one at a time.
-    path.write_text(json.dumps({"in_flight": [[dead.pid, 0, time.monotonic()]], "completed": []}))
+    path.write_bytes(_encode({"in_flight": [[dead.pid, 0, time.monotonic()]], "completed": []}))
     budget = SharedRateBudget([Rate(limit=1, interval_seconds=0.2)], path)
 
     started = time.monotonic()
@@ -92,4 +91,4 @@ def test_a_slot_held_by_a_process_that_died_is_given_back(tmp_path: Path) -> Non
         waited = time.monotonic() - started
     # Counted as completed when found: one interval's wait, not a wait for ever.
     assert 0.15 <= waited < 0.5
-    assert json.loads(path.read_text())["in_flight"] == []
+    assert _decode(path.read_bytes())["in_flight"] == []

@@ -24,10 +24,11 @@ import errno
 import fcntl
 import hashlib
 import itertools
-import json
 import os
+import struct
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,7 +50,7 @@ def budget_file(source: str, base_url: str) -> Path:
         tempfile.gettempdir(), "ingestion_platform-rate-budgets"
     )
     digest = hashlib.sha256(base_url.encode()).hexdigest()[:12]
-    return Path(folder) / f"{source}-{digest}.json"
+    return Path(folder) / f"{source}-{digest}.budget"
 
 
 class SharedRateBudget:
@@ -92,12 +93,11 @@ class SharedRateBudget:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 1 << 20, 0)
-            state = _parse(raw)
+            state = _decode(os.pread(fd, 1 << 20, 0))
             yield state
-            data = json.dumps(state, separators=(",", ":")).encode()
-            # Padded to the old length first, so the file is valid JSON at every moment.
-            os.pwrite(fd, data.ljust(len(raw)), 0)
+            data = _encode(state)
+            # The header counts what follows, so bytes left from a longer state are ignored.
+            os.pwrite(fd, data, 0)
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)  # closing releases the lock
@@ -117,13 +117,32 @@ class SharedRateBudget:
         state["completed"] = [*state["completed"], now][-self._keep :]
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
+# Binary, not JSON: with 500 stamps (requests_per_minute: 500) JSON cost ~0.6 ms a slot.
+_HEADER = struct.Struct("<II")  # slots in flight, completion stamps
+_SLOT = struct.Struct("<qqd")  # pid, token, started
+
+
+def _encode(state: dict[str, Any]) -> bytes:
+    slots, stamps = state["in_flight"], state["completed"]
+    parts = [_HEADER.pack(len(slots), len(stamps))]
+    parts += [_SLOT.pack(*slot) for slot in slots]
+    parts.append(array("d", stamps).tobytes())
+    return b"".join(parts)
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
     try:
-        state = json.loads(raw) if raw else {}
-    except ValueError:
-        # Not ours (writes keep the file valid JSON): start afresh rather than block forever.
-        state = {}
-    return {"in_flight": state.get("in_flight", []), "completed": state.get("completed", [])}
+        in_flight, completed = _HEADER.unpack_from(raw)
+        offset = _HEADER.size
+        slots = [list(_SLOT.unpack_from(raw, offset + i * _SLOT.size)) for i in range(in_flight)]
+        offset += in_flight * _SLOT.size
+        stamps = array("d", raw[offset : offset + 8 * completed])
+        if len(stamps) != completed:
+            raise ValueError("short file")
+    except (struct.error, ValueError):
+        # Empty (a new budget) or not ours: start afresh rather than block for ever.
+        return {"in_flight": [], "completed": []}
+    return {"in_flight": slots, "completed": stamps.tolist()}
 
 
 def _running(pid: int) -> bool:
