@@ -1,0 +1,256 @@
+"""End to end, as people use it: `dagster dev` (webserver + daemon) from the project's own
+workspace.yaml and dagster.yaml, a real headless Chromium clicking through the UI, the
+GraphQL API for a backfill, and the daemon's sensor ticks landing new source rows.
+
+Screenshots go to `test-artifacts/e2e/` (git-ignored) so a failure can be looked at.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+from playwright.sync_api import Page, sync_playwright
+
+from ingestion_platform.demo import shop
+from ingestion_platform_tests.e2e.dagster_dev import PROJECT, DagsterDev
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = PROJECT / "test-artifacts" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+# Flags for a closed network: no background fetches, no component updates, no sync.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SEED = shop.ShopSeed(customers=40, orders=400, events=2500, days=6)
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    folder = tmp_path_factory.mktemp("e2e")
+    # The demo's declarations read the shop at sqlite:///data/demo/shop.sqlite (cwd-relative).
+    (folder / "data" / "demo").mkdir(parents=True)
+    shop.create_shop(_shop_engine(folder), SEED)
+    running = DagsterDev(folder).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def page(dagster_dev: DagsterDev) -> Iterator[Page]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; `make test` installs Debian's chromium package")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser.new_page(viewport={"width": 1400, "height": 900})
+        browser.close()
+
+
+def _shop_engine(folder: Path) -> sa.Engine:
+    return sa.create_engine(f"sqlite:///{folder / 'data' / 'demo' / 'shop.sqlite'}")
+
+
+def _warehouse(dev: DagsterDev, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    # Read-only, and only between runs: a writer holds the file while it lands.
+    connection = duckdb.connect(str(dev.warehouse_path), read_only=True)
+    try:
+        return connection.execute(sql, params or []).fetchall()
+    finally:
+        connection.close()
+
+
+def _source_order_ids(dev: DagsterDev, day: str) -> list[int]:
+    start = datetime.fromisoformat(day)
+    query = (
+        sa.select(shop.orders.c.id)
+        .where(shop.orders.c.updated_at >= start)
+        .where(shop.orders.c.updated_at < start + timedelta(days=1))
+        .order_by(shop.orders.c.id)
+    )
+    with _shop_engine(dev.folder).connect() as connection:
+        return list(connection.execute(query).scalars())
+
+
+RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) {
+  ... on Runs { results { runId status tags { key value } } } } }"""
+
+
+def _runs(dev: DagsterDev, **run_filter: Any) -> list[dict[str, Any]]:
+    answer = dev.graphql(RUNS, {"filter": run_filter})
+    return answer["data"]["runsOrError"]["results"]
+
+
+def _wait_for(what: str, check: Any, timeout: float, dev: DagsterDev) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}\n{dev.log_tail()}")
+
+
+def _finished(dev: DagsterDev, runs: list[dict[str, Any]]) -> bool:
+    statuses = {run["status"] for run in runs}
+    failed = statuses & {"FAILURE", "CANCELED"}
+    assert not failed, f"runs ended {failed}: {runs}\n{dev.log_tail()}"
+    return bool(runs) and statuses == {"SUCCESS"}
+
+
+def test_a_person_materialises_one_partition_by_clicking(
+    dagster_dev: DagsterDev, page: Page
+) -> None:
+    started = time.monotonic()
+    page.goto(f"{dagster_dev.url}/assets/shop/orders", timeout=120_000)
+    page.get_by_role("button", name="Materialize").first.wait_for(timeout=120_000)
+    skip = page.get_by_role("button", name="Skip")  # the first-visit community dialog
+    if skip.count():
+        skip.click()
+    page.screenshot(path=str(ARTIFACTS / "1_asset_page.png"))
+    page.get_by_role("button", name="Materialize").first.click()
+    partitions = page.get_by_placeholder("No matching partitions")
+    partitions.fill("2026-11-02")
+    partitions.press("Enter")
+    page.screenshot(path=str(ARTIFACTS / "2_launch_dialog.png"))
+    page.get_by_role("button", name=re.compile(r"^Launch 1 run$")).click()
+
+    tags = [{"key": "dagster/partition", "value": "2026-11-02"}]
+    runs = _wait_for(
+        "the clicked run to succeed",
+        lambda: (
+            (found := _runs(dagster_dev, tags=tags)) and _finished(dagster_dev, found) and found
+        ),
+        timeout=240,
+        dev=dagster_dev,
+    )
+    click_to_success = time.monotonic() - started
+    page.goto(f"{dagster_dev.url}/runs/{runs[0]['runId']}")
+    page.get_by_text("RUN_SUCCESS").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "3_run_succeeded.png"))
+
+    assert len(runs) == 1
+    landed = _warehouse(
+        dagster_dev, "select id from shop.orders where _batch_key = '2026-11-02' order by id"
+    )
+    assert [row[0] for row in landed] == _source_order_ids(dagster_dev, "2026-11-02")
+    print(f"click to success: {click_to_success:.1f} s")
+
+
+BACKFILL = """mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATUS = """query Status($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status } } }"""
+
+
+def test_a_backfill_over_a_date_range_lands_every_partition_exactly_once(
+    dagster_dev: DagsterDev,
+) -> None:
+    days = ["2026-11-03", "2026-11-04", "2026-11-05"]
+    answer = dagster_dev.graphql(
+        BACKFILL,
+        {
+            "params": {
+                "partitionNames": days,
+                "assetSelection": [{"path": ["shop", "orders"]}],
+                "fromFailure": False,
+            }
+        },
+    )
+    launched = answer["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def status() -> str | None:
+        found = dagster_dev.graphql(BACKFILL_STATUS, {"id": backfill_id})
+        value = found["data"]["partitionBackfillOrError"]["status"]
+        assert value not in ("FAILED", "CANCELED"), dagster_dev.log_tail()
+        return value if value in ("COMPLETED", "COMPLETED_SUCCESS") else None
+
+    _wait_for("the backfill to complete", status, timeout=300, dev=dagster_dev)
+    runs = _runs(dagster_dev, tags=[{"key": "dagster/backfill", "value": backfill_id}])
+    assert len(runs) == 1, "a database backfill runs as one run"
+    assert _finished(dagster_dev, runs)
+    for day in days:
+        landed = _warehouse(
+            dagster_dev, "select id from shop.orders where _batch_key = ? order by id", [day]
+        )
+        assert [row[0] for row in landed] == _source_order_ids(dagster_dev, day), day
+    duplicates = _warehouse(dagster_dev, "select count(*) - count(distinct id) from shop.orders")
+    assert duplicates == [(0,)]
+
+
+def _event_ids(dev: DagsterDev) -> list[int]:
+    return [
+        row[0] for row in _warehouse(dev, "select id from shop_events.order_events order by id")
+    ]
+
+
+def _cut_partitions(dev: DagsterDev) -> list[str]:
+    answer = dev.graphql(
+        """{ assetNodeOrError(assetKey: {path: ["shop_events", "order_events"]}) {
+             ... on AssetNode { partitionKeys } } }"""
+    )
+    return answer["data"]["assetNodeOrError"]["partitionKeys"]
+
+
+def _all_sensor_runs_done(dev: DagsterDev, partitions: int) -> list[dict[str, Any]] | None:
+    runs = _runs(dev, tags=[{"key": "dagster/sensor_name", "value": "shop_events__size_sensor"}])
+    return runs if len(runs) == partitions and _finished(dev, runs) else None
+
+
+def _assert_contiguous(cut: list[str]) -> int:
+    """The cut ranges follow each other with no gap and no overlap; returns the last end."""
+    previous = ""
+    for key in cut:
+        lo, hi = key.split("..")
+        assert lo == previous, f"{key} does not start where the previous cut ended: {cut}"
+        previous = hi
+    return int(previous)
+
+
+def test_the_daemon_cuts_size_partitions_and_resumes_after_a_restart(
+    dagster_dev: DagsterDev,
+) -> None:
+    # The demo declares shop_events' sensor running: its ticks cut 1,000-row partitions.
+    dev = dagster_dev
+    _wait_for("the sensor's first cuts", lambda: len(_cut_partitions(dev)) >= 2, 180, dev)
+    cut = _cut_partitions(dev)
+    _wait_for("the sensor's runs", lambda: _all_sensor_runs_done(dev, len(cut)), 300, dev)
+    assert cut[:2] == ["..1000", "1000..2000"]
+    assert _event_ids(dev) == list(range(1, _assert_contiguous(cut) + 1))
+
+    # Stop the daemon (and the rest of dagster dev), record more rows, start it again.
+    dev.stop()
+    with _shop_engine(dev.folder).begin() as connection:
+        shop.append_events(
+            connection, 1500, first_id=SEED.events + 1, rng=random.Random(1), seed=SEED
+        )
+    dev.start()
+
+    _wait_for(
+        "cuts after the restart", lambda: _assert_contiguous(_cut_partitions(dev)) >= 4000, 180, dev
+    )
+    cut = _cut_partitions(dev)
+    _wait_for("the runs after the restart", lambda: _all_sensor_runs_done(dev, len(cut)), 300, dev)
+    # No range was cut twice and none skipped, and every row landed exactly once.
+    assert _assert_contiguous(cut) == 4000
+    assert _event_ids(dev) == list(range(1, 4001))
