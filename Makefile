@@ -34,8 +34,14 @@ kinesis-mock: $(KINESIS_MOCK)
 services: kinesis-mock
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
-	@# The file source tests start their own sshd (ingestion_platform_tests/sshd.py); it must be installed.
-	@command -v /usr/sbin/sshd >/dev/null || (apt-get update && apt-get install -y openssh-server)
+	@# Debian packages the tests start themselves: sshd for the file sources
+	@# (ingestion_platform_tests/sshd.py) and chromium for the end-to-end suite.
+	@missing=""; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # Demo-only credentials for the local music API; real sources read theirs from the environment.
 demo: export MUSIC_API_URL := http://127.0.0.1:8765
