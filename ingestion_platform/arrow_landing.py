@@ -71,12 +71,14 @@ def land_arrow_slice(
     added: list[str] = []
     columns: dict[str, str] = {}
     superseded = 0
+    existed = True
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         items = (stamper(_as_arrow(item)) for item in source_items)
         first = next(items, None)
         with warehouse.exclusive():
             if first is not None:
+                existed = warehouse.table_exists_unlocked(dataset, table)
                 pipeline = _pipeline(warehouse, dataset, pipeline_name, workdir)
                 names, added = _migrate(pipeline, resource, first)
                 columns = {
@@ -103,6 +105,7 @@ def land_arrow_slice(
         emptied_batches=sorted(set(batch_keys) - stamper.seen),
         rows_by_key={table: dict(stamper.rows_by_key)},
         superseded_rows=superseded,
+        table_existed=existed,
     )
 
 

@@ -57,6 +57,8 @@ class LandingReport:
     rows_by_key: dict[str, dict[str, int]] = field(default_factory=dict)
     # Older versions of landed keys removed from other slices (one current row per key).
     superseded_rows: int = 0
+    # Whether the table was there before this landing (its first landing is not drift).
+    table_existed: bool = True
 
     @property
     def rows(self) -> int:

@@ -160,6 +160,30 @@ class Warehouse:
         sql = f"select count(*) from {relation} where {quote_identifier(BATCH_KEY_COLUMN)} = ?"  # noqa: S608
         return self.query(sql, (batch,))[0][0]
 
+    def table_exists_unlocked(self, schema: str, table: str) -> bool:
+        """Whether `schema.table` exists; the caller holds the lock (`exclusive`)."""
+        if not self.path.exists():
+            return False
+        connection = duckdb.connect(str(self.path), read_only=True)
+        try:
+            (found,) = connection.execute(
+                "select count(*) from information_schema.tables where table_schema = ? "
+                "and table_name = ?",
+                [schema, table],
+            ).fetchone()  # type: ignore[misc]
+        finally:
+            connection.close()
+        return bool(found)
+
+    def count_batches(self, schema: str, table: str, keys: Sequence[str]) -> int:
+        """Rows of `schema.table` in the slices `keys`."""
+        if not self.table_exists(schema, table):
+            return 0
+        relation = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+        batch = quote_identifier(BATCH_KEY_COLUMN)
+        sql = f"select count(*) from {relation} where {batch} in (select unnest(?))"  # noqa: S608
+        return self.query(sql, (list(keys),))[0][0]
+
     def dlt_destination(self) -> Any:
         import dlt
         from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials

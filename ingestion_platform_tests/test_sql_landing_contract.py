@@ -257,3 +257,49 @@ def test_each_partition_of_a_single_run_backfill_carries_its_own_figures(
         assert (events[day]["bytes_loaded"].value > 0) == (rows > 0)
         assert events[day]["run_rows"].value == len(ROWS)
     assert events["2026-11-05"]["dagster/row_count"].value == 0
+
+
+def test_health_checks_show_reconciliation_drift_and_unplaced_rows(
+    tickets_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    defs = build_source(
+        SqlDatabaseSource, tmp_path / "tickets", _attributes(tickets_url, "updated_at")
+    )
+    result = materialize(defs, partition_key="2026-11-02", resources=resources, instance=instance)
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert sorted(checks) == ["rows_reconcile", "schema_drift", "unplaced_rows"]
+    landed = warehouse.count("tickets", "tickets", batch="2026-11-02")
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_landed"].value == landed > 0
+    # The first landing creates every column; none of them is drift.
+    assert checks["schema_drift"].passed
+    assert not checks["unplaced_rows"].passed
+    assert checks["unplaced_rows"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["unplaced_rows"].metadata["rows_null_cursor"].value == 13
+
+
+def test_freshness_is_judged_against_the_batch_boundary(tmp_path: Path) -> None:
+    daily = build_source(
+        SqlDatabaseSource, tmp_path / "tickets", _attributes("sqlite:///x.sqlite", "updated_at")
+    )
+    (asset,) = daily.assets or []
+    policy = asset.specs_by_key[dg.AssetKey(["tickets", "tickets"])].freshness_policy
+    # Warned a day and a quarter of a day (the default grace) after the newest landing,
+    # failed once a second day has passed.
+    assert policy.warn_window.to_timedelta() == timedelta(hours=30)
+    assert policy.fail_window.to_timedelta() == timedelta(hours=54)
+
+    hourly = build_source(
+        SqlDatabaseSource,
+        tmp_path / "tickets_hourly",
+        _attributes(
+            "sqlite:///x.sqlite",
+            "updated_at",
+            batch={"every": "hour", "start": "2026-11-01"},
+            health={"freshness_grace": "10m"},
+        ),
+    )
+    (asset,) = hourly.assets or []
+    policy = asset.specs_by_key[dg.AssetKey(["tickets_hourly", "tickets"])].freshness_policy
+    assert policy.warn_window.to_timedelta() == timedelta(minutes=70)

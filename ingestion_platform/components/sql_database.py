@@ -48,6 +48,14 @@ from ingestion_platform.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
+from ingestion_platform.health import (
+    HealthSpec,
+    check_specs,
+    drift_result,
+    freshness_policy,
+    reconcile_result,
+    unplaced_result,
+)
 from ingestion_platform.landing import LandingReport
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
@@ -81,6 +89,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     cursor: CursorSetting | None = None
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
+    health: HealthSpec = HealthSpec()
     # MySQL's BOOLEAN is TINYINT(1); say so to land such columns as DuckDB BOOLEAN.
     tinyint1_as_boolean: bool = False
     automation: Literal["running", "stopped"] = "stopped"
@@ -224,13 +233,17 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         table: SqlTable,
         partitions_def: dg.PartitionsDefinition,
     ) -> dg.AssetsDefinition:
-        boundary = "time window" if self.batch.is_time else f"{self.batch.size_threshold} rows"
+        key = dg.AssetKey([source.name, table.name])
 
         @dg.asset(
-            key=[source.name, table.name],
+            key=key,
             group_name=source.name,
             kinds={"sql", "dlt", "duckdb"},
-            description=f"Table {table.name} of {source.name}, landed per {boundary}.",
+            description=self._description(table),
+            check_specs=check_specs(key),
+            freshness_policy=freshness_policy(
+                self.batch, self.health, self.sensor_interval_seconds
+            ),
             partitions_def=partitions_def,
             backfill_policy=dg.BackfillPolicy.single_run() if self.batch.is_time else None,
             pool=WAREHOUSE_POOL,
@@ -302,7 +315,34 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             )
         metadata = landing_metadata(report, table.name, bounds.lower, bounds.upper)
         metadata["rows_null_cursor"] = unseen
-        return dg.MaterializeResult(metadata=metadata)
+        landed = warehouse.get().count_batches(source.name, table.name, keys)
+        asset_key = context.asset_key
+        # A table's first landing creates every column; only later additions are drift.
+        drifted = report.new_columns.get(table.name, []) if report.table_existed else []
+        checks = [
+            reconcile_result(asset_key, read=report.rows, quarantined=0, landed=landed),
+            drift_result(asset_key, drifted),
+            unplaced_result(asset_key, read=report.rows, null_cursor=unseen),
+        ]
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+    def _description(self, table: SqlTable) -> str:
+        """What the asset holds and where it comes from, without secrets."""
+        if isinstance(self.connection, str):
+            where = f"the database {safe_url(self.connection)}"
+        else:
+            where = f"the database named by ${self.connection.env}"
+        schema = f", schema {self.db_schema}" if self.db_schema else ""
+        cursor = _cursor_names(table.cursor or self.cursor) or ["(none)"]
+        if self.batch.is_time:
+            boundary = f"a {self.batch.every or repr(self.batch.cron)} window of {cursor[0]}"
+        else:
+            boundary = f"each {self.batch.size_threshold:,} new rows by {cursor[0]}"
+        keyed = f" One current row per {', '.join(table.primary_key)}." if table.primary_key else ""
+        return (
+            f"Table {table.name} of {where}{schema} (SQL database source), one partition per "
+            f"{boundary}.{keyed}"
+        )
 
     @staticmethod
     def _log_landing(
