@@ -110,14 +110,24 @@ def positions(connection: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, 
     }
 
 
-def keys(connection: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
-    """Every partition key in the order it was cut."""
+def unlanded_keys(connection: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
+    """Partitions cut but not landed yet, in cut order (the only ones a tick may re-request)."""
     ensure(connection, dataset)
     rows = connection.execute(
         f"select partition_key from {relation(dataset)} where partition_key <> '' "  # noqa: S608
-        "group by partition_key order by min(cut_at), partition_key"
+        "group by partition_key having bool_and(landed_at is null) "
+        "order by min(cut_at), partition_key"
     ).fetchall()
     return [key for (key,) in rows]
+
+
+def key_count(connection: duckdb.DuckDBPyConnection, dataset: str) -> int:
+    """How many partitions were ever cut (numbers the next key)."""
+    (count,) = connection.execute(
+        f"select count(distinct partition_key) from {relation(dataset)} "  # noqa: S608
+        "where partition_key <> ''"
+    ).fetchone()  # type: ignore[misc]
+    return int(count)
 
 
 def record_cuts(

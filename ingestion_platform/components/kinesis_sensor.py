@@ -8,7 +8,6 @@ again (the run key is the partition key, so nothing runs twice). The cursor only
 how long the last tick took; `max_wait` counts from the oldest pending record's arrival.
 """
 
-
 import json
 import time
 from collections.abc import Callable
@@ -82,7 +81,8 @@ def build_stream_sensor(
             with manifest.sensor_connection(warehouse.get()) as connection:
                 manifest.ensure(connection, dataset)
                 positions = manifest.positions(connection, dataset)
-                known_keys = manifest.keys(connection, dataset)
+                unlanded = manifest.unlanded_keys(connection, dataset)
+                cut_so_far = manifest.key_count(connection, dataset)
                 since = start_at.timestamp()
                 if start_at.latest:
                     since = manifest.origin(connection, dataset)
@@ -114,7 +114,7 @@ def build_stream_sensor(
         )
         cut_at = datetime.now(UTC)
         new_keys = [
-            partition_key(len(known_keys) + index + 1, cut_at) for index in range(len(plan.cuts))
+            partition_key(cut_so_far + index + 1, cut_at) for index in range(len(plan.cuts))
         ]
         if plan.cuts or plan.retired:
             try:
@@ -128,9 +128,12 @@ def build_stream_sensor(
             except manifest.WarehouseBusy as busy:
                 return dg.SensorResult(skip_reason=dg.SkipReason(str(busy)), cursor=context.cursor)
         state["last_tick_seconds"] = round(time.monotonic() - started, 3)
-        existing = set(context.instance.get_dynamic_partitions(partitions_def.name))
         # Cut by an earlier tick that died before its runs were requested.
-        unrequested = [key for key in known_keys if key not in existing]
+        unrequested = [
+            key
+            for key in unlanded
+            if not context.instance.has_dynamic_partition(partitions_def.name, key)
+        ]
         keys = unrequested + new_keys
         cursor = json.dumps(state, sort_keys=True)
         if not keys:
