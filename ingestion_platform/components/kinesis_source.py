@@ -9,7 +9,6 @@ one asset, `<source>/<table>`, lands a partition's exact records in one DuckDB t
 unique on (shard id, sequence number): a re-run or a killed run never duplicates or loses one.
 """
 
-
 import time
 from datetime import UTC
 from typing import Literal

@@ -3,58 +3,26 @@
 Positions are always sequence numbers (strings of up to 56 digits, compared as integers),
 never shard iterators: an iterator expires 5 minutes after it was issued, so one is asked
 for at the start of every read and again, from the last record read, whenever it expires.
-Throttling and transient failures are retried here, with exponential backoff and full
-jitter; botocore's own retries are off so that one policy, tested once, applies.
+Throttling and transient failures are retried (kinesis_retry.py); botocore's own retries
+are off so that one policy, tested once, applies.
 """
 
 from __future__ import annotations
 
-import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "LimitExceededException",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "ServiceUnavailable",
-    }
-)
+from ingestion_platform.connectors.kinesis_retry import Backoff, call_with_backoff
+
 # GetRecords returns at most 10,000 records or 10 MiB per call.
 MAX_RECORDS_PER_CALL = 10_000
-
-
-class StreamReadError(RuntimeError):
-    """Kinesis refused a read for a reason that retrying will not fix."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter (AWS's recommendation for throttled callers)."""
-
-    attempts: int = 10
-    base_seconds: float = 0.1
-    cap_seconds: float = 5.0
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
 
 
 @dataclass(frozen=True)
@@ -151,21 +119,13 @@ class KinesisReader:
 
     def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         """One API call, retried on throttling and transient failures."""
-        method = getattr(self.client, operation)
-        for attempt in range(self.backoff.attempts):
-            try:
-                return method(**kwargs)
-            except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                if code not in THROTTLING_CODES or attempt == self.backoff.attempts - 1:
-                    raise
-            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
-                if attempt == self.backoff.attempts - 1:
-                    raise
-            with self._count_lock:
-                self.throttled += 1
-            self.backoff.sleep(self.backoff.delay(attempt))
-        raise AssertionError("unreachable")
+        return call_with_backoff(
+            getattr(self.client, operation), kwargs, self.backoff, self._retried
+        )
+
+    def _retried(self) -> None:
+        with self._count_lock:
+            self.throttled += 1
 
     def retention_hours(self) -> int:
         summary = self.call("describe_stream_summary", **self.address.key)
