@@ -11,6 +11,7 @@ import getpass
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +110,56 @@ def start_sshd(workdir: Path, root: Path, *, sftp: bool = True) -> Sshd:
         process.kill()
         pytest.fail("sshd did not start listening within 10s")
     return Sshd(port, getpass.getuser(), root, user_key, host_line, process, config)
+
+
+class ThrottledProxy:
+    """A TCP relay in front of a server: what the server sends is limited to `rate` bytes per
+    second (None: unlimited), and `drop()` cuts every open connection as a failing network
+    would. Sources point their `port` at it; the host key is still the sshd's own."""
+
+    def __init__(self, target_port: int, rate: float | None = None) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, throttled: bool) -> None:
+        try:
+            while chunk := source.recv(32768):
+                sink.sendall(chunk)
+                if throttled and self.rate:
+                    time.sleep(len(chunk) / self.rate)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def drop(self) -> None:
+        """Cut every connection open now (new ones still go through)."""
+        sockets, self._sockets = self._sockets, []
+        for end in sockets:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.drop()
 
 
 @pytest.fixture

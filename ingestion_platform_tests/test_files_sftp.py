@@ -18,7 +18,7 @@ from ingestion_platform.connectors.ssh_connection import HostKeyError
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
-from ingestion_platform_tests.sshd import Sshd, keygen
+from ingestion_platform_tests.sshd import Sshd, ThrottledProxy, keygen
 
 pytest_plugins = ["ingestion_platform_tests.sshd"]
 
@@ -163,15 +163,17 @@ def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows
     assert (sshd.root / "b.csv.gz").exists()
 
 
-def test_connection_dropped_mid_transfer_is_retried_and_lands_once(
+def test_connection_dropped_mid_transfer_resumes_from_the_staged_bytes_and_lands_once(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
     body = "".join(f"{i},{'x' * 90}\n" for i in range(400_000))
     (sshd.root / "big.csv").write_text("id,pad\n" + body)
+    size = (sshd.root / "big.csv").stat().st_size
     defs = _defs(tmp_path, sshd)
     (key,) = keys(tick(defs, instance))
     staging = warehouse.path.parent / ".staging"
     dropped = threading.Event()
+    staged_at_drop = []
 
     def drop_the_connection() -> None:
         # Kill the per-connection sshd child once a staged file starts growing.
@@ -182,6 +184,7 @@ def test_connection_dropped_mid_transfer_is_retried_and_lands_once(
                 children = os.popen(f"pgrep -P {sshd.process.pid}").read().split()
                 for child in children:
                     os.kill(int(child), 9)
+                staged_at_drop.append(staged[0].stat().st_size)
                 dropped.set()
             time.sleep(0.01)
 
@@ -191,10 +194,56 @@ def test_connection_dropped_mid_transfer_is_retried_and_lands_once(
     killer.join()
     assert dropped.is_set()
     assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    # The second attempt went on from the good bytes already staged, not from byte 0.
+    assert 0 < metadata["resumed_from_bytes"].value < size
+    assert metadata["bytes_transferred"].value == size
     assert warehouse.count("partner", "orders", batch=key) == 400_000
-    assert rows(warehouse, "select count(distinct id), max(_row) from partner.orders") == [
-        (400_000, 400_000)
-    ]
+    assert rows(
+        warehouse, "select count(distinct id), min(id), max(id), max(_row) from partner.orders"
+    ) == [(400_000, 0, 399_999, 400_000)]
+    assert rows(warehouse, "select count(*) from partner.orders where pad <> ?", "x" * 90) == [(0,)]
+
+
+def test_a_file_changed_between_attempts_is_never_spliced(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    big = sshd.root / "big.csv"
+    big.write_text("id,pad\n" + "".join(f"{i},{'x' * 90}\n" for i in range(100_000)))
+    listed = big.stat()
+    proxy = ThrottledProxy(sshd.port, rate=2e6)
+    defs = _defs(tmp_path, sshd, port=proxy.port)
+    (key,) = keys(tick(defs, instance))
+    staging = warehouse.path.parent / ".staging"
+
+    def rewrite_after_a_drop() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if [p for p in staging.rglob("*big.csv") if p.stat().st_size > 200_000]:
+                proxy.drop()  # the retry waits a second before reconnecting
+                with big.open("a") as out:
+                    out.write("100000,late\n")
+                return
+            time.sleep(0.01)
+
+    changer = threading.Thread(target=rewrite_after_a_drop)
+    changer.start()
+    try:
+        failed = materialize(
+            defs, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+        )
+    finally:
+        changer.join()
+        proxy.close()
+    message = failure_message(failed)
+    assert (
+        "ChangedDuringTransfer: big.csv changed during the transfer (resuming at byte " in message
+    )
+    assert (
+        f"listed with size {listed.st_size:,} and mtime {int(listed.st_mtime)}, "
+        f"now size {listed.st_size + 12:,} and mtime {int(big.stat().st_mtime)}"
+    ) in message
+    assert not warehouse.table_exists("partner", "orders")
 
 
 def test_scp_only_server_lists_fetches_and_archives(

@@ -4,6 +4,11 @@ Before anything is fetched, every file of the manifest must still be what was cu
 size and mtime, where it was or where it was archived to); a replay of a changed or removed
 file fails naming it. Files are then streamed to a run-private staging folder under names
 of our own (never the remote name), with progress in the run log for large files.
+
+A run holds a file lock next to its staging folder while it lives. A run killed with -9
+(or by the OOM killer) cannot remove its folder, but the kernel releases its lock, so the
+next run of the source removes every folder whose lock it can take: disk never fills up
+with partial transfers, and no run ever reads another run's files.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock, Timeout
 
 from ingestion_platform.connectors.file_entries import FileEntry, FileTransport
 from ingestion_platform.file_landing import FileLandingReport
@@ -35,6 +44,7 @@ class Transfer:
     local_paths: list[str] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
+    resumed_from_bytes: int = 0  # bytes kept from partial copies when a transfer resumed
 
     @property
     def mb_per_second(self) -> float:
@@ -67,6 +77,42 @@ def _when(mtime: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mtime))
 
 
+@contextmanager
+def staging_folder(
+    root: Path, run_id: str, log: logging.Logger | dg.DagsterLogManager
+) -> Iterator[Path]:
+    """`root/<run id>/`, locked while this run lives and removed after it; first removes the
+    folders of runs that died without cleaning up (their lock is free)."""
+    root.mkdir(parents=True, exist_ok=True)
+    own = FileLock(str(root / f"{run_id}.lock"))
+    with own:
+        removed = [name for name in _dead_runs(root, run_id) if _remove(root, name)]
+        if removed:
+            log.info(f"removed the staging folders of {len(removed)} ended run(s): {removed}")
+        folder = root / run_id
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    (root / f"{run_id}.lock").unlink(missing_ok=True)
+
+
+def _dead_runs(root: Path, run_id: str) -> list[str]:
+    names = {p.name.removesuffix(".lock") for p in root.iterdir()}
+    return sorted(name for name in names if name != run_id)
+
+
+def _remove(root: Path, name: str) -> bool:
+    lock = FileLock(str(root / f"{name}.lock"), timeout=0)
+    try:
+        with lock:  # taken: its run is gone (a live run holds it until it ends)
+            shutil.rmtree(root / name, ignore_errors=True)
+            (root / f"{name}.lock").unlink(missing_ok=True)
+    except Timeout:
+        return False
+    return True
+
+
 def local_name(index: int, path: str) -> str:
     """Our own name for a staged file: its index, then the remote name's safe characters
     (keeping the extension, which tells the reader the format and compression)."""
@@ -95,7 +141,7 @@ def stage_files(
             log.info(f"{path}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB ({done / total:.0%})")
 
     started = time.monotonic()
-    files.fetch(pairs, progress)
+    transfer.resumed_from_bytes = files.fetch(pairs, progress)
     transfer.seconds = time.monotonic() - started
     for (entry, local), item in zip(pairs, manifest, strict=True):
         got = Path(local).stat().st_size
@@ -130,6 +176,7 @@ def file_metadata(
         ),
         "rows_by_file": dg.MetadataValue.json(report.rows_by_file),
         "bytes_transferred": transfer.bytes,
+        "resumed_from_bytes": transfer.resumed_from_bytes,
         "transfer_seconds": dg.MetadataValue.float(round(transfer.seconds, 3)),
         "transfer_mb_per_s": dg.MetadataValue.float(round(transfer.mb_per_second, 1)),
         "duration_seconds": dg.MetadataValue.float(round(report.duration_seconds, 3)),

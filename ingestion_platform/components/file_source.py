@@ -9,7 +9,6 @@ lands them in one DuckDB transaction with bad rows quarantined (file_landing.py)
 then archives or deletes them.
 """
 
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,12 @@ from pydantic import Field
 
 from ingestion_platform.batching import BatchSpec, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
-from ingestion_platform.components.file_run import check_manifest, file_metadata, stage_files
+from ingestion_platform.components.file_run import (
+    check_manifest,
+    file_metadata,
+    stage_files,
+    staging_folder,
+)
 from ingestion_platform.components.file_sensor import build_files_sensor
 from ingestion_platform.connectors.file_entries import (
     DEFAULT_TEMP_SUFFIXES,
@@ -152,32 +156,32 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                 f"partition {key!r} has no file manifest in this Dagster instance",
                 f"let the sensor {name}__sensor cut partitions; it records each file set",
             )
-        staging = warehouse.path.parent / ".staging" / source.name / context.run_id
+        staging_root = warehouse.path.parent / ".staging" / source.name
         files = self.open_files(source)
         try:
             check_manifest(files, manifest)
-            transfer = stage_files(files, manifest, staging, context.log)
-            reads, unreadable = [], {}
-            with duckdb.connect() as sniffer:
-                for entry, local in zip(manifest, transfer.local_paths, strict=True):
-                    try:
-                        reads.append(plan_read(sniffer, local, entry.path, self.format_options))
-                    except UnreadableFile as error:
-                        unreadable[entry.path] = str(error)
-            report = land_files(
-                warehouse=warehouse,
-                source=source.name,
-                table=table,
-                batch_key=key,
-                reads=reads,
-                unreadable=unreadable,
-                on_bad_file=self.on_bad_file,
-            )
+            with staging_folder(staging_root, context.run_id, context.log) as staging:
+                transfer = stage_files(files, manifest, staging, context.log)
+                reads, unreadable = [], {}
+                with duckdb.connect() as sniffer:
+                    for entry, local in zip(manifest, transfer.local_paths, strict=True):
+                        try:
+                            reads.append(plan_read(sniffer, local, entry.path, self.format_options))
+                        except UnreadableFile as error:
+                            unreadable[entry.path] = str(error)
+                report = land_files(
+                    warehouse=warehouse,
+                    source=source.name,
+                    table=table,
+                    batch_key=key,
+                    reads=reads,
+                    unreadable=unreadable,
+                    on_bad_file=self.on_bad_file,
+                )
             # Only after the commit: a failed run leaves every file where it was.
             manifest = self._after_landing(files, store, key, manifest, context)
         finally:
             files.close()
-            shutil.rmtree(staging, ignore_errors=True)
         context.log.info(
             f"{source.name}.{table}: {len(manifest)} file(s), {report.rows_landed} rows landed, "
             f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"

@@ -47,7 +47,9 @@ class FileTransport(Protocol):
 
     def stat(self, path: str) -> FileEntry | None: ...
 
-    def fetch(self, entry: FileEntry, local_path: str, progress: ProgressFn) -> None: ...
+    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: ProgressFn) -> int:
+        """Download each (file, local path); returns the bytes a resumed transfer kept."""
+        ...
 
     def move(self, path: str, target: str) -> None: ...
 
@@ -57,7 +59,11 @@ class FileTransport(Protocol):
 
 
 class ProgressFn(Protocol):
-    def __call__(self, done: int, total: int) -> None: ...
+    def __call__(self, path: str, done: int, total: int) -> None: ...
+
+
+class ChangedDuringTransfer(RuntimeError):
+    """The remote file is no longer the listed version: never spliced, never retried."""
 
 
 class UnsafeName(ValueError):

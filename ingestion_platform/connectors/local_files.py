@@ -65,12 +65,13 @@ class LocalFiles:
             return None
         return FileEntry(path, info.st_size, info.st_mtime)
 
-    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> None:
+    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> int:
         # A copy, not the file itself: the reader then sees one snapshot even if someone
         # overwrites the original meanwhile (the size check afterwards catches that).
         for entry, local in pairs:
             shutil.copyfile(self.root / check_name(entry.path), local)
             progress(entry.path, entry.size, entry.size)
+        return 0
 
     def move(self, path: str, target: str) -> None:
         destination = self.root / check_name(target)

@@ -99,9 +99,10 @@ class ScpFiles:
         size, mtime = output.split("\t")
         return FileEntry(path, int(size), float(mtime))
 
-    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> None:
+    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> int:
         for entry, local in pairs:
             self._fetch_one(entry, local, progress)
+        return 0  # SCP's protocol has no offset: nothing is ever resumed
 
     def _fetch_one(self, entry: FileEntry, local: str, progress: Progress) -> None:
         remote = posixpath.join(self.root, check_name(entry.path))

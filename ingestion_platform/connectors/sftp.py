@@ -1,23 +1,30 @@
 """Files on an SFTP server: paramiko lists and moves them, asyncssh downloads them.
 
 Listing uses `listdir_attr`, one round trip per directory and never a stat per file. Bulk
-downloads go through asyncssh, whose pipelined reads run at or above OpenSSH's own client
-(paramiko's `get` reaches about half of it; bench/README.md). Both connect with the same
-`SshSettings`, so the host key check and the credentials are the same for both.
+downloads go through asyncssh's parallel reads (128 in flight), at or above OpenSSH's own
+client (paramiko's `get` reaches about half of it; bench/README.md). Both connect with the
+same `SshSettings`, so the host key check and the credentials are the same for both.
+
+Blocks arrive out of order, so the staged file may have holes past the bytes known good;
+we track that contiguous prefix, and after a dropped connection truncate the staged file
+to it and read on from there. Every attempt first checks the remote size and mtime against
+the listed version (and again at the end), so a file that changed between attempts is
+never spliced from two versions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import posixpath
 import stat
-import time
 from collections.abc import Callable
 
 import asyncssh
 import paramiko
 
 from ingestion_platform.connectors.file_entries import (
+    ChangedDuringTransfer,
     FileEntry,
     Listing,
     check_name,
@@ -100,11 +107,11 @@ class SftpFiles:
             return None
         return FileEntry(path, attr.st_size or 0, float(attr.st_mtime or 0))
 
-    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> None:
-        """Download each (file, local path), retrying a dropped connection from the start."""
+    def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> int:
+        """Download each (file, local path); a dropped connection resumes where it stopped."""
         for entry, _ in pairs:
             check_name(entry.path)
-        asyncio.run(fetch_with_asyncssh(self.settings, self.root, pairs, progress))
+        return asyncio.run(fetch_with_asyncssh(self.settings, self.root, pairs, progress))
 
     def move(self, path: str, target: str) -> None:
         check_name(path)
@@ -160,8 +167,11 @@ def asyncssh_options(settings: SshSettings) -> dict[str, object]:
 
 async def fetch_with_asyncssh(
     settings: SshSettings, root: str, pairs: list[tuple[FileEntry, str]], progress: Progress
-) -> None:
+) -> int:
+    """Fetch every pair; returns how many already staged bytes resumed transfers kept."""
     pending = list(pairs)
+    good: dict[str, int] = {}  # local path -> contiguous bytes staged and verified so far
+    resumed = 0
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         try:
             async with asyncssh.connect(
@@ -170,21 +180,55 @@ async def fetch_with_asyncssh(
                 async with connection.start_sftp_client() as sftp:
                     while pending:
                         entry, local = pending[0]
-                        await sftp.get(
-                            posixpath.join(root, entry.path),
-                            local,
-                            max_requests=MAX_REQUESTS,
-                            follow_symlinks=True,  # list() refused those pointing out
-                            progress_handler=lambda _s, _d, done, total, p=entry.path: progress(
-                                p, done, total
-                            ),
-                        )
+                        resumed += good.get(local, 0)
+                        await _download(sftp, posixpath.join(root, entry.path), entry, local,
+                                        good, progress)  # fmt: skip
                         pending.pop(0)
-            return
+            return resumed
         except (OSError, asyncssh.Error) as error:
             gone = isinstance(error, FileNotFoundError | asyncssh.SFTPNoSuchFile)
             if attempt == FETCH_ATTEMPTS or gone:
                 raise ConnectionError(
                     f"downloading {pending[0][0].path} failed after {attempt} attempt(s): {error}"
                 ) from error
-            time.sleep(attempt)
+            await asyncio.sleep(attempt)
+    return resumed
+
+
+async def _download(
+    sftp: asyncssh.SFTPClient,
+    remote: str,
+    entry: FileEntry,
+    local: str,
+    good: dict[str, int],
+    progress: Progress,
+) -> None:
+    start = good.get(local, 0)
+    async with sftp.open(remote, "rb", max_requests=MAX_REQUESTS) as source:
+        _same_version(entry, await source.stat(), start)
+        out = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(out, start)  # drop blocks written past a hole before the drop
+            ahead: dict[int, int] = {}  # blocks past the contiguous prefix: start -> end
+            mark = start
+            if entry.size > start:
+                blocks = await source.read_parallel(entry.size - start, start)
+                async for offset, data in blocks:
+                    os.pwrite(out, data, offset)
+                    ahead[offset] = offset + len(data)
+                    while mark in ahead:
+                        mark = ahead.pop(mark)
+                    good[local] = mark
+                    progress(entry.path, mark, entry.size)
+        finally:
+            os.close(out)
+        _same_version(entry, await source.stat(), start)
+
+
+def _same_version(entry: FileEntry, attrs: asyncssh.SFTPAttrs, resumed_at: int) -> None:
+    if (attrs.size, int(attrs.mtime or 0)) != (entry.size, int(entry.mtime)):
+        where = f" (resuming at byte {resumed_at:,})" if resumed_at else ""
+        raise ChangedDuringTransfer(
+            f"{entry.path} changed during the transfer{where}: listed with size {entry.size:,}"
+            f" and mtime {int(entry.mtime)}, now size {attrs.size:,} and mtime {attrs.mtime}"
+        )
