@@ -134,16 +134,21 @@ def _commit(
             f"$1::timestamptz as {quote_identifier(LOADED_AT_COLUMN)}"
         )
         for index, read in enumerate(reads):
-            if read.empty:
+            if read.empty and read.format != "jsonl":
                 report.rows_by_file[read.label] = 0
                 continue
             rejects = f"_rejects_{index}"
             try:
-                landed = connection.execute(
-                    f"insert into {relation} by name select *, {stamp} "  # noqa: S608
-                    f"from ({select_rows(read, names, rejects)})",
-                    [loaded_at],
-                ).fetchall()[0][0]
+                # A JSON Lines file with no object line still has its bad lines to keep.
+                landed = (
+                    0
+                    if read.empty
+                    else connection.execute(
+                        f"insert into {relation} by name select *, {stamp} "  # noqa: S608
+                        f"from ({select_rows(read, names, rejects)})",
+                        [loaded_at],
+                    ).fetchall()[0][0]
+                )
                 quarantined = connection.execute(
                     f"insert into {quarantine} by name select {literal_of(source)} as source, "  # noqa: S608
                     f"*, {stamp} from ({bad_rows(read, rejects)})",
@@ -186,11 +191,12 @@ def _adopt_table_types(
     reads: list[FileRead],
     names: dict[str, str],
 ) -> None:
-    """Read CSV columns the table already has with the table's type.
+    """Read CSV and JSON Lines columns the table already has with the table's type.
 
-    A sniffed type only describes the sniffed sample: a file whose sample holds a bad value
-    sniffs that column as text. Read with the table's type, the bad value becomes a rejected
-    row, quarantined, instead of failing the whole file.
+    A sniffed type only describes the sniffed sample (or, for JSON Lines, the union of the
+    file's values): one bad value makes the column text. Read with the table's type, the
+    bad value becomes a rejected row, quarantined, instead of failing the whole file or
+    being cast to NULL.
     """
     existing = dict(
         connection.execute(
@@ -200,7 +206,7 @@ def _adopt_table_types(
         ).fetchall()
     )
     for read in reads:
-        if read.format == "csv":
+        if read.format in ("csv", "jsonl"):
             read.columns = {
                 name: existing.get(names[name], kind) for name, kind in read.columns.items()
             }

@@ -33,6 +33,9 @@ _SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
 }
 _IS_OBJECT = "json_type(try_cast(line as json)) = 'OBJECT'"
+_INTEGERS = {
+    f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "", "BIG", "HUGE")
+}
 _LINE_OPTIONS = "header=false, delim='\x01', quote='', escape='', auto_detect=false"
 
 
@@ -152,12 +155,13 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str) -> str:
             f"from read_parquet({path}, file_row_number=true)"
         )
     if read.format == "jsonl":
-        structure = literal(_json_structure(read.columns))
+        good = " and ".join(f"not {_bad_value(name, kind)}" for name, kind in read.columns.items())
+        selected = ", ".join(
+            f"s.{_ident(source)} as {_ident(names[source])}" for source in read.columns
+        )
         return (
-            f"select {renamed}, {label} as _file, _row from (select s.*, _row from (select "  # noqa: S608
-            f"json_transform(line, {structure}) as s, _row from (select line, "
-            f"row_number() over () as _row from read_csv({path}, columns={{'line': 'VARCHAR'}}, "
-            f"{_LINE_OPTIONS})) where {_IS_OBJECT}))"
+            f"select {selected}, {label} as _file, _row from ({_parsed_lines(read)}) "  # noqa: S608
+            f"where {good}"
         )
     options = read.options
     columns = _struct(tuple(read.columns.items()))  # in file order, as sniffed
@@ -173,6 +177,40 @@ def _json_structure(columns: dict[str, str]) -> str:
     return json.dumps({name: kind for name, kind in columns.items()})
 
 
+def _parsed_lines(read: FileRead) -> str:
+    """The file's JSON object lines: `_row` (line number), the line, `s` with every column
+    converted to its type, and `r` with every column's value as JSON text."""
+    typed = literal(_json_structure(read.columns))
+    raw = literal(_json_structure(dict.fromkeys(read.columns, "JSON")))
+    # Filters may be evaluated after projections: only object lines reach json_transform.
+    lines = (
+        f"select line, row_number() over () as _row from read_csv({literal(read.local_path)}, "  # noqa: S608
+        f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS})"
+    )
+    return (
+        f"select _row, line, json_transform(j, {typed}) as s, json_transform(j, {raw}) as r "  # noqa: S608
+        f"from (select _row, line, case when {_IS_OBJECT} then line end as j from ({lines})) "
+        "where j is not null"
+    )
+
+
+def _bad_value(name: str, kind: str) -> str:
+    """A value present in the line that its column's type cannot hold: the conversion gave
+    NULL, or a fractional number would be rounded into an integer column."""
+    if kind.upper() == "JSON":
+        return "false"
+    s, r = f"s.{_ident(name)}", f"r.{_ident(name)}"
+    bad = f"({r} is not null and {s} is null)"
+    if kind.upper() in _INTEGERS:
+        bad = f"({bad} or (json_type({r}) = 'DOUBLE' and try_cast({r} as double) <> {s}))"
+    return f"coalesce({bad}, false)"  # never NULL: a NULL would drop the line from both sides
+
+
+def _reason(name: str, kind: str) -> str:
+    value = f"left(r.{_ident(name)}::varchar, 200)"
+    return f"{literal(name + ': ')} || {value} || {literal(' does not fit ' + kind)}"
+
+
 def bad_rows(read: FileRead, rejects: str) -> str:
     """A SELECT of the file's bad rows: line, column(s), reason and raw value, one per row."""
     label = literal(read.label)
@@ -184,13 +222,24 @@ def bad_rows(read: FileRead, rejects: str) -> str:
         )
     if read.format == "jsonl":
         path = literal(read.local_path)
-        return (
+        not_objects = (
             f"select {label} as file, _row as line, null as column_name, "  # noqa: S608
             "case when json_valid(line) then 'a JSON value that is not an object' "
             "else 'not valid JSON' end as reason, line as raw_value from (select line, "
             f"row_number() over () as _row from read_csv({path}, columns={{'line': 'VARCHAR'}}, "
             f"{_LINE_OPTIONS})) where line is not null and trim(line) <> '' and "
             "coalesce(json_type(try_cast(line as json)), '') <> 'OBJECT'"
+        )
+        if read.empty:
+            return not_objects
+        checks = [(_bad_value(n, k), literal(n), _reason(n, k)) for n, k in read.columns.items()]
+        columns = ", ".join(f"case when {bad} then {name} end" for bad, name, _ in checks)
+        reasons = ", ".join(f"case when {bad} then {reason} end" for bad, _, reason in checks)
+        any_bad = " or ".join(bad for bad, _, _ in checks)
+        return (
+            f"{not_objects} union all select {label} as file, _row as line, "  # noqa: S608
+            f"concat_ws(', ', {columns}) as column_name, concat_ws('; ', {reasons}) as reason, "
+            f"line as raw_value from ({_parsed_lines(read)}) where {any_bad}"
         )
     return f"select {label} as file, 0 as line, null as column_name, null as reason, null as raw_value where false"  # noqa: S608,E501
 

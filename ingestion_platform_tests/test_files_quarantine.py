@@ -1,0 +1,94 @@
+"""Nothing is lost: every bad value and bad record is in `<source>._quarantine`, exactly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.components.file_source import LocalFileSource
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.sources import build_source, materialize
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    return folder
+
+
+def _defs(tmp_path: Path, inbox: Path, **extra: object) -> dg.Definitions:
+    attributes = {"path": str(inbox), "table": "orders", "settle": "0s", **extra}
+    return build_source(LocalFileSource, tmp_path / "inbox", attributes)
+
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict:
+    event = result.get_asset_materialization_events()[0]
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def _quarantine(warehouse: Warehouse) -> list[tuple]:
+    return rows(
+        warehouse,
+        "select file, line, column_name, reason, raw_value from inbox._quarantine "
+        "order by file, line",
+    )
+
+
+def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.jsonl").write_text('{"id": 1, "amount": 1.5, "n": 3}\n')
+    defs = _defs(tmp_path, inbox)
+    (first,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=first, resources=resources, instance=instance)
+    assert rows(warehouse, "select data_type from information_schema.columns where "
+                "table_name = 'orders' and column_name in ('id', 'amount', 'n') "
+                "order by column_name") == [("DOUBLE",), ("UBIGINT",), ("UBIGINT",)]  # fmt: skip
+
+    (inbox / "b.jsonl").write_text(
+        '{"id": 2, "amount": "oops", "n": 2.7}\n'
+        '{"id": 3, "amount": 2, "n": 4}\n'
+        "not json\n"
+        '{"id": "x", "amount": null}\n'
+        '{"id": 5, "amount": "2.5", "n": 7.0}\n'
+        '{"id": 6, "extra": "new"}\n'
+    )
+    (inbox / "c.jsonl").write_text("garbage\n[1, 2]\n\n")  # no object at all: still kept
+    os.utime(inbox / "c.jsonl", (2_000_000_000, 2_000_000_000))
+    more = _defs(tmp_path, inbox, batch={"files": 2})
+    (key,) = keys(tick(more, instance))
+    result = materialize(more, partition_key=key, resources=resources, instance=instance)
+
+    assert rows(
+        warehouse,
+        "select id, amount, n, extra, _file, _row from inbox.orders where _batch_key = ? "
+        "order by id",
+        key,
+    ) == [
+        (3, 2.0, 4, None, "b.jsonl", 2),
+        (5, 2.5, 7, None, "b.jsonl", 5),
+        (6, None, None, "new", "b.jsonl", 6),
+    ]
+    assert _quarantine(warehouse) == [
+        (
+            "b.jsonl",
+            1,
+            "amount, n",
+            'amount: "oops" does not fit DOUBLE; n: 2.7 does not fit UBIGINT',
+            '{"id": 2, "amount": "oops", "n": 2.7}',
+        ),
+        ("b.jsonl", 3, None, "not valid JSON", "not json"),
+        ("b.jsonl", 4, "id", 'id: "x" does not fit UBIGINT', '{"id": "x", "amount": null}'),
+        ("c.jsonl", 1, None, "not valid JSON", "garbage"),
+        ("c.jsonl", 2, None, "a JSON value that is not an object", "[1, 2]"),
+    ]
+    metadata = _metadata(result)
+    assert metadata["rows_read"] == 8 == metadata["rows_landed"] + metadata["rows_quarantined"]
+    assert (metadata["rows_landed"], metadata["rows_quarantined"]) == (3, 5)
+    assert metadata["rows_by_file"] == {"b.jsonl": 3, "c.jsonl": 0}
+    assert metadata["new_columns"] == ["extra"]
