@@ -92,3 +92,35 @@ def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
     assert (metadata["rows_landed"], metadata["rows_quarantined"]) == (3, 5)
     assert metadata["rows_by_file"] == {"b.jsonl": 3, "c.jsonl": 0}
     assert metadata["new_columns"] == ["extra"]
+
+
+def test_csv_row_is_the_record_number_across_quoted_newlines_and_rejects(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    # Records: 1 spans two lines, 2 has a bad amount, 3 spans two lines, 4 misses a column,
+    # 5 is plain, 6 spans two lines and has a bad amount, 7 is plain.
+    (inbox / "notes.csv").write_text(
+        'id,note,amount\n1,"two\nlines",1.5\n2,plain,oops\n3,"a\nb",2\n4,y\n5,z,4\n'
+        '6,"multi\nline",zz\n7,last,5\n'
+    )
+    defs = _defs(tmp_path, inbox, columns={"id": "BIGINT", "note": "VARCHAR", "amount": "DOUBLE"})
+    (key,) = keys(tick(defs, instance))
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, note, amount, _row from inbox.orders order by id") == [
+        (1, "two\nlines", 1.5, 1),
+        (3, "a\nb", 2.0, 3),
+        (5, "z", 4.0, 5),
+        (7, "last", 5.0, 7),
+    ]
+    # `line` counts each record as one line after the header: record number + 1.
+    assert [(line, column, raw) for _, line, column, _, raw in _quarantine(warehouse)] == [
+        (3, "amount", "2,plain,oops"),
+        (5, "amount", "4,y"),
+        (7, "amount", '6,"multi\nline",zz'),
+    ]
+    metadata = _metadata(result)
+    assert (metadata["rows_read"], metadata["rows_landed"], metadata["rows_quarantined"]) == (
+        7,
+        4,
+        3,
+    )
