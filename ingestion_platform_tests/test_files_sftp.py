@@ -108,8 +108,12 @@ def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
     assert keys(tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)) == []
 
 
-def test_traversal_and_symlinks_out_of_the_folder_are_refused(
-    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+def test_traversal_and_symlinks_out_of_the_folder_are_refused_and_reported_once(
+    tmp_path: Path,
+    sshd: Sshd,
+    instance: dg.DagsterInstance,
+    resources: dict,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     secret = tmp_path / "secret.csv"
     secret.write_text("id\n1\n")
@@ -118,8 +122,33 @@ def test_traversal_and_symlinks_out_of_the_folder_are_refused(
     (sshd.root / "inside_target.csv").write_text("id\n2\n")
     os.symlink(sshd.root / "inside_target.csv", sshd.root / "inside_link.csv")
     defs = _defs(tmp_path, sshd)
-    taken = sorted(k.split("@")[0] for k in keys(tick(defs, instance)))
+    capfd.readouterr()
+    first = tick(defs, instance)
+    taken = sorted(k.split("@")[0] for k in keys(first))
     assert taken == ["inside_link.csv", "inside_target.csv"]
+    refused_logs = [line.split(" - WARNING - ")[1] for line in _refused_lines(capfd)]
+    assert refused_logs == [
+        "partner: refused 'bad\\nname.csv': its name contains a NUL or newline character",
+        "partner: refused 'escape.csv': it is a symlink pointing out of the folder",
+    ]
+    assert {r.tags["ingestion_platform/refused_names"] for r in first.run_requests} == {"2"}
+    request = first.run_requests[0]  # launched with the request's tags, as the daemon does
+    result = materialize(
+        defs,
+        partition_key=request.partition_key,
+        resources=resources,
+        instance=instance,
+        tags=dict(request.tags),
+    )
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["refused_names"].value == 2
+    capfd.readouterr()
+    second = tick(defs, instance, first.cursor)
+    assert _refused_lines(capfd) == []  # each name is warned about once, not every tick
+    assert second.skip_reason is not None
+    assert second.skip_reason.skip_message == (
+        "no complete new files (0 settling); 2 unsafe name(s) refused, e.g. 'bad\\nname.csv'"
+    )
     component = SftpFileSource.resolve_from_yaml(yaml.safe_dump(sshd.attributes()))
     files = component.open_files(SourceContext("partner", "defs.yaml"))
     try:
@@ -131,6 +160,10 @@ def test_traversal_and_symlinks_out_of_the_folder_are_refused(
             files.stat("../secret.csv")
     finally:
         files.close()
+
+
+def _refused_lines(capfd: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capfd.readouterr().err.splitlines() if ": refused '" in line]
 
 
 def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows(

@@ -159,10 +159,12 @@ def stage_files(
 
 
 def file_metadata(
-    report: FileLandingReport, transfer: Transfer, manifest: list[ManifestEntry]
+    report: FileLandingReport, transfer: Transfer, manifest: list[ManifestEntry], refused: int
 ) -> dict[str, dg.RawMetadataValue]:
-    """Counts that reconcile (read = landed + quarantined), transfer speed, files, schema."""
+    """Counts that reconcile (read = landed + quarantined), transfer speed, files, schema,
+    and how many unsafe names the listing that cut this partition refused."""
     return {
+        "refused_names": refused,
         "dagster/row_count": report.rows_landed,
         "rows_read": report.rows_read,
         "rows_landed": report.rows_landed,

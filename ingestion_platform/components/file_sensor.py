@@ -30,6 +30,9 @@ from ingestion_platform.file_manifest import (
 # Files settling at once; past this the oldest observations are dropped (they settle again).
 MAX_SETTLING = 2000
 MAX_CUTS_PER_TICK = 50
+# Refused names remembered so each is warned about once, not on every tick.
+MAX_REFUSED = 100
+REFUSED_TAG = "ingestion_platform/refused_names"
 
 
 @dataclass
@@ -38,15 +41,34 @@ class SensorCursor:
 
     settling: dict[str, list[float]] = field(default_factory=dict)
     waiting_since: float | None = None
+    refused: list[str] = field(default_factory=list)  # names already warned about
 
     @classmethod
     def parse(cls, text: str | None) -> SensorCursor:
         data = json.loads(text or "{}")
-        return cls(data.get("settling", {}), data.get("waiting_since"))
+        return cls(data.get("settling", {}), data.get("waiting_since"), data.get("refused", []))
 
     def dump(self) -> str:
         newest = sorted(self.settling.items(), key=lambda item: item[1][2])[-MAX_SETTLING:]
-        return json.dumps({"settling": dict(newest), "waiting_since": self.waiting_since})
+        state = {"settling": dict(newest), "waiting_since": self.waiting_since}
+        if self.refused:
+            state["refused"] = self.refused
+        return json.dumps(state)
+
+
+def report_refused(refused: dict[str, str], cursor: SensorCursor, log: Any, source: str) -> str:
+    """Warn once per newly refused name (20 lines at most); returns the skip-reason note."""
+    names = sorted(name[:200] for name in refused)
+    known = set(cursor.refused)
+    new = [name for name in names if name not in known]
+    for name in new[:20]:
+        log.warning(f"{source}: refused {name!r}: {refused.get(name, 'unsafe name')}")
+    if len(new) > 20:
+        log.warning(f"{source}: {len(new) - 20} more name(s) refused")
+    cursor.refused = names[:MAX_REFUSED]
+    if not names:
+        return ""
+    return f"; {len(names)} unsafe name(s) refused, e.g. {names[0]!r}"
 
 
 def stable_files(
@@ -174,8 +196,8 @@ def build_files_sensor(
             listing = files.list(component.recursive)
         finally:
             files.close()
-        for refused, reason in sorted(listing.refused.items()):
-            context.log.warning(f"{source.name}: refused {refused!r}: {reason}")
+        refused_note = report_refused(listing.refused, cursor, context.log, source.name)
+        tags = {REFUSED_TAG: str(len(listing.refused))}
         store = ManifestStore(context.instance, name)
         stable = stable_files(listing, component.rules, settle, cursor, now)
         done = store.cut_versions(stable)
@@ -191,7 +213,7 @@ def build_files_sensor(
             store.put(cut.key, cut.entries)  # before the run exists that reads it
             store.mark_cut([FileEntry(e.path, e.size, e.mtime) for e in cut.entries], cut.key)
             new_keys.append(cut.key)
-            requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key))
+            requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key, tags=tags))
         dynamic = (
             [partitions.build_add_request(new_keys)]
             if new_keys and isinstance(partitions, dg.DynamicPartitionsDefinition)
@@ -200,7 +222,7 @@ def build_files_sensor(
         if not requests:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"no complete new files ({len(cursor.settling)} settling)"
+                    f"no complete new files ({len(cursor.settling)} settling){refused_note}"
                 ),
                 cursor=cursor.dump(),
             )

@@ -24,7 +24,7 @@ from ingestion_platform.components.file_run import (
     stage_files,
     staging_folder,
 )
-from ingestion_platform.components.file_sensor import build_files_sensor
+from ingestion_platform.components.file_sensor import REFUSED_TAG, build_files_sensor
 from ingestion_platform.connectors.file_entries import (
     DEFAULT_TEMP_SUFFIXES,
     FileFilter,
@@ -186,7 +186,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             f"{source.name}.{table}: {len(manifest)} file(s), {report.rows_landed} rows landed, "
             f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"
         )
-        return dg.MaterializeResult(metadata=file_metadata(report, transfer, manifest))
+        refused = int(context.run.tags.get(REFUSED_TAG, 0))
+        return dg.MaterializeResult(metadata=file_metadata(report, transfer, manifest, refused))
 
     def _after_landing(
         self,
