@@ -26,6 +26,7 @@ import pyarrow as pa
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion_platform.connectors.kinesis_decode import BadRecord, Decoded, Decoding
+from ingestion_platform.connectors.kinesis_schema import VALID_OBJECT, infer_structure
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -47,7 +48,6 @@ ORIGIN_COLUMNS = [
     "_partition_key",
     "_approximate_arrival",
 ]
-_VALID_OBJECT = "case when json_valid(payload) then json_type(payload) = 'OBJECT' else false end"
 _NAMING = NamingConvention()
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
@@ -99,7 +99,7 @@ def land_stream_slice(
             else:
                 bad += _invalid_json(connection)
                 select, report.new_columns = _evolve(
-                    connection, dataset, table, relation, column_types
+                    connection, dataset, table, relation, decoded.rows, column_types
                 )
             delete_slices(connection, dataset, [table, QUARANTINE_TABLE], [batch_key])
             stamp = f"$1 as {quote_identifier(BATCH_KEY_COLUMN)}, $2::timestamptz as " + (
@@ -132,7 +132,7 @@ def _invalid_json(connection: duckdb.DuckDBPyConnection) -> list[BadRecord]:
     """Rows whose text is not a JSON object, with Python's account of what is wrong."""
     rows = connection.execute(
         "select _shard_id, _sequence_number, _sub_sequence, payload from slice_rows "  # noqa: S608
-        f"where not ({_VALID_OBJECT})"
+        f"where not ({VALID_OBJECT})"
     ).fetchall()
     return [
         BadRecord(shard, sequence, sub, _json_problem(payload), payload[:4096])
@@ -148,13 +148,9 @@ def _json_problem(text: str) -> str:
     return f"not a JSON object: a JSON {type(value).__name__}"
 
 
-def _typed_select(connection: duckdb.DuckDBPyConnection, column_types: dict[str, str]) -> str:
+def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str:
     """A query over `slice_rows` giving the origin columns and one column per JSON key."""
-    (structure_text,) = connection.execute(
-        f"select json_group_structure(payload::json) from slice_rows where {_VALID_OBJECT}"  # noqa: S608
-    ).fetchone()  # type: ignore[misc]
-    structure: dict[str, Any] = json.loads(structure_text) if structure_text else {}
-    structure = {key: _signed(kind) for key, kind in structure.items()}
+    structure = dict(inferred)
     names = {key: _NAMING.normalize_identifier(key) for key in structure}
     for key, kind in column_types.items():
         source_key = next((k for k, name in names.items() if name == key), key)
@@ -162,24 +158,15 @@ def _typed_select(connection: duckdb.DuckDBPyConnection, column_types: dict[str,
         names[source_key] = key
     origin = ", ".join(quote_identifier(name) for name in ORIGIN_COLUMNS)
     if not structure:
-        return f"select {origin} from slice_rows where {_VALID_OBJECT}"  # noqa: S608
+        return f"select {origin} from slice_rows where {VALID_OBJECT}"  # noqa: S608
     fields = ", ".join(
         f"_row.{quote_identifier(key)} as {quote_identifier(name)}" for key, name in names.items()
     )
     transform = f"json_transform(payload, {_literal(json.dumps(structure))})"
     return (
         f"select {origin}, {fields} from (select {origin}, {transform} as _row "  # noqa: S608
-        f"from slice_rows where {_VALID_OBJECT})"
+        f"from slice_rows where {VALID_OBJECT})"
     )
-
-
-def _signed(kind: Any) -> Any:
-    """JSON numbers inferred as unsigned become BIGINT (a later batch may hold negatives)."""
-    if isinstance(kind, dict):
-        return {key: _signed(value) for key, value in kind.items()}
-    if isinstance(kind, list):
-        return [_signed(value) for value in kind]
-    return {"UBIGINT": "BIGINT", "NULL": "JSON"}.get(kind, kind)
 
 
 def _evolve(
@@ -187,6 +174,7 @@ def _evolve(
     dataset: str,
     table: str,
     relation: str,
+    rows: pa.Table,
     column_types: dict[str, str],
 ) -> tuple[str, list[str]]:
     """The slice's query, after creating the table or adding and widening its columns.
@@ -203,7 +191,8 @@ def _evolve(
             [dataset, table],
         ).fetchall()
     }
-    select = _typed_select(connection, column_types)
+    inferred = infer_structure(connection, rows)
+    select = _typed_select(inferred, column_types)
     incoming = _describe(connection, select)
     if not existing:
         listed = ", ".join(f"{quote_identifier(n)} {k}" for n, k in incoming.items())
@@ -225,7 +214,7 @@ def _evolve(
         if kind != "JSON":
             as_json.add(name)
     if as_json:
-        select = _typed_select(connection, {**{n: "JSON" for n in as_json}, **column_types})
+        select = _typed_select(inferred, {**{n: "JSON" for n in as_json}, **column_types})
         incoming = _describe(connection, select)
     added = [name for name in incoming if name not in existing]
     for name in added:
