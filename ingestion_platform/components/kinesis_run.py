@@ -124,10 +124,20 @@ def land_time_window(
     return report, ranges, _read_stats(reader, reads)
 
 
+class WindowOpen(RuntimeError):
+    """The time window has not ended yet, so its slice is not complete."""
+
+
 def wait_for_window(end: datetime, grace_seconds: int, log: Callable[[str], None]) -> None:
     """Records put just before `end` may still be in flight; wait until end + grace."""
+    now = datetime.now(UTC)
     due = end + timedelta(seconds=grace_seconds)
-    delay = (due - datetime.now(UTC)).total_seconds()
+    if now < end:
+        raise WindowOpen(
+            f"this window ends at {end:%Y-%m-%dT%H:%M:%S}Z, so records may still arrive in it; "
+            f"it can be landed from {due:%Y-%m-%dT%H:%M:%S}Z (the end plus grace_seconds)"
+        )
+    delay = (due - now).total_seconds()
     if delay > 0:
         log(f"window ends at {end:%H:%M:%S}Z; waiting {delay:.1f}s for in-flight puts")
         time.sleep(delay)
