@@ -59,7 +59,6 @@ def test_dg_check_defs_names_the_file_line_field_and_fix(tmp_path: Path) -> None
 
     output = completed.stdout + completed.stderr
     assert completed.returncode != 0
-    assert f"{defs_file}:7" in output
-    assert "batch.rows: must be a positive number of rows, got -5; write e.g. `rows: 100000`" in (
-        output
-    )
+    # The schema check points at the offending setting's own line, with the fix.
+    assert f"{defs_file}:8" in output
+    assert "'a positive number of rows, e.g. `rows: 100000`' was expected" in output

@@ -28,7 +28,7 @@ from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManage
 from pydantic import PrivateAttr
 
 from ingestion_platform.arrow_landing import land_arrow_slice
-from ingestion_platform.batching import BatchSpec, CursorSlice, scheduled_definitions
+from ingestion_platform.batching import CheckedBatch, CursorSlice, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.materialization import landing_metadata, partition_metadata
 from ingestion_platform.components.time_keys import key_assigner
@@ -83,7 +83,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     """Tables of a relational database, landed in DuckDB one exact slice at a time."""
 
     connection: Setting
-    batch: BatchSpec
+    batch: CheckedBatch
     tables: list[SqlTable] | None = None
     db_schema: str | None = None
     cursor: CursorSetting | None = None
