@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) data
 	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@# Create the instance's storage once, before runs started together race to create it.
+	$(VENV)/bin/dagster instance migrate >/dev/null
 
 demo-data: install
 	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite
@@ -55,19 +57,13 @@ demo: export AWS_ACCESS_KEY_ID := demo
 demo: export AWS_SECRET_ACCESS_KEY := demo
 demo: demo-data
 	mkdir -p data/inbox
-	trap 'kill 0' EXIT; \
-	$(PY) -m ingestion_platform.demo.sftp_partner --port 2322 --every 60 & \
-	$(PY) -m ingestion_platform.demo.music_api --host 127.0.0.1 --port 8765 & \
-	$(PY) -m ingestion_platform.demo.shop --path data/demo/shop.sqlite --trickle 20 & \
-	$(PY) -m moto.server -H 127.0.0.1 -p 4566 >/dev/null 2>&1 & \
-	$(PY) -m ingestion_platform.demo.kinesis_producer --endpoint $$CLICKS_KINESIS_ENDPOINT \
-		--stream clicks --shards 4 --rate 20 --malformed 0.02 & \
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(PY) -m ingestion_platform.demo.run --port 3000
 
 test: install services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dg check yaml
 	$(VENV)/bin/dg check defs
+	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
 	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 lint: install

@@ -2,7 +2,7 @@
 
 What is measured
 ----------------
-The platform variant materialises the demo declaration (`ingestion_platform/defs/music/
+The platform variant materialises the demo declaration (`ingestion_platform/demo/defs/music/
 defs.yaml`: `new_releases` paged 50 a page by `next` links, then one `album_tracks` request
 per album; OAuth2 client credentials), only its `limits.requests_per_second` changed per
 variant, as one daily partition with `dg.materialize` in this process, on a SQLite-backed
@@ -95,7 +95,7 @@ from typing import Any
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 
 REPO = Path(__file__).resolve().parent.parent
-DEFS_YAML = REPO / "ingestion_platform" / "defs" / "music" / "defs.yaml"
+DEFS_YAML = REPO / "ingestion_platform" / "demo" / "defs" / "music" / "defs.yaml"
 SOURCE = "music"  # folder name = source name = DuckDB schema
 PAGE_SIZE = 50  # the demo declaration's page_size, the API's maximum
 CLIENT_ID, CLIENT_SECRET = "demo-client", "demo-secret"

@@ -1,4 +1,5 @@
-"""The code location loads with no source reachable and no secret set."""
+"""The code locations load with no source reachable and no secret set, and the project a
+user deploys holds only the user's sources, never the demo's."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 PROJECT = Path(__file__).parents[1]
 
 LIST_DEFINITIONS = """
-import json
-from ingestion_platform.definitions import defs
+import json, sys, importlib
+defs = importlib.import_module(sys.argv[1]).defs
 loaded = defs()
 graph = loaded.resolve_asset_graph()
 print(json.dumps({
@@ -23,32 +24,54 @@ print(json.dumps({
 """
 
 
-def test_definitions_load_without_services_secrets_or_data(tmp_path: Path) -> None:
+def _list(module: str, cwd: Path) -> dict[str, list[str]]:
     environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("MUSIC_API", "INGESTION_WAREHOUSE"))
+        if not name.startswith(("MUSIC_API", "INGESTION_WAREHOUSE", "AWS_", "PARTNER_", "CLICKS"))
     }
     environment["PYTHONPATH"] = str(PROJECT)
     completed = subprocess.run(
-        [sys.executable, "-c", LIST_DEFINITIONS],
-        cwd=tmp_path,  # no data/ folder, no demo database, no warehouse
+        [sys.executable, "-c", LIST_DEFINITIONS, module],
+        cwd=cwd,  # no data/ folder, no demo database, no warehouse
         env=environment,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    listed = json.loads(completed.stdout.strip().splitlines()[-1])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_the_deployed_code_location_holds_only_the_users_sources(tmp_path: Path) -> None:
+    assert _list("ingestion_platform.definitions", tmp_path) == {
+        "assets": [],
+        "schedules": [],
+        "sensors": [],
+    }
+
+
+def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path) -> None:
+    listed = _list("ingestion_platform.demo.definitions", tmp_path)
     assert listed == {
         "assets": [
+            "clicks/events",
+            "inbox/drops",
             "music/album_tracks",
             "music/new_releases",
+            "partner_files/orders",
+            "partner_files_latin1/orders",
             "shop/customers",
             "shop/orders",
             "shop_events/order_events",
         ],
         "schedules": ["music__schedule", "shop__schedule"],
-        "sensors": ["shop_events__size_sensor"],
+        "sensors": [
+            "clicks__size_sensor",
+            "inbox__drops__sensor",
+            "partner_files__orders__sensor",
+            "partner_files_latin1__orders__sensor",
+            "shop_events__size_sensor",
+        ],
     }
     assert not (tmp_path / "data").exists()

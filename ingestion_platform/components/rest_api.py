@@ -19,6 +19,8 @@ own, so every partition gets its own rows, bounds and request counters, and depe
 resources need no record-by-record keying.
 """
 
+import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -76,10 +78,12 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 key=[source.name, resource.name],
                 group_name=source.name,
                 kinds={"api", "dlt", "duckdb"},
-                description=f"Records of the {resource.name} endpoint of {source.name}.",
+                description=self._description(resource),
                 partitions_def=partitions_def,
                 metadata={"source_file": source.defs_file},
                 skippable=True,
+                # A dependent resource (`{resources.parent.field}`) reads its parent's records.
+                deps=[dg.AssetKey([source.name, parent]) for parent in _parents(resource)],
             )
             for resource in self.resources
         ]
@@ -109,6 +113,19 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             )
             return dg.Definitions(assets=[_fetch], sensors=[sensor])
         return scheduled_definitions(source.name, [_fetch], running)
+
+    def _description(self, resource: ApiResource) -> str:
+        """What the asset holds and where it comes from, without secrets."""
+        api = self.base_url if isinstance(self.base_url, str) else f"${self.base_url.env}"
+        path = resource.endpoint.get("path", resource.name)
+        if self.batch.is_time:
+            boundary = self.batch.every or f"window of the cron {self.batch.cron!r}"
+        else:
+            boundary = f"{self.batch.size_threshold:,} new records"
+        return (
+            f"Records of {path} on the API at {api} (REST API source), one partition per "
+            f"{boundary}; nested lists land in child tables {resource.name}__<field>."
+        )
 
     def _driver(self) -> ApiResource:
         return next(resource for resource in self.resources if resource.window)
@@ -255,3 +272,8 @@ def _count_pending(resource: Any, cursor_path: str, threshold: int) -> Pending:
             close()
     full = newest if seen >= threshold else None
     return Pending(seen, full, newest)
+
+
+def _parents(resource: ApiResource) -> list[str]:
+    """The resources whose records a dependent resource's endpoint refers to."""
+    return sorted(set(re.findall(r"\{resources\.(\w+)\.", json.dumps(resource.endpoint))))

@@ -335,9 +335,10 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         schema = f", schema {self.db_schema}" if self.db_schema else ""
         cursor = _cursor_names(table.cursor or self.cursor) or ["(none)"]
         if self.batch.is_time:
-            boundary = f"a {self.batch.every or repr(self.batch.cron)} window of {cursor[0]}"
+            window = self.batch.every or f"window of the cron {self.batch.cron!r}"
+            boundary = f"{window} of {cursor[0]}"
         else:
-            boundary = f"each {self.batch.size_threshold:,} new rows by {cursor[0]}"
+            boundary = f"{self.batch.size_threshold:,} new rows by {cursor[0]}"
         keyed = f" One current row per {', '.join(table.primary_key)}." if table.primary_key else ""
         return (
             f"Table {table.name} of {where}{schema} (SQL database source), one partition per "

@@ -1,6 +1,7 @@
 """The real thing for end-to-end tests: `dagster dev` (webserver + daemon) on the project.
 
-It runs from the project's own `workspace.yaml` and `dagster.yaml`, with a temporary
+It runs from the demo's workspace (the user's code location and the demo's) and the
+project's `dagster.yaml`, with a temporary
 DAGSTER_HOME, warehouse and working folder (the demo's SQLite shop lives there), and
 binds 127.0.0.1 on a free port. Stopping sends SIGINT to the whole process group, as
 Ctrl-C does, and SIGKILL to whatever is left after a grace period.
@@ -66,9 +67,13 @@ class DagsterDev:
             **self.env,
         }
         log = self.log_path.open("ab")
+        # As `make install` does: create the storage before anything races to.
+        subprocess.run(
+            [str(DAGSTER), "instance", "migrate"], env=environment, stdout=log, check=True
+        )
         self.process = subprocess.Popen(
             [str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(self.port),
-             "-w", str(PROJECT / "workspace.yaml")],
+             "-w", str(PROJECT / "ingestion_platform" / "demo" / "workspace.yaml")],
             cwd=self.folder,
             env=environment,
             stdout=log,
