@@ -256,3 +256,14 @@ def test_a_time_window_lands_exactly_the_records_that_arrived_in_it(
     assert metadata["records_read"].value == 40
     assert sum(s["records"] for s in metadata["shard_ranges"].value.values()) == 40
     assert not warehouse.table_exists("clicks", "_partitions")  # windows need no manifest
+
+
+def test_shards_are_listed_across_pages(kinesis_mock_endpoint: str) -> None:
+    # On kinesis-mock: moto wants the stream's name again with NextToken, which AWS refuses.
+    stream = f"paged-{uuid.uuid4().hex[:8]}"
+    create_stream(client(kinesis_mock_endpoint), stream, 4)
+    address = StreamAddress(stream, "us-east-1", kinesis_mock_endpoint)
+    reader = KinesisReader(make_client(address), address)
+    paged = reader.shards(page_size=1)
+    assert [shard.shard_id for shard in paged] == [f"shardId-00000000000{n}" for n in range(4)]
+    assert reader.shards() == paged

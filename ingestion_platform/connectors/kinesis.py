@@ -131,10 +131,11 @@ class KinesisReader:
         summary = self.call("describe_stream_summary", **self.address.key)
         return int(summary["StreamDescriptionSummary"]["RetentionPeriodHours"])
 
-    def shards(self) -> list[Shard]:
-        """Every shard ListShards returns, following its pages."""
+    def shards(self, page_size: int | None = None) -> list[Shard]:
+        """Every shard ListShards returns, following its pages (up to 1,000 shards each)."""
         shards: list[Shard] = []
-        request: dict[str, Any] = dict(self.address.key)
+        size = {"MaxResults": page_size} if page_size else {}
+        request: dict[str, Any] = {**self.address.key, **size}
         while True:
             page = self.call("list_shards", **request)
             for item in page["Shards"]:
@@ -154,7 +155,7 @@ class KinesisReader:
             if not token:
                 return shards
             # With a NextToken, ListShards refuses the stream's name.
-            request = {"NextToken": token}
+            request = {"NextToken": token, **size}
 
     def _iterator(self, shard_id: str, position: dict[str, Any]) -> str | None:
         response = self.call("get_shard_iterator", **self.address.key, ShardId=shard_id, **position)
