@@ -120,6 +120,16 @@ def build_stream_sensor(
             try:
                 with manifest.sensor_connection(warehouse.get()) as connection:
                     connection.execute("begin")
+                    if manifest.positions(connection, dataset) != positions:
+                        # Another evaluation cut meanwhile: ranges must never overlap.
+                        connection.execute("rollback")
+                        return dg.SensorResult(
+                            skip_reason=dg.SkipReason(
+                                "another evaluation of this sensor cut partitions meanwhile; "
+                                "the next tick continues after them"
+                            ),
+                            cursor=context.cursor,
+                        )
                     manifest.record_cuts(
                         connection, dataset, list(zip(new_keys, plan.cuts, strict=True)), cut_at
                     )
