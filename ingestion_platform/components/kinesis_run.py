@@ -115,12 +115,12 @@ def land_time_window(
         # AT_TIMESTAMP starts at the first record at or after `start`; keep the window exact.
         start_ms = int(start.timestamp() * 1000)
         shard_read.records = [r for r in shard_read.records if r.arrival_ms >= start_ms]
-    report = _land(target, key, reads, mark=False)
     ranges = {
         r.shard_id: (r.records[0].sequence, r.records[-1].sequence, len(r.records))
         for r in reads
         if r.records
     }
+    report = _land(target, key, reads, mark=False)
     return report, ranges, _read_stats(reader, reads)
 
 
@@ -152,6 +152,9 @@ def _land(
         kpl=target.kpl,
         max_record_bytes=target.max_record_bytes,
     )
+    for shard_read in reads:
+        # The decoded Arrow table holds every payload now; free the raw records.
+        shard_read.records = []
     return land_stream_slice(
         warehouse=target.warehouse,
         dataset=target.dataset,
