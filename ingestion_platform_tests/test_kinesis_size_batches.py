@@ -171,3 +171,25 @@ def test_max_wait_cuts_what_is_pending_once_the_oldest_record_waited_long_enough
     late = tick(defs, instance, warehouse_path, first.cursor)
     assert len(late.run_requests) == 1
     assert sum(row[4] for row in manifest_rows(warehouse)) == 30
+
+
+def test_a_tick_skips_instead_of_waiting_behind_a_long_load(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ingestion_platform.components import kinesis_manifest
+
+    monkeypatch.setattr(kinesis_manifest, "SENSOR_LOCK_TIMEOUT_SECONDS", 0.2)
+    put_events(client(moto_endpoint), stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    with warehouse.exclusive():  # a run is landing
+        busy = tick(defs, instance, warehouse_path)
+    assert busy.run_requests == []
+    assert busy.skip_reason is not None
+    assert busy.skip_reason.skip_message == "the warehouse is busy (lock held > 0.2s)"
+    assert len(tick(defs, instance, warehouse_path).run_requests) == 1
