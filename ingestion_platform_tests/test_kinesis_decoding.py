@@ -209,3 +209,22 @@ def test_a_files_batch_is_refused_with_the_fix(tmp_path: Path) -> None:
         f"{tmp_path / 'clicks' / 'defs.yaml'}: batch: a stream has no files. Fix: use "
         "`records: N`, `bytes: 64MB` or a time batch."
     )
+
+
+def test_a_stream_named_by_its_arn_is_read_the_same(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    kinesis = client(moto_endpoint)
+    put(kinesis, stream, [{"Data": b'{"n": 1}', "PartitionKey": "p"}])
+    summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    defs = declare(tmp_path, moto_endpoint, summary["StreamARN"], batch={"records": 1})
+    _land_all(defs, instance, warehouse_path, resources)
+    assert warehouse.query("select n, _shard_id from clicks.events") == [
+        (1, "shardId-000000000000")
+    ]

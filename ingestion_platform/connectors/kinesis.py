@@ -127,6 +127,11 @@ class KinesisReader:
         with self._count_lock:
             self.throttled += 1
 
+    @property
+    def _arn(self) -> dict[str, str]:
+        # GetRecords names no stream, except by ARN (required for cross-account access).
+        return {"StreamARN": self.address.stream} if self.address.stream.startswith("arn:") else {}
+
     def retention_hours(self) -> int:
         summary = self.call("describe_stream_summary", **self.address.key)
         return int(summary["StreamDescriptionSummary"]["RetentionPeriodHours"])
@@ -230,7 +235,9 @@ class KinesisReader:
         last: str | None = None
         while iterator:
             try:
-                response = self.call("get_records", ShardIterator=iterator, Limit=limit)
+                response = self.call(
+                    "get_records", ShardIterator=iterator, Limit=limit, **self._arn
+                )
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
                     raise
