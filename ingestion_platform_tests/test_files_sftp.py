@@ -11,10 +11,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from ingestion_platform.components.declaration import SourceContext
+from ingestion_platform.components.declaration import SourceContext, SourceFailure
 from ingestion_platform.components.file_source import SftpFileSource
 from ingestion_platform.connectors.file_entries import UnsafeName
-from ingestion_platform.connectors.ssh_connection import HostKeyError
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
@@ -86,22 +85,38 @@ def test_slowly_written_file_waits_for_settle_and_marker_mode_for_the_marker(
     assert [k.split("@")[0] for k in keys(tick(marked, instance))] == ["m.csv"]
 
 
+def test_a_server_that_is_down_fails_the_tick_naming_the_source_and_the_fix(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
+) -> None:
+    sshd.stop()
+    with pytest.raises(SourceFailure) as refused:
+        tick(_defs(tmp_path, sshd), instance)
+    assert str(refused.value) == (
+        f"source 'partner' ({tmp_path / 'partner' / 'defs.yaml'}): cannot reach "
+        f"127.0.0.1:{sshd.port}: connection refused. Fix: check that the server is up and that "
+        "`host` and `port` point at it"
+    )
+
+
 def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
 ) -> None:
     other = keygen(tmp_path / "other_host_key")
     defs = _defs(tmp_path, sshd, host_key=other)
-    with pytest.raises(HostKeyError) as refused:
+    with pytest.raises(SourceFailure) as refused:
         tick(defs, instance)
     message = str(refused.value)
-    assert f"host key of 127.0.0.1:{sshd.port} is not the one in host_key" in message
+    assert message.startswith(
+        f"source 'partner' ({tmp_path / 'partner' / 'defs.yaml'}): host key of "
+        f"127.0.0.1:{sshd.port} is not the one in host_key"
+    )
     assert f'pin the new one: host_key: "{sshd.host_key_line}"' in message
 
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
     attributes = sshd.attributes(table="orders", known_hosts=str(known))
     del attributes["host_key"]
-    with pytest.raises(HostKeyError, match=r"is not the one in known_hosts"):
+    with pytest.raises(SourceFailure, match=r"is not the one in known_hosts"):
         tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)
 
     known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,10 @@ class DeclarationError(ValueError):
 
     def __init__(self, defs_file: str, field: str, problem: str, fix: str) -> None:
         super().__init__(f"{defs_file}: {field}: {problem}. Fix: {fix}.")
+
+
+class SourceFailure(RuntimeError):
+    """A source's peer failed it (unreachable, refused credentials, unknown host key)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,14 @@ class SourceContext:
                 f"export {value.env} before running this source's assets",
             )
         return resolved
+
+    @contextmanager
+    def naming_failures(self, *kinds: type[BaseException]) -> Iterator[None]:
+        """Re-raise `kinds` of errors naming this source and its file, for the run log."""
+        try:
+            yield
+        except kinds as error:
+            raise SourceFailure(f"source {self.name!r} ({self.defs_file}): {error}") from None
 
 
 def _positions(context: dg.ComponentLoadContext) -> SourcePositionTree | None:

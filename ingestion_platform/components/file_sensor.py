@@ -191,11 +191,12 @@ def build_files_sensor(
         component.warn(context.log, source)
         cursor = SensorCursor.parse(context.cursor)
         now = time.time()
-        files = component.open_files(source)
-        try:
-            listing = files.list(component.recursive)
-        finally:
-            files.close()
+        with source.naming_failures(ConnectionError):
+            files = component.open_files(source)
+            try:
+                listing = files.list(component.recursive)
+            finally:
+                files.close()
         refused_note = report_refused(listing.refused, cursor, context.log, source.name)
         tags = {REFUSED_TAG: str(len(listing.refused))}
         store = ManifestStore(context.instance, name)

@@ -69,6 +69,20 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     def open_files(self, source: SourceContext) -> FileTransport:
         raise NotImplementedError
 
+    def where(self) -> str:
+        return f"the local folder {self.path}"
+
+    def describe(self, table: str) -> str:
+        """What the asset holds and where it comes from, without secrets."""
+        batch = self.batch
+        per = batch.every or f"window of the cron {batch.cron!r}" if batch.is_time else (
+            f"{batch.size_threshold:,} {batch.size_unit}"
+        )
+        return (
+            f"Files {', '.join(self.patterns)} from {self.where()}, landed into table {table}, "
+            f"one partition per {per}; bad rows go to the source's _quarantine table."
+        )
+
     def warn(self, log: Any, source: SourceContext) -> None:
         """Run on every tick and run: the SFTP source warns when key checks are skipped."""
 
@@ -125,7 +139,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             key=[source.name, table],
             group_name=source.name,
             kinds={self.kind_tag, "duckdb"},
-            description=f"Files from {self.path} landed into {source.name}.{table}.",
+            description=self.describe(table),
             partitions_def=partitions,
             pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
@@ -134,7 +148,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
             """Land the partition's exact file set, bad rows quarantined."""
-            return self._materialize(context, warehouse.get(), source, table, name)
+            with source.naming_failures(ConnectionError):
+                return self._materialize(context, warehouse.get(), source, table, name)
 
         return _land_files
 
@@ -241,6 +256,9 @@ class SftpFileSource(FileSourceBase):
     insecure_skip_host_key_check: bool = False
     transport: Literal["sftp", "scp"] = "sftp"
     kind_tag: str = "sftp"
+
+    def where(self) -> str:
+        return f"the {self.transport.upper()} server {self.host}:{self.port}, folder {self.path}"
 
     def settings(self, source: SourceContext) -> SshSettings:
         key = None

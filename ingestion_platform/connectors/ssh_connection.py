@@ -24,6 +24,10 @@ class HostKeyError(ConnectionError):
     """The server's key is not the one pinned or known."""
 
 
+class SshUnreachable(ConnectionError):
+    """The server did not accept a TCP connection (down, wrong host or port, firewalled)."""
+
+
 class SshAuthError(ConnectionError):
     """The server refused the configured credentials."""
 
@@ -90,7 +94,14 @@ def open_transport(settings: SshSettings, log_warning: object = None) -> paramik
             f"`ssh-keyscan -p {settings.port} {settings.host}` over a trusted network) or "
             "point `known_hosts:` at a file that lists it"
         )
-    sock = socket.create_connection((settings.host, settings.port), CONNECT_TIMEOUT_SECONDS)
+    try:
+        sock = socket.create_connection((settings.host, settings.port), CONNECT_TIMEOUT_SECONDS)
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise SshUnreachable(
+            f"cannot reach {settings.host}:{settings.port}: {reason.lower()}. Fix: check that "
+            "the server is up and that `host` and `port` point at it"
+        ) from None
     transport = paramiko.Transport(sock)
     try:
         if pinned:

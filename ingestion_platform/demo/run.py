@@ -23,7 +23,8 @@ GRACE_SECONDS = 15
 def _stand_ins(python: str, kinesis_endpoint: str) -> list[list[str]]:
     return [
         [python, "-m", "ingestion_platform.demo.sftp_partner", "--port", "2322", "--every", "60"],
-        [python, "-m", "ingestion_platform.demo.music_api", "--host", "127.0.0.1", "--port", "8765"],
+        [python, "-m", "ingestion_platform.demo.music_api", "--host", "127.0.0.1",
+         "--port", "8765"],
         [python, "-m", "ingestion_platform.demo.shop", "--path", "data/demo/shop.sqlite",
          "--trickle", "20"],
         [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", "4566"],
