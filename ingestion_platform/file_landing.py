@@ -30,6 +30,7 @@ from ingestion_platform.connectors.file_formats import (
     csv_row_fix,
     select_rows,
 )
+from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -38,11 +39,6 @@ from ingestion_platform.warehouse import (
     quote_identifier,
 )
 
-QUARANTINE_TABLE = "_quarantine"
-_QUARANTINE_COLUMNS = (
-    "source varchar, file varchar, line bigint, column_name varchar, reason varchar, "
-    "raw_value varchar, _batch_key varchar, _loaded_at timestamptz"
-)
 _SYSTEM_COLUMNS = {"_file": "VARCHAR", "_row": "BIGINT", BATCH_KEY_COLUMN: "VARCHAR"}
 _NAMING = NamingConvention()
 
@@ -116,7 +112,6 @@ def _commit(
     report = FileLandingReport(bad_files=dict(bad))
     schema = quote_identifier(source)
     relation = f"{schema}.{quote_identifier(table)}"
-    quarantine = f"{schema}.{quote_identifier(QUARANTINE_TABLE)}"
     loaded_at = datetime.now(UTC)
     names = column_names(reads)
     connection = warehouse.open_writer()
@@ -125,7 +120,7 @@ def _commit(
         connection.execute("set preserve_insertion_order = true")
         connection.execute("begin")
         connection.execute(f"create schema if not exists {schema}")
-        connection.execute(f"create table if not exists {quarantine} ({_QUARANTINE_COLUMNS})")
+        quarantine = ensure_quarantine(connection, source)
         _adopt_table_types(connection, source, table, reads, names)
         report.new_columns = _evolve(connection, source, table, reads, names)
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])

@@ -27,6 +27,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion_platform.connectors.kinesis_decode import BadRecord, Decoded, Decoding
 from ingestion_platform.connectors.kinesis_schema import VALID_OBJECT, infer_structure
+from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -35,12 +36,6 @@ from ingestion_platform.warehouse import (
     quote_identifier,
 )
 
-QUARANTINE_TABLE = "_quarantine"
-# The same shape as the file sources' quarantine: one shape for every kind.
-QUARANTINE_COLUMNS = (
-    "source varchar, file varchar, line bigint, column_name varchar, reason varchar, "
-    "raw_value varchar, _batch_key varchar, _loaded_at timestamptz"
-)
 ORIGIN_COLUMNS = [
     "_shard_id",
     "_sequence_number",
@@ -89,8 +84,7 @@ def land_stream_slice(
         try:
             connection.execute("begin")
             connection.execute(f"create schema if not exists {schema}")
-            quarantine = f"{schema}.{quote_identifier(QUARANTINE_TABLE)}"
-            connection.execute(f"create table if not exists {quarantine} ({QUARANTINE_COLUMNS})")
+            quarantine = ensure_quarantine(connection, dataset)
             connection.register("slice_rows", decoded.rows)
             bad = list(decoded.bad)
             if decoding == "raw":

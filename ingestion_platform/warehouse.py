@@ -120,10 +120,14 @@ class Warehouse:
         return duckdb.connect(str(self.path), config=self.write_config)
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the warehouse lock; the body may open the file for writing."""
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the warehouse lock; the body may open the file for writing.
+
+        `timeout` (seconds) bounds the wait, for callers that would rather skip than queue
+        behind a long load (a sensor tick); it raises `filelock.Timeout`.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
+        with self._lock.acquire(timeout=LOCK_TIMEOUT_SECONDS if timeout is None else timeout):
             yield
 
     @contextmanager

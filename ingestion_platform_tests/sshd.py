@@ -1,6 +1,6 @@
 """A real OpenSSH sshd on a free loopback port, with a temporary host key and user key.
 
-Register with `pytest_plugins = ["ingestion_platform_tests.sshd"]` in a test module. The
+Registered for every test module by `pytest_plugins` in conftest.py. The
 server runs `/usr/sbin/sshd -D -e -f CONFIG` as the current user (root is fine); a missing
 sshd is a failure, never a skip: `make services` installs openssh-server.
 """

@@ -25,8 +25,6 @@ from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, materialize
 from ingestion_platform_tests.sshd import Sshd, ThrottledProxy
 
-pytest_plugins = ["ingestion_platform_tests.sshd"]
-
 CHILD = """
 import json, sys
 from pathlib import Path

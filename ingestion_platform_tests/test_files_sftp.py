@@ -19,8 +19,6 @@ from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 from ingestion_platform_tests.sshd import Sshd, ThrottledProxy, keygen
 
-pytest_plugins = ["ingestion_platform_tests.sshd"]
-
 
 def _defs(tmp_path: Path, server: Sshd, **extra: object) -> dg.Definitions:
     attributes = server.attributes(**{"table": "orders", "settle": "0s", **extra})

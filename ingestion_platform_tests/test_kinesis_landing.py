@@ -26,7 +26,6 @@ from ingestion_platform_tests.kinesis_emulators import (
 )
 from ingestion_platform_tests.sources import failure_message, materialize
 
-pytest_plugins = ["ingestion_platform_tests.kinesis_emulators"]
 pytestmark = pytest.mark.usefixtures("aws_env")
 
 

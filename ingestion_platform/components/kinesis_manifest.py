@@ -14,13 +14,13 @@ restarted sensor continues after the last cut, never re-cutting or skipping a re
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from ingestion_platform.warehouse import Warehouse, quote_identifier
 
@@ -70,23 +70,19 @@ def relation(dataset: str) -> str:
 @contextmanager
 def sensor_connection(warehouse: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     """A writing connection under the warehouse lock, waiting at most a short while."""
-    warehouse.path.parent.mkdir(parents=True, exist_ok=True)
-    # The same lock file as Warehouse.exclusive(), with a sensor-sized timeout.
-    lock = FileLock(str(warehouse.path) + ".lock", timeout=SENSOR_LOCK_TIMEOUT_SECONDS)
+    held = ExitStack()
     try:
-        lock.acquire()
+        held.enter_context(warehouse.exclusive(timeout=SENSOR_LOCK_TIMEOUT_SECONDS))
     except Timeout:
         raise WarehouseBusy(
             f"the warehouse is busy (lock held > {SENSOR_LOCK_TIMEOUT_SECONDS}s)"
         ) from None
-    try:
+    with held:
         connection = warehouse.open_writer()
         try:
             yield connection
         finally:
             connection.close()
-    finally:
-        lock.release()
 
 
 def ensure(connection: duckdb.DuckDBPyConnection, dataset: str) -> None:
