@@ -3,8 +3,11 @@
 It runs from the demo's workspace (the user's code location and the demo's) and the
 project's `dagster.yaml`, with a temporary
 DAGSTER_HOME, warehouse and working folder (the demo's SQLite shop lives there), and
-binds 127.0.0.1 on a free port. Stopping sends SIGINT to the whole process group, as
-Ctrl-C does, and SIGKILL to whatever is left after a grace period.
+binds 127.0.0.1 on a free port. `instance` replaces top-level sections of the project's
+`dagster.yaml` (e.g. `storage:` on PostgreSQL, the production profile) and `workspace`
+another workspace file (e.g. the demo's plus a test-only code location). Stopping sends
+SIGINT to the whole process group, as Ctrl-C does, and SIGKILL to whatever is left after a
+grace period.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 PROJECT = Path(__file__).resolve().parents[2]
 DAGSTER = PROJECT / ".venv" / "bin" / "dagster"
+DEMO_WORKSPACE = PROJECT / "ingestion_platform" / "demo" / "workspace.yaml"
 
 
 def free_port() -> int:
@@ -37,6 +43,8 @@ class DagsterDev:
 
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
+    instance: dict[str, Any] = field(default_factory=dict)
+    workspace: Path = DEMO_WORKSPACE
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -58,7 +66,11 @@ class DagsterDev:
 
     def start(self, timeout: float = 240) -> DagsterDev:
         self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT / "dagster.yaml", self.home / "dagster.yaml")
+        if self.instance:
+            settings = yaml.safe_load((PROJECT / "dagster.yaml").read_text())
+            (self.home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **self.instance}))
+        else:
+            shutil.copy(PROJECT / "dagster.yaml", self.home / "dagster.yaml")
         environment = {
             **os.environ,
             "DAGSTER_HOME": str(self.home),
@@ -73,7 +85,7 @@ class DagsterDev:
         )
         self.process = subprocess.Popen(
             [str(DAGSTER), "dev", "-h", "127.0.0.1", "-p", str(self.port),
-             "-w", str(PROJECT / "ingestion_platform" / "demo" / "workspace.yaml")],
+             "-w", str(self.workspace)],
             cwd=self.folder,
             env=environment,
             stdout=log,
