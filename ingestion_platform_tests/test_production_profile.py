@@ -81,6 +81,10 @@ def test_the_production_instance_loads_on_postgres_with_the_docker_run_launcher(
     assert not instance.run_retries_retry_on_asset_or_op_failure
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_start_timeout_seconds == 300
+    assert instance.run_monitoring_max_resume_run_attempts == 0
+    # Run monitoring can tell a dead container from a slow one, so its run fails (and is
+    # retried) instead of holding its `duckdb_warehouse` slot.
+    assert launcher.supports_check_run_worker_health
 
     # What the platform keeps in the instance reaches every process through PostgreSQL:
     # size-partition keys (the slices) and file manifests (key-value storage). A second
@@ -112,14 +116,16 @@ def test_the_pool_limit_of_the_warehouse_is_one_slot_on_postgres(
     assert info.active_slot_count == 0
 
 
-def test_deploy_dagster_yaml_is_the_projects_plus_storage_and_run_launcher() -> None:
+def test_deploy_dagster_yaml_is_the_projects_with_its_own_storage_and_run_launcher() -> None:
     project = _yaml(PROJECT / "dagster.yaml")
     deploy = _yaml(DEPLOY / "dagster.yaml")
-    assert set(deploy) - set(project) == {"storage", "run_launcher"}
+    own = {"storage", "run_launcher"}
+    assert own <= set(deploy)
+    assert set(deploy) - own == set(project) - own
     # The one tuned difference: pulling an image on a fresh host is slower than a fork.
     deploy_monitoring = {**deploy["run_monitoring"], "start_timeout_seconds": 180}
     assert deploy_monitoring == project["run_monitoring"]
-    for section in set(project) - {"run_monitoring"}:
+    for section in set(project) - own - {"run_monitoring"}:
         assert deploy[section] == project[section], section
 
 
