@@ -36,8 +36,13 @@ def home(tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     folder = tmp_path / "dagster_home"
     folder.mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", folder / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2(postgres_url))
     return folder
+
+
+def _psycopg2(url: str) -> str:
+    """The URL as deploy/ writes it: dagster-postgres's SQL needs the psycopg2 driver."""
+    return sa.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(False)
 
 
 @pytest.fixture
@@ -92,7 +97,10 @@ def test_the_production_instance_loads_on_postgres_with_the_docker_run_launcher(
     manifest = [ManifestEntry("orders_0412.csv", 1204, 1_790_000_000.5)]
     instance.add_dynamic_partitions("shop_events__order_events", ["..1000", "1000..2000"])
     ManifestStore(instance, "partner_files__orders").put("orders_0412.csv@3fa9c1d2e4", manifest)
+    # Every run event is stored this way (and wakes other processes with a NOTIFY).
+    instance.report_runless_asset_event(dg.AssetMaterialization(["shop", "orders"]))
     other = dg.DagsterInstance.from_config(str(home))
+    assert other.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])) is not None
     assert other.get_dynamic_partitions("shop_events__order_events") == ["..1000", "1000..2000"]
     stored = ManifestStore(other, "partner_files__orders").get("orders_0412.csv@3fa9c1d2e4")
     assert stored == manifest
@@ -103,6 +111,17 @@ def test_the_production_instance_loads_on_postgres_with_the_docker_run_launcher(
             assert sorted(keys.scalars()) == ["..1000", "1000..2000"]
     finally:
         engine.dispose()
+
+
+def test_a_bare_postgresql_url_fails_to_store_events_as_troubleshooting_says(
+    home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose server-side parameters NOTIFY
+    # does not take; the instance loads, and the first event fails.
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    instance = dg.DagsterInstance.from_config(str(home))
+    with pytest.raises(sa.exc.ProgrammingError, match=r'syntax error at or near "\$1"'):
+        instance.report_runless_asset_event(dg.AssetMaterialization(["shop", "orders"]))
 
 
 def test_the_pool_limit_of_the_warehouse_is_one_slot_on_postgres(
@@ -146,6 +165,7 @@ def test_the_compose_file_gives_run_containers_what_the_instance_names() -> None
     assert environment["INGESTION_WAREHOUSE_PATH"].startswith(mount + "/")
     assert environment["INGESTION_RATE_BUDGET_DIR"].startswith(mount + "/")
     assert services["code"]["environment"]["DAGSTER_CURRENT_IMAGE"] == services["code"]["image"]
+    assert environment["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
     workspace = _yaml(DEPLOY / "workspace.yaml")
     (location,) = workspace["load_from"]
     assert location["grpc_server"]["host"] == "code"
