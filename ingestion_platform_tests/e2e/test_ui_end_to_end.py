@@ -2,6 +2,10 @@
 workspace.yaml and dagster.yaml, a real headless Chromium clicking through the UI, the
 GraphQL API for a backfill, and the daemon's sensor ticks landing new source rows.
 
+The module runs twice: on the instance storage `make demo` uses (SQLite under
+DAGSTER_HOME) and on the production profile's (PostgreSQL, a fresh database per run of the
+module), so the clicks, the backfill and the sensor's restart are proven on both.
+
 Screenshots go to `test-artifacts/e2e/` (git-ignored) so a failure can be looked at.
 """
 
@@ -22,6 +26,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ingestion_platform.demo import shop
+from ingestion_platform_tests.conftest import POSTGRES_ADMIN_URL, _fresh_database
 from ingestion_platform_tests.e2e.dagster_dev import PROJECT, DagsterDev
 
 pytestmark = pytest.mark.e2e
@@ -41,13 +46,34 @@ CHROMIUM_ARGS = [
 SEED = shop.ShopSeed(customers=40, orders=400, events=2500, days=6)
 
 
+def postgres_storage(url: str) -> dict[str, Any]:
+    """The production profile's `storage:` section (README, "Run it in production").
+
+    dagster-postgres's SQL is written for psycopg2 (a bare postgresql:// URL would pick
+    SQLAlchemy 2.1's default, psycopg 3, and storing an event fails), hence the driver.
+    """
+    psycopg2_url = sa.make_url(url).set(drivername="postgresql+psycopg2")
+    return {"storage": {"postgres": {"postgres_url": psycopg2_url.render_as_string(False)}}}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def storage(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None for the project's own storage, else the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    yield from _fresh_database(POSTGRES_ADMIN_URL, "PostgreSQL", '"', " with (force)")
+
+
 @pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+def dagster_dev(
+    tmp_path_factory: pytest.TempPathFactory, storage: str | None
+) -> Iterator[DagsterDev]:
     folder = tmp_path_factory.mktemp("e2e")
     # The demo's declarations read the shop at sqlite:///data/demo/shop.sqlite (cwd-relative).
     (folder / "data" / "demo").mkdir(parents=True)
     shop.create_shop(_shop_engine(folder), SEED)
-    running = DagsterDev(folder).start()
+    running = DagsterDev(folder, instance=postgres_storage(storage) if storage else {}).start()
     yield running
     running.stop()
 
@@ -258,3 +284,38 @@ def test_the_daemon_cuts_size_partitions_and_resumes_after_a_restart(
     # No range was cut twice and none skipped, and every row landed exactly once.
     assert _assert_contiguous(cut) == 4000
     assert _event_ids(dev) == list(range(1, 4001))
+
+
+def test_runs_and_partitions_live_in_the_configured_storage(
+    dagster_dev: DagsterDev, storage: str | None
+) -> None:
+    run_ids = sorted(run["runId"] for run in _runs(dagster_dev))
+    keys = _cut_partitions(dagster_dev)
+    if storage is None:
+        # `make demo`'s instance: SQLite files under DAGSTER_HOME (the run index, and the event
+        # log's index, which holds dynamic partitions).
+        history = dagster_dev.home / "history"
+        runs_db = sa.create_engine(f"sqlite:///{history / 'runs.db'}")
+        events_db = sa.create_engine(f"sqlite:///{history / 'runs' / 'index.db'}")
+    else:
+        runs_db = events_db = sa.create_engine(storage)
+    try:
+        with runs_db.connect() as connection:
+            stored_runs = connection.execute(sa.text("select run_id from runs")).scalars().all()
+        with events_db.connect() as connection:
+            stored_keys = (
+                connection.execute(
+                    sa.text(
+                        "select partition from dynamic_partitions where partitions_def_name = :name"
+                    ),
+                    {"name": "shop_events__order_events"},
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        runs_db.dispose()
+        events_db.dispose()
+    assert sorted(stored_runs) == run_ids
+    assert sorted(stored_keys) == sorted(keys)
+    assert len(run_ids) >= 5  # the clicked run, the backfill's and the sensor's
