@@ -1,0 +1,59 @@
+"""A run worker killed with -9 is reported dead to run monitoring, so its run fails, its
+warehouse pool slot is freed and run retries start it again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from dagster._core.events import EngineEventData
+from dagster._core.launcher import WorkerStatus
+from dagster._core.utils import make_new_run_id
+
+from ingestion_platform.run_launcher import MonitoredRunLauncher
+
+
+@pytest.fixture
+def monitored() -> Iterator[dg.DagsterInstance]:
+    launcher = {"module": "ingestion_platform.run_launcher", "class": "MonitoredRunLauncher"}
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
+        yield instance
+
+
+def _started_run(instance: dg.DagsterInstance, pid: int | None) -> dg.DagsterRun:
+    run = instance.add_run(dg.DagsterRun(job_name="shop__job", run_id=make_new_run_id()))
+    if pid is not None:
+        instance.report_engine_event(
+            f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
+        )
+    return run
+
+
+def test_the_project_instance_uses_the_monitored_launcher(monitored: dg.DagsterInstance) -> None:
+    assert isinstance(monitored.run_launcher, MonitoredRunLauncher)
+    assert monitored.run_launcher.supports_check_run_worker_health
+
+
+def test_a_live_worker_is_running_and_a_killed_one_failed(monitored: dg.DagsterInstance) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    run = _started_run(monitored, worker.pid)
+    assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+
+    worker.kill()  # SIGKILL; left unreaped for a moment, as a zombie
+    health = monitored.run_launcher.check_run_worker_health(run)
+    assert health.status == WorkerStatus.FAILED
+    assert health.msg == (
+        f"the run worker process {worker.pid} is gone (killed, or out of memory?)"
+    )
+    worker.wait()
+    assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+
+
+def test_a_run_that_has_not_announced_its_worker_is_unknown(
+    monitored: dg.DagsterInstance,
+) -> None:
+    run = _started_run(monitored, pid=None)
+    assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.UNKNOWN
