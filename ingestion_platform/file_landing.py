@@ -55,6 +55,8 @@ class FileLandingReport:
     new_columns: list[str] = field(default_factory=list)
     columns: dict[str, str] = field(default_factory=dict)
     duration_seconds: float = 0.0
+    # A table's first landing creates its columns; only later additions are schema drift.
+    table_created: bool = False
 
 
 class _FileFailed(Exception):
@@ -122,6 +124,10 @@ def _commit(
         connection.execute(f"create schema if not exists {schema}")
         quarantine = ensure_quarantine(connection, source)
         _adopt_table_types(connection, source, table, reads, names)
+        report.table_created = not connection.execute(
+            "select 1 from information_schema.tables where table_schema = ? and table_name = ?",
+            [source, table],
+        ).fetchone()
         report.new_columns = _evolve(connection, source, table, reads, names)
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
         stamp = (

@@ -92,6 +92,15 @@ def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
     assert (metadata["rows_landed"], metadata["rows_quarantined"]) == (3, 5)
     assert metadata["rows_by_file"] == {"b.jsonl": 3, "c.jsonl": 0}
     assert metadata["new_columns"] == ["extra"]
+    # The same figures as asset checks in the UI: the warehouse holds exactly what landed,
+    # the new column is drift, and 5 of 8 rows quarantined is far over the 1 % default.
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_landed"].value == 3
+    assert not checks["schema_drift"].passed
+    assert checks["schema_drift"].metadata["new_columns"].value == ["extra"]
+    assert not checks["unplaced_rows"].passed
+    assert checks["unplaced_rows"].metadata["quarantine_share"].value == 0.625
 
 
 def test_csv_row_is_the_record_number_across_quoted_newlines_and_rejects(

@@ -37,6 +37,14 @@ from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
 from ingestion_platform.file_landing import land_files
 from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
+from ingestion_platform.health import (
+    HealthSpec,
+    check_specs,
+    drift_result,
+    freshness_policy,
+    reconcile_result,
+    unplaced_result,
+)
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
@@ -63,6 +71,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     archive_folder: str = ".archive"
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
+    health: HealthSpec = HealthSpec()
 
     kind_tag: str = "files"
 
@@ -75,8 +84,10 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     def describe(self, table: str) -> str:
         """What the asset holds and where it comes from, without secrets."""
         batch = self.batch
-        per = batch.every or f"window of the cron {batch.cron!r}" if batch.is_time else (
-            f"{batch.size_threshold:,} {batch.size_unit}"
+        per = (
+            batch.every or f"window of the cron {batch.cron!r}"
+            if batch.is_time
+            else (f"{batch.size_threshold:,} {batch.size_unit}")
         )
         return (
             f"Files {', '.join(self.patterns)} from {self.where()}, landed into table {table}, "
@@ -143,6 +154,10 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             partitions_def=partitions,
             pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
+            check_specs=check_specs(dg.AssetKey([source.name, table]), quarantines=True),
+            freshness_policy=freshness_policy(
+                self.batch, self.health, self.sensor_interval_seconds
+            ),
         )
         def _land_files(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -202,7 +217,20 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"
         )
         refused = int(context.run.tags.get(REFUSED_TAG, 0))
-        return dg.MaterializeResult(metadata=file_metadata(report, transfer, manifest, refused))
+        asset_key = context.asset_key
+        landed = warehouse.count_batches(source.name, table, [key])
+        read = report.rows_read
+        checks = [
+            reconcile_result(asset_key, read, report.rows_quarantined, landed),
+            drift_result(asset_key, [] if report.table_created else report.new_columns),
+            unplaced_result(
+                asset_key, read, quarantined=report.rows_quarantined,
+                warn_share=self.health.quarantine_warn_share,
+            ),
+        ]  # fmt: skip
+        return dg.MaterializeResult(
+            metadata=file_metadata(report, transfer, manifest, refused), check_results=checks
+        )
 
     def _after_landing(
         self,

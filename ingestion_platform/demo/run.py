@@ -26,7 +26,7 @@ def _stand_ins(python: str, kinesis_endpoint: str) -> list[list[str]]:
         [python, "-m", "ingestion_platform.demo.music_api", "--host", "127.0.0.1",
          "--port", "8765"],
         [python, "-m", "ingestion_platform.demo.shop", "--path", "data/demo/shop.sqlite",
-         "--trickle", "20"],
+         "--trickle", "2"],
         [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", "4566"],
         [python, "-m", "ingestion_platform.demo.kinesis_producer", "--endpoint", kinesis_endpoint,
          "--stream", "clicks", "--shards", "4", "--rate", "20", "--malformed", "0.02"],
