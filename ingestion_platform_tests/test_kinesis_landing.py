@@ -77,6 +77,12 @@ def test_bad_records_are_quarantined_and_the_counts_reconcile(
     assert metadata["records_read"].value == 11
     assert metadata["rows_landed"].value == 7
     assert metadata["rows_quarantined"].value == 4
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_landed"].value == 7
+    assert checks["schema_drift"].passed  # the table's first landing
+    assert not checks["unplaced_rows"].passed  # 4 of 11 quarantined
+    assert round(checks["unplaced_rows"].metadata["quarantine_share"].value, 4) == 0.3636
 
     # A replay replaces the quarantined records of the slice too: nothing doubles.
     materialize(defs, partition_key=key, resources=resources, instance=instance)

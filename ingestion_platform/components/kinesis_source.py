@@ -26,6 +26,14 @@ from ingestion_platform.components.kinesis_run import (
 )
 from ingestion_platform.components.kinesis_sensor import StartAt, build_stream_sensor
 from ingestion_platform.connectors.kinesis import KinesisReader, StreamAddress, make_client
+from ingestion_platform.health import (
+    HealthSpec,
+    check_specs,
+    drift_result,
+    freshness_policy,
+    reconcile_result,
+    unplaced_result,
+)
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 # Kinesis accepts records of up to 1 MiB.
@@ -49,6 +57,7 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
     read_threads: int = 8
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
+    health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = SourceContext.from_load_context(context)
@@ -97,6 +106,13 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
                 "kpl", "de-aggregated raw bytes have no columns to tell records apart", "use json"
             )
 
+    def _where(self) -> str:
+        """The endpoint, without secrets (credentials never appear in a declaration)."""
+        if self.endpoint_url is None:
+            return ""
+        endpoint = self.endpoint_url
+        return f" at {endpoint}" if isinstance(endpoint, str) else f" at ${endpoint.env}"
+
     def _reader(self, source: SourceContext) -> KinesisReader:
         region = source.resolve(self.region, "region") if self.region else None
         endpoint = source.resolve(self.endpoint_url, "endpoint_url") if self.endpoint_url else None
@@ -116,10 +132,15 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             key=[source.name, table],
             group_name=source.name,
             kinds={"kinesis", "duckdb"},
-            description=f"Records of Kinesis stream {self.stream}, landed per {boundary}.",
+            description=f"Records of the Kinesis stream {self.stream}{self._where()} (stream "
+            f"source), one partition per {boundary}; bad records go to {source.name}._quarantine.",
             partitions_def=partitions_def,
             pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
+            check_specs=check_specs(dg.AssetKey([source.name, table]), quarantines=True),
+            freshness_policy=freshness_policy(
+                self.batch, self.health, self.sensor_interval_seconds
+            ),
         )
         def _land_stream(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -149,6 +170,8 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             threads=self.read_threads,
         )
         key = context.partition_key
+        # A table's first landing creates its columns; only later additions are drift.
+        existed = target.warehouse.table_exists(source.name, table)
         extra: dict[str, dg.RawMetadataValue]
         if self.batch.is_time:
             window = context.partition_time_window
@@ -190,4 +213,17 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             f"{report.rows_landed} rows, quarantined {report.rows_quarantined}, in "
             f"{report.duration_seconds:.2f}s"
         )
-        return dg.MaterializeResult(metadata=landing_metadata(report, table, extra))
+        asset_key = context.asset_key
+        landed = target.warehouse.count_batches(source.name, table, [key])
+        read = report.rows_landed + report.rows_quarantined
+        checks = [
+            reconcile_result(asset_key, read, report.rows_quarantined, landed),
+            drift_result(asset_key, report.new_columns if existed else []),
+            unplaced_result(
+                asset_key, read, quarantined=report.rows_quarantined,
+                warn_share=self.health.quarantine_warn_share,
+            ),
+        ]  # fmt: skip
+        return dg.MaterializeResult(
+            metadata=landing_metadata(report, table, extra), check_results=checks
+        )
