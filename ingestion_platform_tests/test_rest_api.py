@@ -83,6 +83,10 @@ def test_a_day_lands_exactly_its_releases_and_their_tracks_and_reruns_replace(
     assert artists == sum(
         len(album["artists"]) for album in CATALOG.releases_between(DAY, NEXT_DAY)
     )
+    # Schema drift is checked in the run: the tables existed, and the API added nothing.
+    checks = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    assert sorted(checks) == [("album_tracks", "schema_drift"), ("new_releases", "schema_drift")]
+    assert all(check.passed for check in checks.values())
 
 
 def _paged(name: str, path: str, paginator: dict[str, Any], selector: str, **kw: Any) -> dict:
