@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import DeclarationError
+from ingestion_platform.components.declaration import DeclarationError, SourceFailure
 from ingestion_platform.connectors.kinesis_decode import aggregate
 from ingestion_platform.demo.kinesis_producer import put
 from ingestion_platform.warehouse import Warehouse
@@ -227,3 +227,16 @@ def test_a_stream_named_by_its_arn_is_read_the_same(
     assert warehouse.query("select n, _shard_id from clicks.events") == [
         (1, "shardId-000000000000")
     ]
+
+
+def test_a_stream_that_is_not_there_fails_the_tick_naming_the_source_and_the_fix(
+    moto_endpoint: str, tmp_path: Path, warehouse_path: Path, instance: dg.DagsterInstance
+) -> None:
+    defs = declare(tmp_path, moto_endpoint, "no_such_stream", region="eu-west-1")
+    with pytest.raises(SourceFailure) as failed:
+        tick(defs, instance, warehouse_path)
+    assert str(failed.value) == (
+        f"source 'clicks' ({tmp_path / 'clicks' / 'defs.yaml'}): stream 'no_such_stream' does "
+        f"not exist at {moto_endpoint} in region eu-west-1. Fix: check `stream`, `region` and "
+        "`endpoint_url`"
+    )

@@ -17,6 +17,7 @@ import dagster as dg
 
 from ingestion_platform.batching import BatchSpec
 from ingestion_platform.components import kinesis_manifest as manifest
+from ingestion_platform.components.declaration import SourceContext
 from ingestion_platform.components.kinesis_cuts import plan_cuts
 from ingestion_platform.connectors.kinesis import KinesisReader
 from ingestion_platform.warehouse import WarehouseResource
@@ -57,6 +58,7 @@ def build_stream_sensor(
     open_stream: OpenStream,
     minimum_interval_seconds: int,
     running: bool,
+    source: SourceContext,
 ) -> dg.SensorDefinition:
     """A sensor cutting `spec.size_threshold` records (or bytes) across all shards."""
     unit = "bytes" if spec.size_unit == "bytes" else "records"
@@ -72,6 +74,12 @@ def build_stream_sensor(
         else dg.DefaultSensorStatus.STOPPED,
     )
     def _stream_sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.SensorResult:
+        with source.naming_failures(ConnectionError):
+            return _evaluate(context, warehouse)
+
+    def _evaluate(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult:
         state = json.loads(context.cursor or "{}")

@@ -80,6 +80,7 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             asset_key=asset.key,
             partitions_def=partitions,
             open_stream=open_stream,
+            source=source,
             minimum_interval_seconds=self.sensor_interval_seconds,
             running=running,
         )
@@ -146,7 +147,8 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
             """Land one partition's exact records of the stream."""
-            return self._materialize(context, warehouse, source, table)
+            with source.naming_failures(ConnectionError):
+                return self._materialize(context, warehouse, source, table)
 
         return _land_stream
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from ingestion_platform.connectors.kinesis_retry import Backoff, call_with_backoff
 
@@ -106,6 +106,22 @@ def sequence_int(sequence: str) -> int:
     return int(sequence)
 
 
+# Codes of AWS errors no retry can fix, phrased for the source's declaration.
+_NOT_FOUND_CODES = frozenset({"ResourceNotFoundException"})
+_CREDENTIAL_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    }
+)
+
+
+class StreamUnavailable(ConnectionError):
+    """The stream cannot be read at all: absent, refused credentials, endpoint down."""
+
+
 class KinesisReader:
     """Reads shards of one stream; every call is retried on throttling with backoff."""
 
@@ -118,10 +134,43 @@ class KinesisReader:
         self._count_lock = threading.Lock()
 
     def call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        """One API call, retried on throttling and transient failures."""
-        return call_with_backoff(
-            getattr(self.client, operation), kwargs, self.backoff, self._retried
-        )
+        """One API call, retried on throttling and transient failures.
+
+        A stream that is not there, refused credentials or an endpoint that does not answer
+        raise `StreamUnavailable`, phrased for the person who declared the source.
+        """
+        try:
+            return call_with_backoff(
+                getattr(self.client, operation), kwargs, self.backoff, self._retried
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _NOT_FOUND_CODES:
+                raise StreamUnavailable(
+                    f"stream {self.address.stream!r} does not exist{self._where()}. Fix: check "
+                    "`stream`, `region` and `endpoint_url`"
+                ) from None
+            if code in _CREDENTIAL_CODES:
+                raise StreamUnavailable(
+                    f"AWS refused the credentials for stream {self.address.stream!r}"
+                    f"{self._where()} ({code}). Fix: check the credentials of the AWS chain "
+                    "(AWS_PROFILE, AWS_ACCESS_KEY_ID, …) and their Kinesis permissions"
+                ) from None
+            raise
+        except NoCredentialsError:
+            raise StreamUnavailable(
+                "no AWS credentials found. Fix: set them the standard AWS way (AWS_PROFILE, "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or an instance role)"
+            ) from None
+        except EndpointConnectionError:
+            raise StreamUnavailable(
+                f"cannot reach Kinesis{self._where()}. Fix: check that the endpoint is up "
+                "and `endpoint_url`/`region` point at it"
+            ) from None
+
+    def _where(self) -> str:
+        where = f" at {self.address.endpoint_url}" if self.address.endpoint_url else ""
+        return where + (f" in region {self.address.region}" if self.address.region else "")
 
     def _retried(self) -> None:
         with self._count_lock:
