@@ -60,6 +60,38 @@ def check_specs(asset_key: dg.AssetKey, quarantines: bool = False) -> list[dg.As
     ]
 
 
+def asset_health(
+    asset_key: dg.AssetKey,
+    batch: BatchSpec,
+    health: HealthSpec,
+    sensor_interval_seconds: int,
+    quarantines: bool = False,
+) -> dict[str, object]:
+    """The health arguments of a landing asset's decorator: its checks and freshness."""
+    return {
+        "check_specs": check_specs(asset_key, quarantines),
+        "freshness_policy": freshness_policy(batch, health, sensor_interval_seconds),
+    }
+
+
+def landing_checks(
+    asset_key: dg.AssetKey,
+    *,
+    read: int,
+    quarantined: int,
+    landed: int,
+    new_columns: Sequence[str],
+    null_cursor: int = 0,
+    warn_share: float = 0.0,
+) -> list[dg.AssetCheckResult]:
+    """The in-run check results of one landing (`new_columns`: added to an existing table)."""
+    return [
+        reconcile_result(asset_key, read, quarantined, landed),
+        drift_result(asset_key, new_columns),
+        unplaced_result(asset_key, read, null_cursor, quarantined, warn_share),
+    ]
+
+
 def reconcile_result(
     asset_key: dg.AssetKey, read: int, quarantined: int, landed: int
 ) -> dg.AssetCheckResult:

@@ -37,14 +37,7 @@ from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
 from ingestion_platform.file_landing import land_files
 from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
-from ingestion_platform.health import (
-    HealthSpec,
-    check_specs,
-    drift_result,
-    freshness_policy,
-    reconcile_result,
-    unplaced_result,
-)
+from ingestion_platform.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
@@ -154,9 +147,12 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             partitions_def=partitions,
             pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
-            check_specs=check_specs(dg.AssetKey([source.name, table]), quarantines=True),
-            freshness_policy=freshness_policy(
-                self.batch, self.health, self.sensor_interval_seconds
+            **asset_health(  # type: ignore[arg-type]
+                dg.AssetKey([source.name, table]),
+                self.batch,
+                self.health,
+                self.sensor_interval_seconds,
+                quarantines=True,
             ),
         )
         def _land_files(
@@ -217,17 +213,14 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"
         )
         refused = int(context.run.tags.get(REFUSED_TAG, 0))
-        asset_key = context.asset_key
-        landed = warehouse.count_batches(source.name, table, [key])
-        read = report.rows_read
-        checks = [
-            reconcile_result(asset_key, read, report.rows_quarantined, landed),
-            drift_result(asset_key, [] if report.table_created else report.new_columns),
-            unplaced_result(
-                asset_key, read, quarantined=report.rows_quarantined,
-                warn_share=self.health.quarantine_warn_share,
-            ),
-        ]  # fmt: skip
+        checks = landing_checks(
+            context.asset_key,
+            read=report.rows_read,
+            quarantined=report.rows_quarantined,
+            landed=warehouse.count_batches(source.name, table, [key]),
+            new_columns=[] if report.table_created else report.new_columns,
+            warn_share=self.health.quarantine_warn_share,
+        )
         return dg.MaterializeResult(
             metadata=file_metadata(report, transfer, manifest, refused), check_results=checks
         )

@@ -26,14 +26,7 @@ from ingestion_platform.components.kinesis_run import (
 )
 from ingestion_platform.components.kinesis_sensor import StartAt, build_stream_sensor
 from ingestion_platform.connectors.kinesis import KinesisReader, StreamAddress, make_client
-from ingestion_platform.health import (
-    HealthSpec,
-    check_specs,
-    drift_result,
-    freshness_policy,
-    reconcile_result,
-    unplaced_result,
-)
+from ingestion_platform.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 # Kinesis accepts records of up to 1 MiB.
@@ -138,9 +131,12 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             partitions_def=partitions_def,
             pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
-            check_specs=check_specs(dg.AssetKey([source.name, table]), quarantines=True),
-            freshness_policy=freshness_policy(
-                self.batch, self.health, self.sensor_interval_seconds
+            **asset_health(  # type: ignore[arg-type]
+                dg.AssetKey([source.name, table]),
+                self.batch,
+                self.health,
+                self.sensor_interval_seconds,
+                quarantines=True,
             ),
         )
         def _land_stream(
@@ -215,17 +211,14 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             f"{report.rows_landed} rows, quarantined {report.rows_quarantined}, in "
             f"{report.duration_seconds:.2f}s"
         )
-        asset_key = context.asset_key
-        landed = target.warehouse.count_batches(source.name, table, [key])
-        read = report.rows_landed + report.rows_quarantined
-        checks = [
-            reconcile_result(asset_key, read, report.rows_quarantined, landed),
-            drift_result(asset_key, report.new_columns if existed else []),
-            unplaced_result(
-                asset_key, read, quarantined=report.rows_quarantined,
-                warn_share=self.health.quarantine_warn_share,
-            ),
-        ]  # fmt: skip
+        checks = landing_checks(
+            context.asset_key,
+            read=report.rows_landed + report.rows_quarantined,
+            quarantined=report.rows_quarantined,
+            landed=target.warehouse.count_batches(source.name, table, [key]),
+            new_columns=report.new_columns if existed else [],
+            warn_share=self.health.quarantine_warn_share,
+        )
         return dg.MaterializeResult(
             metadata=landing_metadata(report, table, extra), check_results=checks
         )

@@ -48,14 +48,7 @@ from ingestion_platform.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
-from ingestion_platform.health import (
-    HealthSpec,
-    check_specs,
-    drift_result,
-    freshness_policy,
-    reconcile_result,
-    unplaced_result,
-)
+from ingestion_platform.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.landing import LandingReport
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
@@ -240,9 +233,8 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             group_name=source.name,
             kinds={"sql", "dlt", "duckdb"},
             description=self._description(table),
-            check_specs=check_specs(key),
-            freshness_policy=freshness_policy(
-                self.batch, self.health, self.sensor_interval_seconds
+            **asset_health(  # type: ignore[arg-type]
+                key, self.batch, self.health, self.sensor_interval_seconds
             ),
             partitions_def=partitions_def,
             backfill_policy=dg.BackfillPolicy.single_run() if self.batch.is_time else None,
@@ -252,6 +244,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         def _land_table(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
+            """Land the partition's slice of the table in one transaction."""
             return self._materialize(context, warehouse, source, table)
 
         return _land_table
@@ -315,15 +308,16 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             )
         metadata = landing_metadata(report, table.name, bounds.lower, bounds.upper)
         metadata["rows_null_cursor"] = unseen
-        landed = warehouse.get().count_batches(source.name, table.name, keys)
-        asset_key = context.asset_key
         # A table's first landing creates every column; only later additions are drift.
         drifted = report.new_columns.get(table.name, []) if report.table_existed else []
-        checks = [
-            reconcile_result(asset_key, read=report.rows, quarantined=0, landed=landed),
-            drift_result(asset_key, drifted),
-            unplaced_result(asset_key, read=report.rows, null_cursor=unseen),
-        ]
+        checks = landing_checks(
+            context.asset_key,
+            read=report.rows,
+            quarantined=0,
+            landed=warehouse.get().count_batches(source.name, table.name, keys),
+            new_columns=drifted,
+            null_cursor=unseen,
+        )
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     def _description(self, table: SqlTable) -> str:
