@@ -28,16 +28,15 @@ from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManage
 from pydantic import PrivateAttr
 
 from ingestion_platform.arrow_landing import land_arrow_slice
-from ingestion_platform.batching import CheckedBatch, CursorSlice, scheduled_definitions
+from ingestion_platform.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
-from ingestion_platform.components.materialization import landing_metadata, partition_metadata
+from ingestion_platform.components.sql_run import report_landing, run_slice
 from ingestion_platform.components.time_keys import key_assigner
 from ingestion_platform.connectors.sql_database import (
     Backend,
     CursorColumn,
     MissingInSource,
     MixedCursorTypes,
-    SliceBounds,
     SourceDatabaseError,
     count_null_cursor,
     inspect_table,
@@ -48,8 +47,7 @@ from ingestion_platform.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
-from ingestion_platform.health import HealthSpec, asset_health, landing_checks
-from ingestion_platform.landing import LandingReport
+from ingestion_platform.health import HealthSpec, asset_health
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
@@ -260,7 +258,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         engine = make_engine(url)
         try:
             reflected, cursor = self._inspect(source, engine, table)
-            keys, bounds = self._slice(context)
+            keys, bounds = run_slice(context, self.batch.is_time)
             resource = slice_resource(
                 engine=engine,
                 url=url,
@@ -300,25 +298,10 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             unseen = count_null_cursor(engine, reflected, cursor)
         finally:
             engine.dispose()
-        self._log_landing(context, source, table, report, keys, cursor.name, unseen)
-        for key in keys if len(keys) > 1 else []:
-            lower, upper = self._key_bounds(context, key)
-            context.add_asset_metadata(
-                partition_metadata(report, table.name, key, lower, upper), partition_key=key
-            )
-        metadata = landing_metadata(report, table.name, bounds.lower, bounds.upper)
-        metadata["rows_null_cursor"] = unseen
-        # A table's first landing creates every column; only later additions are drift.
-        drifted = report.new_columns.get(table.name, []) if report.table_existed else []
-        checks = landing_checks(
-            context.asset_key,
-            read=report.rows,
-            quarantined=0,
-            landed=warehouse.get().count_batches(source.name, table.name, keys),
-            new_columns=drifted,
-            null_cursor=unseen,
+        landed = warehouse.get().count_batches(source.name, table.name, keys)
+        return report_landing(
+            context, source, table.name, report, keys, bounds, cursor.name, unseen, landed
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     def _description(self, table: SqlTable) -> str:
         """What the asset holds and where it comes from, without secrets."""
@@ -338,49 +321,6 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             f"Table {table.name} of {where}{schema} (SQL database source), one partition per "
             f"{boundary}.{keyed}"
         )
-
-    @staticmethod
-    def _log_landing(
-        context: dg.AssetExecutionContext,
-        source: SourceContext,
-        table: SqlTable,
-        report: LandingReport,
-        keys: list[str],
-        cursor: str,
-        unseen: int,
-    ) -> None:
-        name = f"{source.name}.{table.name}"
-        context.log.info(
-            f"{name}: landed {report.rows} rows for {len(keys)} partition(s) in "
-            f"{report.duration_seconds:.2f}s"
-            + (
-                f"; {report.superseded_rows} older versions of their keys removed from other "
-                "partitions"
-                if report.superseded_rows
-                else ""
-            )
-        )
-        if unseen:
-            context.log.warning(
-                f"{name}: {unseen} source rows have a NULL cursor ({cursor}), so no partition "
-                f"can hold them and they were not landed. Fix: add a fallback column in "
-                f"{source.defs_file}, e.g. `cursor: [updated_at, created_at]`"
-            )
-
-    def _key_bounds(self, context: dg.AssetExecutionContext, key: str) -> tuple[Any, Any]:
-        """The slice of one partition of a multi-partition (backfill) run."""
-        partitions_def = context.assets_def.partitions_def
-        assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
-        window = partitions_def.time_window_for_partition_key(key)
-        return window.start, window.end
-
-    def _slice(self, context: dg.AssetExecutionContext) -> tuple[list[str], SliceBounds]:
-        """The run's partition keys and the cursor range they cover together."""
-        if self.batch.is_time:
-            window = context.partition_time_window
-            return list(context.partition_keys), SliceBounds.window(window.start, window.end)
-        cut = CursorSlice.from_key(context.partition_key)
-        return [cut.key], SliceBounds.after(cut.lo, cut.hi)
 
     def _inspect(
         self, source: SourceContext, engine: sa.Engine, table: SqlTable
