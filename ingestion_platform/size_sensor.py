@@ -111,7 +111,7 @@ def build_size_sensor(
         else dg.DefaultSensorStatus.STOPPED,
     )
     def _size_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        waiting: dict[str, float] = json.loads(context.cursor or "{}")
+        waiting = _read_cursor(context.cursor)
         run_requests: list[dg.RunRequest] = []
         partition_requests: list[dg.AddDynamicPartitionsRequest] = []
         waits: list[str] = []
@@ -134,7 +134,14 @@ def build_size_sensor(
                 waits.append(
                     waiting_message(spec, unit, plan.left_pending, plan.waiting_since, name)
                 )
-        cursor = json.dumps(waiting, sort_keys=True)
+        # Shown in the UI: since when each stream's partial batch has waited, as UTC times.
+        cursor = json.dumps(
+            {
+                name: datetime.fromtimestamp(since, UTC).isoformat()
+                for name, since in waiting.items()
+            },
+            sort_keys=True,
+        )
         if not run_requests:
             return dg.SensorResult(skip_reason=dg.SkipReason(" | ".join(waits)), cursor=cursor)
         return dg.SensorResult(
@@ -161,3 +168,12 @@ def _requests(stream: SizeStream, keys: list[str]) -> Iterator[dg.RunRequest]:
             partition_key=key,
             asset_selection=stream.asset_keys,
         )
+
+
+def _read_cursor(cursor: str | None) -> dict[str, float]:
+    """Since when each stream has waited, as epoch seconds (older cursors stored them so)."""
+    stored = json.loads(cursor or "{}")
+    return {
+        name: since if isinstance(since, int | float) else datetime.fromisoformat(since).timestamp()
+        for name, since in stored.items()
+    }

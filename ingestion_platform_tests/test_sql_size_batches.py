@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,13 @@ def test_max_wait_cuts_a_partial_batch_once_it_has_waited_long_enough(
     assert [r.partition_key for r in first.run_requests] == ["..1000"]
     waiting = json.loads(first.cursor or "{}")
     assert set(waiting) == {"order_events"}
+    # The cursor reads as a time in the UI, not epoch seconds.
+    since = datetime.fromisoformat(waiting["order_events"])
+    assert since.tzinfo is not None and abs(since.timestamp() - time.time()) < 60
 
     not_yet = _tick(defs, instance, first.cursor)
     assert not_yet.run_requests == []
+    # A cursor stored as epoch seconds (before timestamps) is still read.
     overdue = json.dumps({"order_events": time.time() - 601})
     late = _tick(defs, instance, overdue)
     assert [r.partition_key for r in late.run_requests] == ["1000..1250"]
