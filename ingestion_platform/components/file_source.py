@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from ingestion_platform.batching import BatchSpec, parse_duration
+from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.file_run import (
     check_manifest,
@@ -52,7 +52,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     settle: str = "30s"
     done_marker: str | None = None
     temp_suffixes: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMP_SUFFIXES))
-    batch: BatchSpec = Field(default_factory=lambda: BatchSpec(files=1))
+    batch: CheckedBatch = Field(default_factory=lambda: BatchSpec(files=1))
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     header: bool = True
     delimiter: str = ","

@@ -15,7 +15,7 @@ from typing import Literal
 
 import dagster as dg
 
-from ingestion_platform.batching import BatchSpec, scheduled_definitions
+from ingestion_platform.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.kinesis_run import (
     LandingTarget,
@@ -45,7 +45,7 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
     table: str | None = None
     columns: dict[str, str] | None = None
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    batch: BatchSpec
+    batch: CheckedBatch
     grace_seconds: int = 10
     read_threads: int = 8
     automation: Literal["running", "stopped"] = "stopped"
