@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,8 @@ def test_the_sensor_says_how_many_records_are_pending_and_when_max_wait_cuts(
     result = sensor(dg.build_sensor_context(instance=instance))
 
     assert isinstance(result, dg.SensorResult) and result.skip_reason is not None
-    waiting_since = json.loads(result.cursor or "{}")["new_releases"]
-    cut_at = datetime.fromtimestamp(waiting_since + 7200, UTC).strftime("%H:%M")
+    waiting_since = datetime.fromisoformat(json.loads(result.cursor or "{}")["new_releases"])
+    cut_at = (waiting_since + timedelta(hours=2)).astimezone(UTC).strftime("%H:%M")
     assert result.skip_reason.skip_message == (
         f"less than 1,000 records pending: {len(CATALOG.albums)} of 1,000; "
         f"max_wait cuts at {cut_at} UTC"
