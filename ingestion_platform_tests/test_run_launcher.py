@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -42,8 +43,12 @@ def test_a_live_worker_is_running_and_a_killed_one_failed(monitored: dg.DagsterI
     run = _started_run(monitored, worker.pid)
     assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
 
-    worker.kill()  # SIGKILL; left unreaped for a moment, as a zombie
-    health = monitored.run_launcher.check_run_worker_health(run)
+    worker.kill()  # SIGKILL; left unreaped, as a zombie, once the kernel has delivered it
+    deadline = time.monotonic() + 10
+    while (health := monitored.run_launcher.check_run_worker_health(run)).status != (
+        WorkerStatus.FAILED
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert health.status == WorkerStatus.FAILED
     assert health.msg == (
         f"the run worker process {worker.pid} is gone (killed, or out of memory?)"
