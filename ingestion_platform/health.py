@@ -14,6 +14,7 @@ a daily source whose newest landing is more than a day and a grace old is flagge
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -190,8 +191,12 @@ def batch_period(batch: BatchSpec) -> timedelta:
     """The longest gap between two consecutive batch boundaries (over the next few)."""
     partitions_def = batch.partitions_def("period")
     assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
-    ticks = cron_string_iterator(
-        datetime(2026, 1, 1).timestamp(), partitions_def.cron_schedule, batch.timezone
-    )
+    return _longest_gap(partitions_def.cron_schedule, batch.timezone)
+
+
+@functools.cache
+def _longest_gap(cron: str, timezone: str) -> timedelta:
+    # Called for every asset while definitions load; sources share a handful of crons.
+    ticks = cron_string_iterator(datetime(2026, 1, 1).timestamp(), cron, timezone)
     moments = [next(ticks) for _ in range(8)]
     return max(later - earlier for earlier, later in zip(moments, moments[1:], strict=False))

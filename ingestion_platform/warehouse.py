@@ -147,12 +147,8 @@ class Warehouse:
             return connection.execute(sql, list(params)).fetchall()
 
     def table_exists(self, schema: str, table: str) -> bool:
-        rows = self.query(
-            "select count(*) from information_schema.tables where table_schema = ? "
-            "and table_name = ?",
-            (schema, table),
-        )
-        return rows[0][0] > 0
+        with self.exclusive():
+            return self.table_exists_unlocked(schema, table)
 
     def count(self, schema: str, table: str, batch: str | None = None) -> int:
         """Rows landed in `schema.table`, optionally only those of one batch (partition)."""
