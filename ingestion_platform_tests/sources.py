@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ def build_source(
     """Write `defs.yaml` into `folder` (its name is the source name) and build the component."""
     folder.mkdir(parents=True, exist_ok=True)
     document = {"type": f"{component_type.__module__}.{component_type.__name__}"}
-    (folder / "defs.yaml").write_text(yaml.safe_dump({**document, "attributes": attributes}))
+    # Written whole and renamed into place: test processes that build the same source at
+    # once (test_concurrent_runs.py) must never read a half-written file.
+    staged = folder / f".defs.yaml.{os.getpid()}"
+    staged.write_text(yaml.safe_dump({**document, "attributes": attributes}))
+    os.replace(staged, folder / "defs.yaml")
     component = component_type.resolve_from_yaml(yaml.safe_dump(attributes))  # type: ignore[attr-defined]
     return component.build_defs(ComponentTree.for_test().load_context.for_path(folder))
 
