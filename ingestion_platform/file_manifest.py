@@ -36,18 +36,41 @@ class ManifestEntry:
     size: int
     mtime: float
     archived_to: str | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    # An object store's copy can get a new ETag (S3 gives a multipart object one).
+    archived_etag: str | None = None
 
     @property
     def current_path(self) -> str:
         return self.archived_to or self.path
 
+    @property
+    def current_etag(self) -> str | None:
+        return self.archived_etag if self.archived_to else self.etag
+
     @classmethod
     def of(cls, entry: FileEntry) -> ManifestEntry:
-        return cls(entry.path, entry.size, entry.mtime)
+        return cls(
+            entry.path, entry.size, entry.mtime, etag=entry.etag, version_id=entry.version_id
+        )
+
+    def listed(self) -> FileEntry:
+        """The file as it was listed when its partition was cut."""
+        return FileEntry(self.path, self.size, self.mtime, self.etag, self.version_id)
+
+    def to_fetch(self) -> FileEntry:
+        """Where the file is now, and the exact version a transfer must read."""
+        if self.archived_to:
+            return FileEntry(self.archived_to, self.size, self.mtime, self.archived_etag)
+        return self.listed()
 
 
 def version_id(entry: FileEntry | ManifestEntry) -> str:
-    text = json.dumps([entry.path, entry.size, entry.mtime])
+    identity = [entry.path, entry.size, entry.mtime]
+    if entry.etag is not None:  # an object overwritten within a second keeps its mtime
+        identity.append(entry.etag)
+    text = json.dumps(identity)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

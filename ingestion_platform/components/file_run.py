@@ -26,7 +26,7 @@ from pathlib import Path
 import dagster as dg
 from filelock import FileLock, Timeout
 
-from ingestion_platform.connectors.file_entries import FileEntry, FileTransport
+from ingestion_platform.connectors.file_entries import FileTransport
 from ingestion_platform.file_landing import FileLandingReport
 from ingestion_platform.file_manifest import ManifestEntry
 
@@ -54,18 +54,24 @@ class Transfer:
 def check_manifest(files: FileTransport, manifest: list[ManifestEntry]) -> None:
     problems = []
     for entry in manifest:
-        now = files.stat(entry.current_path)
+        wanted = entry.to_fetch()
+        if wanted.version_id is not None:  # a versioned bucket keeps the exact version
+            now = files.stat_version(wanted.path, wanted.version_id)  # type: ignore[attr-defined]
+        else:
+            now = files.stat(wanted.path)
         if now is None:
-            problems.append(f"{entry.current_path} was removed since it was landed")
-        elif (now.size, now.mtime) != (entry.size, entry.mtime):
-            changes = []
-            if now.size != entry.size:
-                changes.append(f"size {entry.size:,} → {now.size:,}")
-            if now.mtime != entry.mtime:
-                changes.append(f"mtime {_when(entry.mtime)} → {_when(now.mtime)}")
-            problems.append(
-                f"{entry.current_path} changed since it was landed ({', '.join(changes)})"
-            )
+            problems.append(f"{wanted.path} was removed since it was landed")
+            continue
+        changes = []
+        if now.size != entry.size:
+            changes.append(f"size {entry.size:,} → {now.size:,}")
+        if wanted.etag is not None:  # an object's identity is its ETag, not its mtime
+            if now.etag != wanted.etag:
+                changes.append(f"ETag {wanted.etag} → {now.etag}")
+        elif now.mtime != entry.mtime:
+            changes.append(f"mtime {_when(entry.mtime)} → {_when(now.mtime)}")
+        if changes:
+            problems.append(f"{wanted.path} changed since it was landed ({', '.join(changes)})")
     if problems:
         raise ManifestMismatch(
             "; ".join(problems) + ". This partition names exact file versions; a changed "
@@ -131,7 +137,7 @@ def stage_files(
     pairs = []
     for index, entry in enumerate(manifest):
         local = staging / local_name(index, entry.path)
-        pairs.append((FileEntry(entry.current_path, entry.size, entry.mtime), str(local)))
+        pairs.append((entry.to_fetch(), str(local)))
         transfer.local_paths.append(str(local))
     last = [time.monotonic()]
 

@@ -42,17 +42,31 @@ class SensorCursor:
     settling: dict[str, list[float]] = field(default_factory=dict)
     waiting_since: float | None = None
     refused: list[str] = field(default_factory=list)  # names already warned about
+    # Object stores list in key order: the key every earlier one of which was handled, and
+    # when the whole prefix was last listed (which finds objects written late under an
+    # earlier key, and overwrites).
+    start_after: str | None = None
+    full_listing_at: float | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> SensorCursor:
         data = json.loads(text or "{}")
-        return cls(data.get("settling", {}), data.get("waiting_since"), data.get("refused", []))
+        return cls(
+            data.get("settling", {}),
+            data.get("waiting_since"),
+            data.get("refused", []),
+            data.get("start_after"),
+            data.get("full_listing_at"),
+        )
 
     def dump(self) -> str:
         newest = sorted(self.settling.items(), key=lambda item: item[1][2])[-MAX_SETTLING:]
-        state = {"settling": dict(newest), "waiting_since": self.waiting_since}
+        state: dict[str, Any] = {"settling": dict(newest), "waiting_since": self.waiting_since}
         if self.refused:
             state["refused"] = self.refused
+        if self.full_listing_at is not None:
+            state["start_after"] = self.start_after
+            state["full_listing_at"] = self.full_listing_at
         return json.dumps(state)
 
 
@@ -166,7 +180,7 @@ def time_cuts(
         for entry in entries:  # a newer version of a file replaces the older one
             known[entry.path] = ManifestEntry.of(entry)
         manifest = sorted(known.values(), key=lambda e: (e.mtime, e.path))
-        digest = size_partition_key([FileEntry(e.path, e.size, e.mtime) for e in manifest])
+        digest = size_partition_key([e.listed() for e in manifest])
         cuts.append(Cut(key, manifest, f"{name}:{key}:{digest.rsplit('@', 1)[1]}"))
     return cuts, early
 
@@ -182,7 +196,7 @@ def build_files_sensor(
         name=f"{name}__sensor",
         asset_selection=[asset.key],
         minimum_interval_seconds=component.sensor_interval_seconds,
-        description=f"Lists {component.path} and cuts a partition per complete file set.",
+        description=f"Lists {component.where()} and cuts a partition per complete file set.",
         default_status=dg.DefaultSensorStatus.RUNNING
         if component.automation == "running"
         else dg.DefaultSensorStatus.STOPPED,
@@ -194,7 +208,7 @@ def build_files_sensor(
         with source.naming_failures(ConnectionError):
             files = component.open_files(source)
             try:
-                listing = files.list(component.recursive)
+                listing = component.list_for_tick(files, cursor, now)
             finally:
                 files.close()
         refused_note = report_refused(listing.refused, cursor, context.log, source.name)
@@ -209,10 +223,17 @@ def build_files_sensor(
                 context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
         else:
             cuts = size_cuts(store, plan_size_cuts(pending, component.batch, cursor, now), name)
+        # Files not landed yet (settling, unmarked, a partial batch, an open window).
+        waiting = {e.path for e in listing.files if component.rules.wanted(e.path)}
+        waiting -= {e.path for e in stable if version_id(e) in done}
+        waiting -= {e.path for cut in cuts for e in cut.entries}
+        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+            waiting -= {e.path for e in early}
+        component.after_tick(cursor, listing, waiting, now)
         requests, new_keys = [], []
         for cut in cuts:
             store.put(cut.key, cut.entries)  # before the run exists that reads it
-            store.mark_cut([FileEntry(e.path, e.size, e.mtime) for e in cut.entries], cut.key)
+            store.mark_cut([e.listed() for e in cut.entries], cut.key)
             new_keys.append(cut.key)
             requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key, tags=tags))
         dynamic = (

@@ -9,6 +9,7 @@ lands them in one DuckDB transaction with bad rows quarantined (file_landing.py)
 then archives or deletes them.
 """
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,14 +25,20 @@ from ingestion_platform.components.file_run import (
     stage_files,
     staging_folder,
 )
-from ingestion_platform.components.file_sensor import REFUSED_TAG, build_files_sensor
+from ingestion_platform.components.file_sensor import (
+    REFUSED_TAG,
+    SensorCursor,
+    build_files_sensor,
+)
 from ingestion_platform.connectors.file_entries import (
     DEFAULT_TEMP_SUFFIXES,
     FileFilter,
     FileTransport,
+    Listing,
 )
 from ingestion_platform.connectors.file_formats import FormatOptions, UnreadableFile, plan_read
 from ingestion_platform.connectors.local_files import LocalFiles
+from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.connectors.scp import ScpFiles
 from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
@@ -89,6 +96,15 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
 
     def warn(self, log: Any, source: SourceContext) -> None:
         """Run on every tick and run: the SFTP source warns when key checks are skipped."""
+
+    def list_for_tick(self, files: FileTransport, cursor: SensorCursor, now: float) -> Listing:
+        """What the sensor sees this tick: the whole folder (object stores list less)."""
+        return files.list(self.recursive)
+
+    def after_tick(
+        self, cursor: SensorCursor, listing: Listing, waiting: set[str], now: float
+    ) -> None:
+        """Called with the wanted files not landed yet, once the tick's cuts are planned."""
 
     @property
     def rules(self) -> FileFilter:
@@ -245,8 +261,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                 moved.append(entry)
                 continue
             target = f"{self.archive_folder.strip('/')}/{entry.path}"
-            files.move(entry.path, target)
-            moved.append(ManifestEntry(entry.path, entry.size, entry.mtime, target))
+            new_etag = files.move(entry.path, target)
+            moved.append(replace(entry, archived_to=target, archived_etag=new_etag))
             # Recorded file by file, so a replay finds every file moved so far.
             store.put(key, moved + manifest[len(moved) :])
         context.log.info(f"{self.after_landing}d {len(manifest)} file(s) after the commit")
@@ -324,3 +340,60 @@ class SftpFileSource(FileSourceBase):
         if self.transport == "scp":
             return ScpFiles(settings, self.path)
         return SftpFiles(settings, self.path)
+
+
+class S3FileSource(FileSourceBase):
+    """Objects written under an S3 prefix, each version landed once (a new ETag lands again)."""
+
+    bucket: str
+    prefix: str = ""
+    path: str = ""
+    region: str | None = None
+    endpoint_url: Setting | None = None
+    profile: str | None = None
+    recursive: bool = True
+    # An object is visible only once its upload completed, so nothing needs to settle.
+    settle: str = "0s"
+    full_listing_every: str = "10m"
+    kind_tag: str = "s3"
+
+    def where(self) -> str:
+        place = f"s3://{self.bucket}/{self.prefix.strip('/')}"
+        if isinstance(self.endpoint_url, str):
+            return f"{place} at {self.endpoint_url}"
+        return place
+
+    def _check(self, source: SourceContext) -> None:
+        super()._check(source)
+        if self.path:
+            raise source.error("path", "an S3 source reads `prefix`", f"prefix: {self.path}")
+        try:
+            parse_duration(self.full_listing_every)
+        except ValueError as error:
+            raise source.error("full_listing_every", str(error), "e.g. 10m") from None
+
+    def open_files(self, source: SourceContext) -> FileTransport:
+        endpoint = source.resolve(self.endpoint_url, "endpoint_url") if self.endpoint_url else None
+        return S3Files(s3_client(self.region, endpoint, self.profile), self.bucket, self.prefix)
+
+    def list_for_tick(self, files: FileTransport, cursor: SensorCursor, now: float) -> Listing:
+        """Keys after the cursor's; the whole prefix every `full_listing_every`, which finds
+        an object written late under an earlier key, and overwritten objects."""
+        assert isinstance(files, S3Files)
+        due = cursor.full_listing_at is None or (
+            now - cursor.full_listing_at >= parse_duration(self.full_listing_every)
+        )
+        if due:
+            cursor.full_listing_at = now
+            cursor.start_after = None
+        return files.list(self.recursive, start_after=cursor.start_after)
+
+    def after_tick(
+        self, cursor: SensorCursor, listing: Listing, waiting: set[str], now: float
+    ) -> None:
+        # The next tick starts after the last key before the first one still waiting.
+        keys = sorted(listing.names | set(listing.refused))
+        first_waiting = min(waiting) if waiting else None
+        handled = [k for k in keys if first_waiting is None or k < first_waiting]
+        if handled:
+            cursor.start_after = handled[-1]

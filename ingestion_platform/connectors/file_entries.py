@@ -19,11 +19,14 @@ DEFAULT_TEMP_SUFFIXES = (".part", ".filepart", ".partial", ".tmp", ".crdownload"
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file as listed: its path relative to the watched folder, size and mtime (seconds)."""
+    """One file as listed: its path relative to the watched folder, size and mtime (seconds);
+    object stores add the object's ETag and, in a versioned bucket, its version id."""
 
     path: str
     size: int
     mtime: float
+    etag: str | None = None
+    version_id: str | None = None
 
     @property
     def version(self) -> tuple[str, int, float]:
@@ -47,11 +50,16 @@ class FileTransport(Protocol):
 
     def stat(self, path: str) -> FileEntry | None: ...
 
+    # Only a transport that lists version ids (S3 in a versioned bucket) has
+    # `stat_version(path, version_id) -> FileEntry | None`: a replay reads that exact version.
+
     def fetch(self, pairs: list[tuple[FileEntry, str]], progress: ProgressFn) -> int:
         """Download each (file, local path); returns the bytes a resumed transfer kept."""
         ...
 
-    def move(self, path: str, target: str) -> None: ...
+    def move(self, path: str, target: str) -> str | None:
+        """Move within the watched folder; returns the moved file's new ETag, if it has one."""
+        ...
 
     def remove(self, path: str) -> None: ...
 
