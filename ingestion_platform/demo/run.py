@@ -30,6 +30,8 @@ def _stand_ins(python: str, kinesis_endpoint: str) -> list[list[str]]:
         [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", "4566"],
         [python, "-m", "ingestion_platform.demo.kinesis_producer", "--endpoint", kinesis_endpoint,
          "--stream", "clicks", "--shards", "4", "--rate", "20", "--malformed", "0.02"],
+        [python, "-m", "ingestion_platform.demo.s3_drops", "--endpoint", kinesis_endpoint,
+         "--every", "60"],
     ]  # fmt: skip
 
 
