@@ -80,6 +80,8 @@ def test_the_production_instance_loads_on_postgres_with_the_docker_run_launcher(
     # What the daemon's queue applies: `concurrency:` over the coordinator's own defaults.
     concurrency = instance.get_concurrency_config()
     assert concurrency.run_queue_config.max_concurrent_runs == 4
+    assert concurrency.run_queue_config.max_user_code_failure_retries == 3
+    assert concurrency.run_queue_config.user_code_failure_retry_delay == 15
     assert concurrency.pool_config.default_pool_limit == 1
     assert concurrency.pool_config.pool_granularity.value == "op"
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
