@@ -293,3 +293,15 @@ def test_a_declared_path_is_refused_with_the_field_to_use(tmp_path: Path) -> Non
         build_source(S3FileSource, tmp_path / "wrong", {"bucket": "b", "path": "incoming/"})
     assert "an S3 source reads `prefix`" in str(error.value)
     assert "prefix: incoming/" in str(error.value)
+
+
+def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
+    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+) -> None:
+    s3.put_object(Bucket=bucket, Key="incoming/a.csv", Body=b"id\n1\n")
+    defs = _defs(tmp_path, moto_endpoint, bucket, batch={"every": "day", "start": "2026-01-01"})
+    first = tick(defs, instance)
+    # Written today: its day's window is still open, so nothing is cut and the cursor does
+    # not move past it.
+    assert keys(first) == []
+    assert json.loads(first.cursor or "{}")["start_after"] is None
