@@ -54,6 +54,7 @@ demo: export PARTNER_SFTP_KEY := data/demo/sftp/partner_user_key
 # moto's server stands in for AWS (Kinesis, S3, Glue); it accepts any credentials.
 demo: export CLICKS_KINESIS_ENDPOINT := http://127.0.0.1:4566
 demo: export DEMO_S3_ENDPOINT := http://127.0.0.1:4566
+demo: export DEMO_GLUE_ENDPOINT := http://127.0.0.1:4566
 demo: export AWS_ACCESS_KEY_ID := demo
 demo: export AWS_SECRET_ACCESS_KEY := demo
 demo: demo-data

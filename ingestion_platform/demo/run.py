@@ -32,6 +32,7 @@ def _stand_ins(python: str, kinesis_endpoint: str) -> list[list[str]]:
          "--stream", "clicks", "--shards", "4", "--rate", "20", "--malformed", "0.02"],
         [python, "-m", "ingestion_platform.demo.s3_drops", "--endpoint", kinesis_endpoint,
          "--every", "60"],
+        [python, "-m", "ingestion_platform.demo.glue_worker", "--endpoint", kinesis_endpoint],
     ]  # fmt: skip
 
 
