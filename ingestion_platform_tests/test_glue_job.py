@@ -17,7 +17,7 @@ import pytest
 
 from ingestion_platform.components.declaration import DeclarationError
 from ingestion_platform.components.glue_run import MARKER_ARGUMENT, RunRecord, RunRecords
-from ingestion_platform.demo.glue_worker import serve
+from ingestion_platform.demo.glue_worker import aws_client, serve, slow_job_runs
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.glue_helpers import (
     JOB,
@@ -39,8 +39,6 @@ def world() -> Iterator[GlueWorld]:
     stop = threading.Event()
     try:
         with running_proxy(moto) as (proxy, endpoint):
-            from ingestion_platform.demo.glue_worker import aws_client
-
             world = GlueWorld(moto, endpoint, proxy, aws_client("glue", moto))
             world.prepare()
             worker = threading.Thread(target=serve, args=(moto, JOB, stop, 0.05), daemon=True)
@@ -201,8 +199,6 @@ def test_a_partition_whose_job_run_is_still_running_is_attached_not_started_agai
     defs = glue.declare(tmp_path, root)
     records = RunRecords(instance, NAME)
     slow = 3.0
-    from ingestion_platform.demo.glue_worker import slow_job_runs
-
     slow_job_runs(glue.moto, slow)
     try:
         for day, end, by_id in [
@@ -248,3 +244,39 @@ def test_a_size_batch_is_refused_naming_the_field_and_the_fix(
         "size batch (rows) has no window to pass it. Fix: use a time batch, e.g. "
         "`batch: {every: day, start: 2026-01-01}`."
     )
+
+
+def test_a_run_that_times_out_leaves_the_job_run_going_and_the_next_run_attaches(
+    tmp_path: Path, glue: GlueWorld, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    root = glue.new_root()
+    slow_job_runs(glue.moto, 3.0)
+    try:
+        impatient = glue.declare(tmp_path, root, timeout="1s")
+        result = materialize(
+            impatient,
+            partition_key="2026-11-24",
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        (run,) = glue.runs(root)
+        message = failure_message(result)
+        # How many seconds it waited, and in which state it saw the run, depend on the load.
+        assert f"Glue job 'orders_export' run {run['Id']} is still STARTING after " in message
+        assert message.endswith(
+            "(timeout 1s). Nothing was landed; it goes on, and the next run of the partition "
+            "attaches to it (or raise `timeout`)"
+        )
+        patient = glue.declare(tmp_path, root)
+        result = materialize(
+            patient, partition_key="2026-11-24", resources=resources, instance=instance
+        )
+    finally:
+        slow_job_runs(glue.moto, 0.5)
+
+    assert [r["Id"] for r in glue.runs(root)] == [run["Id"]]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["glue_job_run_id"].value == run["Id"]
+    expected = expected_rows("2026-11-24T00:00Z", "2026-11-25T00:00Z")
+    assert landed_rows(warehouse, "2026-11-24") == expected

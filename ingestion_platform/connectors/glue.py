@@ -11,8 +11,9 @@ must do that `PipesGlueClient.run` cannot:
 - run any Glue script as it is: Pipes expects the script to speak its protocol (context
   injector, CloudWatch message reader), and ours only write files under an S3 prefix.
 A poll costs the same either way, one GetJobRun call (13 ms on moto's server on loopback);
-what differs is the wait: polls here start at 1 s and grow to a cap, so a short job is
-seen finished within about a second instead of up to 5 s later.
+what differs is the wait: polls here start at 1 s and grow by half to a cap. Measured on
+moto with runs spending 1 s in STARTING and 1 s in RUNNING: `PipesGlueClient`'s loop saw
+the run end after 10.0 s, `follow` after 2.5 s.
 """
 
 from __future__ import annotations
@@ -183,12 +184,13 @@ class GlueJobs:
                 return run
             if not run.active:
                 raise GlueRunFailed(self.job_name, run)
-            if elapsed + interval > timeout_seconds:
+            remaining = timeout_seconds - elapsed
+            if remaining <= 0:
                 raise GlueRunStillActive(
                     f"Glue job {self.job_name!r} run {run_id} is still {run.state} after "
                     f"{elapsed:,.0f}s (timeout {timeout_seconds:,.0f}s)"
                 )
-            sleep(interval)
+            sleep(min(interval, remaining))
             interval = min(interval * POLL_GROWTH, poll_cap_seconds)
 
 
