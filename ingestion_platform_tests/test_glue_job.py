@@ -75,6 +75,14 @@ def test_a_partition_starts_a_job_run_with_its_arguments_and_lands_exactly_its_o
 ) -> None:
     root = glue.new_root()
     defs = glue.declare(tmp_path, root)
+    (asset,) = defs.assets or []
+    host = glue.glue_endpoint.removeprefix("http://")
+    assert asset.descriptions_by_key[asset.key] == (  # type: ignore[union-attr]
+        f"Files the AWS Glue job orders_export (region us-east-1, endpoint {host}) writes to "
+        f"s3://glue-output/{root}dt={{start:%Y-%m-%d}}/, landed into table orders, one "
+        "partition per day (one job run per partition); bad rows go to the source's "
+        "_quarantine table."
+    )
     result = materialize(defs, partition_key="2026-11-02", resources=resources, instance=instance)
 
     (run,) = glue.runs(root)

@@ -117,17 +117,16 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
 
     def describe(self, table: str) -> str:
         """What the asset holds and where it comes from, without secrets."""
-        where = f"region {self.region}" if isinstance(self.region, str) else "the default region"
+        region = self.region
+        where = "the default region" if region is None else f"region {_shown(region)}"
         if self.endpoint_url is not None:
             endpoint = self.endpoint_url
-            host = urlparse(endpoint).netloc if isinstance(endpoint, str) else f"${endpoint.env}"
+            host = urlparse(endpoint).netloc if isinstance(endpoint, str) else _shown(endpoint)
             where += f", endpoint {host}"
         per = self.batch.every or f"window of the cron {self.batch.cron!r}"
-        runs = (
-            "one job run for a whole backfill"
-            if self.backfill == "single_run"
-            else ("one job run per partition")
-        )
+        runs = "one job run per partition"
+        if self.backfill == "single_run":
+            runs = "one job run per partition, or for a whole backfill's range"
         return (
             f"Files the AWS Glue job {self.job_name} ({where}) writes to "
             f"s3://{self.output.bucket}/{self.output.prefix}, landed into table {table}, one "
@@ -274,3 +273,8 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
             )
             raise
         return Finished(run, windows, time.monotonic() - began)
+
+
+def _shown(value: Setting) -> str:
+    """A setting as a description may show it: the value, or the variable it is read from."""
+    return value if isinstance(value, str) else f"${value.env}"
