@@ -28,7 +28,9 @@ def _list(module: str, cwd: Path) -> dict[str, list[str]]:
     environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("MUSIC_API", "INGESTION_WAREHOUSE", "AWS_", "PARTNER_", "CLICKS"))
+        if not name.startswith(
+            ("MUSIC_API", "INGESTION_WAREHOUSE", "AWS_", "PARTNER_", "CLICKS", "DEMO_")
+        )
     }
     environment["PYTHONPATH"] = str(PROJECT)
     completed = subprocess.run(
@@ -62,6 +64,7 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
             "orders_glue/orders",
             "partner_files/orders",
             "partner_files_latin1/orders",
+            "partner_s3/orders",
             "shop/customers",
             "shop/orders",
             "shop_events/order_events",
@@ -72,6 +75,7 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
             "inbox__drops__sensor",
             "partner_files__orders__sensor",
             "partner_files_latin1__orders__sensor",
+            "partner_s3__orders__sensor",
             "shop_events__size_sensor",
         ],
     }
