@@ -64,6 +64,16 @@ class DagsterDev:
     def log_path(self) -> Path:
         return self.folder / "dagster_dev.log"
 
+    def environment(self) -> dict[str, str]:
+        """What every process of this deployment sees: its instance, warehouse and `env`."""
+        return {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "INGESTION_WAREHOUSE_PATH": str(self.warehouse_path),
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+            **self.env,
+        }
+
     def start(self, timeout: float = 240) -> DagsterDev:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.instance:
@@ -71,13 +81,7 @@ class DagsterDev:
             (self.home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **self.instance}))
         else:
             shutil.copy(PROJECT / "dagster.yaml", self.home / "dagster.yaml")
-        environment = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "INGESTION_WAREHOUSE_PATH": str(self.warehouse_path),
-            "RUNTIME__DLTHUB_TELEMETRY": "false",
-            **self.env,
-        }
+        environment = self.environment()
         log = self.log_path.open("ab")
         # As `make install` does: create the storage before anything races to.
         subprocess.run(

@@ -1,14 +1,16 @@
 """The daemon under load, as an operator sees it: `dagster dev` with the project's
 `dagster.yaml`, the demo's code location and a test-only one (`minute_source.py`).
 
-- Eight runs launched at once over two sources (shop days and music days) while two sensors
-  (the shop's order events, a size batch; files dropped into the inbox) start runs of their
-  own: every run succeeds, no run logs a DuckDB lock error, and every partition holds exactly
-  its source's rows.
+- Eight runs launched at once over two sources (shop days and music days) while three sensors
+  (the shop's order events, a size batch; files dropped into the inbox; objects written to
+  S3 on moto's server) start runs of their own: every run succeeds, no run logs a DuckDB
+  lock error, and every partition holds exactly its source's rows.
 - A schedule tick: a source batched every minute lands the newest closed minute exactly,
   started by the daemon alone.
 - A `duckdb_warehouse` slot held by a run that died outside the daemon blocks the queue, as
   `dagster instance concurrency get` shows, until it is freed (README, "Troubleshooting").
+- A run whose code server does not answer while it is dequeued (the server frozen with
+  SIGSTOP past the gRPC timeout) goes back to the queue and lands once the server answers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import csv
 import os
 import random
 import re
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,16 +29,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
 
-from ingestion_platform.demo import shop
+from ingestion_platform.batching import ASSET_JOB
+from ingestion_platform.demo import s3_drops, shop
 from ingestion_platform.demo.music_api import MusicApiServer
+from ingestion_platform.demo.sftp_partner import partner_file
 from ingestion_platform.warehouse import WAREHOUSE_POOL
 from ingestion_platform_tests.e2e import minute_source
-from ingestion_platform_tests.e2e.dagster_dev import DAGSTER, DEMO_WORKSPACE, DagsterDev
+from ingestion_platform_tests.e2e.dagster_dev import DAGSTER, DEMO_WORKSPACE, DagsterDev, free_port
 from ingestion_platform_tests.e2e.test_ui_end_to_end import (
     SEED,
     _assert_contiguous,
@@ -46,6 +53,7 @@ from ingestion_platform_tests.e2e.test_ui_end_to_end import (
     _wait_for,
     _warehouse,
 )
+from ingestion_platform_tests.kinesis_emulators import start_moto
 from ingestion_platform_tests.music import CATALOG, SECRET
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +61,7 @@ pytestmark = pytest.mark.e2e
 SHOP_DAYS = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
 MUSIC_DAYS = ["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 INBOX_FILES = 10  # two partitions of the inbox's `files: 5`, nothing left pending
+S3_OBJECTS = 3  # the demo's partner_s3: a partition per object
 # Events appended while the runs queue: with the seed's 2,500, exactly five 1,000-row cuts.
 MORE_EVENTS = 2500
 # What DuckDB says when a second process opens a file another one writes.
@@ -67,24 +76,31 @@ def music_api() -> Iterator[MusicApiServer]:
 
 
 @pytest.fixture(scope="module")
+def moto_s3() -> Iterator[Any]:
+    """moto's server with the demo's bucket, standing in for S3."""
+    process, endpoint = start_moto()
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket=s3_drops.BUCKET)
+    yield client
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
 def dagster_dev(
-    tmp_path_factory: pytest.TempPathFactory, music_api: MusicApiServer
+    tmp_path_factory: pytest.TempPathFactory, music_api: MusicApiServer, moto_s3: Any
 ) -> Iterator[DagsterDev]:
     folder = tmp_path_factory.mktemp("daemon")
     (folder / "data" / "demo").mkdir(parents=True)
     (folder / "data" / "inbox").mkdir()
     shop.create_shop(_shop_engine(folder), SEED)
     _create_minute_table(folder)
-    workspace = yaml.safe_load(DEMO_WORKSPACE.read_text())
-    workspace["load_from"].append(
-        {
-            "python_module": {
-                "module_name": minute_source.__name__,
-                "location_name": "e2e_minute",
-            }
-        }
-    )
-    (folder / "workspace.yaml").write_text(yaml.safe_dump(workspace))
     env = {
         "MUSIC_API_URL": music_api.url,
         "MUSIC_API_CLIENT_ID": "demo-client",
@@ -92,28 +108,77 @@ def dagster_dev(
         minute_source.FOLDER_ENV: str(folder / "minute_defs"),
         minute_source.START_ENV: _minute_start(folder).strftime(MINUTE_KEY),
         minute_source.DATABASE_ENV: f"sqlite:///{_minute_database(folder)}",
+        "DEMO_S3_ENDPOINT": moto_s3.meta.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    running = DagsterDev(folder, env=env, workspace=folder / "workspace.yaml").start()
+    running = DagsterDev(folder, env=env, workspace=folder / "workspace.yaml")
+    # The minute location runs in a gRPC server of the test's own, which a test can freeze;
+    # it launches that location's runs, so it gets the deployment's environment and folder.
+    port = free_port()
+    running.home.mkdir(parents=True)
+    minute_server = subprocess.Popen(
+        [str(DAGSTER), "api", "grpc", "-m", minute_source.__name__, "-h", "127.0.0.1",
+         "-p", str(port)],
+        cwd=folder,
+        env=running.environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workspace = yaml.safe_load(DEMO_WORKSPACE.read_text())
+    workspace["load_from"].append(
+        {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": "e2e_minute"}}
+    )
+    (folder / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    _wait_for_port(port, minute_server)
+    running.minute_server = minute_server  # type: ignore[attr-defined]
+    running.start()
     yield running
     running.stop()
+    os.kill(minute_server.pid, signal.SIGCONT)
+    minute_server.terminate()
+    minute_server.wait(timeout=30)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the minute location's gRPC server exited: {process}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the minute location's gRPC server did not listen on {port}")
 
 
 # --- eight runs and two sensors at once --------------------------------------------------
 
 LAUNCH = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+GROUP_ASSETS = """query Group($group: AssetGroupSelector!) {
+  assetNodes(group: $group) { assetKey { path } } }"""
 LOGS = """query Logs($runId: ID!, $after: String) { logsForRun(runId: $runId, afterCursor: $after) {
   __typename ... on EventConnection { cursor hasMore events { __typename
     ... on MessageEvent { message level } ... on ExecutionStepFailureEvent { error { message } }
   } } } }"""
 
 
-def _launch(dev: DagsterDev, job: str, partition: str) -> str:
+def _launch(dev: DagsterDev, source: str, partition: str, location: str = "demo") -> str:
+    """One partition of a source's assets, launched as the UI's Materialize button does."""
+    group = {
+        "groupName": source,
+        "repositoryName": "__repository__",
+        "repositoryLocationName": location,
+    }
+    nodes = dev.graphql(GROUP_ASSETS, {"group": group})["data"]["assetNodes"]
+    assert nodes, f"no assets in group {source!r} of {location!r}"
     params = {
         "selector": {
-            "repositoryLocationName": "demo",
+            "repositoryLocationName": location,
             "repositoryName": "__repository__",
-            "jobName": job,
+            "jobName": ASSET_JOB,
+            "assetSelection": [{"path": node["assetKey"]["path"]} for node in nodes],
         },
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
     }
@@ -186,25 +251,41 @@ def _sensors_caught_up(dev: DagsterDev) -> bool:
     cut = _cut_partitions(dev)
     event_runs = _sensor_runs(dev, "shop_events__size_sensor")
     inbox_runs = _sensor_runs(dev, "inbox__drops__sensor")
+    s3_runs = _sensor_runs(dev, "partner_s3__orders__sensor")
     return (
         bool(cut)
         and _assert_contiguous(cut) == SEED.events + MORE_EVENTS
         and len(event_runs) == len(cut)
         and len(inbox_runs) == INBOX_FILES // 5
-        and _finished(dev, event_runs + inbox_runs)
+        and len(s3_runs) == S3_OBJECTS
+        and _finished(dev, event_runs + inbox_runs + s3_runs)
     )
 
 
+def _write_s3_objects(client: Any) -> dict[str, list[int]]:
+    """The partner's objects, as s3_drops.py writes them: the order ids of each."""
+    written = {}
+    for serial in range(S3_OBJECTS):
+        name, body = partner_file(random.Random(serial), serial)
+        name = name.replace("orders_", f"orders_{serial}_", 1)
+        client.put_object(Bucket=s3_drops.BUCKET, Key=f"incoming/2026/11/28/{name}", Body=body)
+        lines = body.decode().splitlines()[1:]
+        written[f"2026/11/28/{name}"] = [int(line.split(",")[0]) for line in lines]
+    return written
+
+
 def test_eight_runs_and_sensor_runs_at_once_all_land_exactly_without_lock_errors(
-    dagster_dev: DagsterDev,
+    dagster_dev: DagsterDev, moto_s3: Any
 ) -> None:
     dev = dagster_dev
     started = time.monotonic()
-    jobs = [("shop__job", day) for day in SHOP_DAYS] + [("music__job", day) for day in MUSIC_DAYS]
-    with ThreadPoolExecutor(max_workers=len(jobs) + 1) as pool:
+    partitions = [("shop", day) for day in SHOP_DAYS] + [("music", day) for day in MUSIC_DAYS]
+    with ThreadPoolExecutor(max_workers=len(partitions) + 1) as pool:
         dropped_future = pool.submit(_drop_inbox_files, dev.folder)
-        launched = list(pool.map(lambda job: _launch(dev, *job), jobs))
+        objects_future = pool.submit(_write_s3_objects, moto_s3)
+        launched = list(pool.map(lambda partition: _launch(dev, *partition), partitions))
         dropped = dropped_future.result()
+        objects = objects_future.result()
     with _shop_engine(dev.folder).begin() as connection:
         shop.append_events(
             connection, MORE_EVENTS, first_id=SEED.events + 1, rng=random.Random(3), seed=SEED
@@ -212,7 +293,7 @@ def test_eight_runs_and_sensor_runs_at_once_all_land_exactly_without_lock_errors
 
     def launched_done() -> bool:
         runs = _runs(dev, runIds=launched)
-        return len(runs) == len(jobs) and _finished(dev, runs)
+        return len(runs) == len(partitions) and _finished(dev, runs)
 
     _wait_for("the eight launched runs", launched_done, timeout=420, dev=dev)
     _wait_for("the sensors' runs", lambda: _sensors_caught_up(dev), timeout=300, dev=dev)
@@ -225,7 +306,7 @@ def test_eight_runs_and_sensor_runs_at_once_all_land_exactly_without_lock_errors
         dev=dev,
     )
     elapsed = time.monotonic() - started
-    assert len(every_run) >= len(jobs) + 5 + 2  # and the sensors' (and schedule's) runs
+    assert len(every_run) >= len(partitions) + 5 + 2  # and the sensors' (and schedule's) runs
     for run in every_run:
         locked = [m for m in _run_log(dev, run["runId"]) if LOCK_ERRORS.search(m)]
         assert locked == [], (run, locked)
@@ -254,6 +335,9 @@ def test_eight_runs_and_sensor_runs_at_once_all_land_exactly_without_lock_errors
     for file, _, key in landed:
         files_per_partition.setdefault(key, set()).add(file)
     assert sorted(len(files) for files in files_per_partition.values()) == [5, 5]
+
+    landed = _warehouse(dev, "select _file, order_id from partner_s3.orders order by _file, _row")
+    assert landed == [(key, i) for key, ids in sorted(objects.items()) for i in ids]
     print(f"{len(every_run)} runs, launched to all landed: {elapsed:.1f} s")
 
 
@@ -387,7 +471,7 @@ def test_a_slot_held_by_a_dead_run_blocks_the_queue_until_it_is_freed(
     ).stdout
     assert occupied.strip() == f'"{WAREHOUSE_POOL}": 1 / 1 slots occupied'
 
-    run_id = _launch(dev, "shop__job", "2026-11-06")
+    run_id = _launch(dev, "shop", "2026-11-06")
     time.sleep(20)
     (run,) = _runs(dev, runIds=[run_id])
     assert run["status"] in ("QUEUED", "STARTING", "STARTED"), run
@@ -400,3 +484,48 @@ def test_a_slot_held_by_a_dead_run_blocks_the_queue_until_it_is_freed(
 
     _wait_for("the run after the slot was freed", landed, timeout=180, dev=dev)
     assert _ids(dev, "shop.orders", "2026-11-06") == _source_order_ids(dev, "2026-11-06")
+
+
+# --- a code server that does not answer at dequeue ----------------------------------------
+
+REQUEUED = "Run dequeue failed to reach the user code server, re-submitting the run into the queue"
+
+
+def test_a_run_whose_code_server_does_not_answer_at_dequeue_is_queued_again(
+    dagster_dev: DagsterDev,
+) -> None:
+    dev = dagster_dev
+    server: subprocess.Popen[bytes] = dev.minute_server  # type: ignore[attr-defined]
+    held_by = "holds-the-slot-while-the-server-freezes"
+    with dg.DagsterInstance.from_config(str(dev.home)) as instance:
+        storage = instance.event_log_storage
+
+        def claimed() -> bool:
+            return storage.claim_concurrency_slot(WAREHOUSE_POOL, held_by, "x").is_claimed
+
+        _wait_for("the slot", claimed, timeout=180, dev=dev)
+    window = _minute_start(dev.folder) + timedelta(minutes=2)
+    key = window.strftime(MINUTE_KEY)
+    run_id = _launch(dev, minute_source.SOURCE, key, location="e2e_minute")
+    time.sleep(5)
+    (run,) = _runs(dev, runIds=[run_id])
+    assert run["status"] == "QUEUED", run  # the held slot keeps it queued
+
+    # Frozen, as a code server busy loading definitions on a loaded machine is: the
+    # daemon's request times out (60 s) while it dequeues the run.
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        assert dev.graphql(FREE_SLOTS, {"runId": held_by})["data"]["freeConcurrencySlotsForRun"]
+
+        def requeued() -> bool:
+            (run,) = _runs(dev, runIds=[run_id])
+            assert run["status"] in ("QUEUED", "STARTING"), run  # never failed
+            logged = any(REQUEUED in message for message in _run_log(dev, run_id))
+            return logged and run["status"] == "QUEUED"
+
+        _wait_for("the run to go back to the queue", requeued, timeout=240, dev=dev)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+    _wait_for("the re-queued run", lambda: _finished(dev, _runs(dev, runIds=[run_id])), 240, dev)
+    assert _ids(dev, f"{minute_source.SOURCE}.ticks", key) == _source_tick_ids(dev, window)
