@@ -3,16 +3,16 @@
 Every GET names the listed version, by `VersionId` or by `IfMatch` on the listed ETag, so
 an object overwritten mid-download fails with ObjectChanged instead of splicing two
 versions. A part whose connection drops mid-body is asked for again from the byte it
-reached. Each worker streams its part through one reusable buffer into a pre-sized file
-with `os.pwrite`, so memory stays at about `concurrency × READ_CHUNK` whatever the size.
+reached. Each worker streams its part in READ_CHUNK reads into a pre-sized file with
+`os.pwrite`, so memory stays at about `concurrency × READ_CHUNK` whatever the size.
 
-Against boto3's transfer manager (`download_file`, tuned TransferConfig), on moto's server
-with a 300 MB object (bench/s3.py --sweep, 2 busy cores, 2026-11-28), the two are within the
-run-to-run noise at equal part size and threads (8 MB parts: 25-31 against 26-28 MB/s;
-64 MB: 141-184 against 173-196 MB/s), both bound by moto. We keep our own, for exactness:
-s3transfer sends IfMatch with the ETag of its own HeadObject, not the listed one, so an
-overwrite between listing and download lands unnoticed; and it restarts a dropped part from
-the part's first byte, without backoff.
+Against boto3's transfer manager (`download_file`, tuned TransferConfig) on moto's server,
+300 MB, 2 busy cores (bench/s3.py, 2026-11-28): within the noise at equal part size and
+threads (64 MB x 8, 4 alternated rounds: 161-231 against 145-201 MB/s, client CPU 0.8
+against 1.0-1.25 s; the --sweep grid 8-64 MB x 4-10 likewise). We keep our own for
+exactness: s3transfer sends IfMatch with its own HeadObject's ETag, not the listed one, so
+an overwrite between listing and download lands unnoticed, and it restarts a dropped part
+from the part's first byte, without backoff.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 # moto reads the whole object for every ranged GET, so there fewer, bigger parts win (300 MB:
-# 16 MB parts ~35 MB/s, 64 MB ~60-180, one GET ~250); on S3 a GET costs only its range, and
-# 64 MB × 8 still keeps 8 streams busy from 512 MB up. 8 threads fit botocore's default pool.
+# 16 MB parts 35-57 MB/s, 64 MB 73-184, one GET 236-298); on S3 a GET costs only its range,
+# and 64 MB x 8 still keeps 8 streams busy from 512 MB up. 8 threads fit botocore's pool of 10.
 PART_SIZE = 64 * MiB
 CONCURRENCY = 8
 READ_CHUNK = 1 * MiB
@@ -116,10 +116,9 @@ class _Download:
     def part(self, start: int, end: int, whole: bool) -> None:
         """Write bytes [start, end) at their offset, retrying dropped connections from there."""
         part = _Part(start, end, whole)
-        view = memoryview(bytearray(min(READ_CHUNK, max(end - start, 1))))
         for attempt in range(1, self.attempts + 1):
             try:
-                self._stream(part, view)
+                self._stream(part)
                 break
             except ClientError as error:
                 status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -160,7 +159,7 @@ class _Download:
                 if self.progress is not None:
                     self.progress(self.received)
 
-    def _stream(self, part: _Part, view: memoryview) -> None:
+    def _stream(self, part: _Part) -> None:
         """One GET from `part.position`, advancing it as bytes land (to `end` unless stopped)."""
         request = {"Bucket": self.bucket, "Key": self.key, **self.version}
         if not (part.whole and part.position == 0):
@@ -175,11 +174,12 @@ class _Download:
                     f"got {response['ContentLength']}"
                 )
             while part.position < part.end and not self.stop.is_set():
-                count = body.readinto(view[: part.end - part.position])
-                if count == 0:
+                # read(), not readinto(): urllib3's readinto reads then copies (more CPU).
+                data = body.read(min(READ_CHUNK, part.end - part.position))
+                if not data:
                     raise IncompleteRead(b"", part.end - part.position)
-                os.pwrite(self.fd, view[:count], part.position)
-                part.position += count
+                os.pwrite(self.fd, data, part.position)
+                part.position += len(data)
         finally:
             body.close()
 
