@@ -14,7 +14,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from ingestion_platform.connectors.s3_download import MiB, ObjectChanged, download_object
+from ingestion_platform.connectors.s3_download import (
+    DownloadFailed,
+    MiB,
+    ObjectChanged,
+    download_object,
+)
 from ingestion_platform_tests.flaky_proxy import FlakyProxy
 from ingestion_platform_tests.kinesis_emulators import start_moto
 
@@ -178,7 +183,7 @@ def test_with_one_attempt_a_reset_fails_naming_the_object(
     port = int(moto_s3.rsplit(":", 1)[1])
 
     with FlakyProxy(port, reset_after=256 * 1024, resets=100) as proxy:
-        with pytest.raises(RuntimeError) as failure:
+        with pytest.raises(DownloadFailed) as failure:
             download_object(s3_client(proxy.endpoint), bucket, "flaky.bin", str(target),
                             **listed, version_id=None, attempts=1)  # fmt: skip
 

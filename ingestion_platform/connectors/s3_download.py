@@ -68,6 +68,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 CHANGED_STATUSES = frozenset({404, 412, 416})
 
 
+class DownloadFailed(ConnectionError):
+    """The connection kept dropping: every attempt at a part failed. The sources name it."""
+
+
 class ObjectChanged(RuntimeError):
     """The object is no longer the listed version (HTTP 412 on IfMatch, or 404)."""
 
@@ -135,7 +139,7 @@ class _Download:
             if self.stop.is_set():
                 return
             if attempt == self.attempts:
-                raise RuntimeError(
+                raise DownloadFailed(
                     f"{self.name}: gave up at byte {part.position} of bytes {start}-{end - 1} "
                     f"after {self.attempts} attempt(s); last error: {last!r}"
                 ) from last
