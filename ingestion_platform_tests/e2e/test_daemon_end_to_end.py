@@ -5,6 +5,8 @@
   (the shop's order events, a size batch; files dropped into the inbox; objects written to
   S3 on moto's server) start runs of their own: every run succeeds, no run logs a DuckDB
   lock error, and every partition holds exactly its source's rows.
+- A Glue backfill over three days: one job run (the demo's `backfill: single_run`), each
+  day's output landed exactly, the demo's stand-in worker writing what the job would.
 - A schedule tick: a source batched every minute lands the newest closed minute exactly,
   started by the daemon alone.
 - A `duckdb_warehouse` slot held by a run that died outside the daemon blocks the queue, as
@@ -22,6 +24,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,20 +32,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
 
 from ingestion_platform.batching import ASSET_JOB
-from ingestion_platform.demo import s3_drops, shop
+from ingestion_platform.demo import glue_worker, s3_drops, shop
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.demo.sftp_partner import partner_file
 from ingestion_platform.warehouse import WAREHOUSE_POOL
 from ingestion_platform_tests.e2e import minute_source
 from ingestion_platform_tests.e2e.dagster_dev import DAGSTER, DEMO_WORKSPACE, DagsterDev, free_port
 from ingestion_platform_tests.e2e.test_ui_end_to_end import (
+    BACKFILL,
+    BACKFILL_STATUS,
     SEED,
     _assert_contiguous,
     _cut_partitions,
@@ -77,19 +81,31 @@ def music_api() -> Iterator[MusicApiServer]:
 
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[Any]:
-    """moto's server with the demo's bucket, standing in for S3."""
+    """moto's server standing in for S3 (the demo's bucket) and Glue (the demo's job, whose
+    output the demo's stand-in worker writes, since moto runs no job scripts)."""
     process, endpoint = start_moto()
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = glue_worker.aws_client("s3", endpoint)
     client.create_bucket(Bucket=s3_drops.BUCKET)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", glue_worker.__name__, "--endpoint", endpoint,
+         "--state-seconds", "1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    glue = glue_worker.aws_client("glue", endpoint)
+    _wait_for_local("the demo's Glue job", lambda: glue.list_jobs()["JobNames"], timeout=60)
     yield client
-    process.terminate()
-    process.wait(timeout=10)
+    for child in (worker, process):
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def _wait_for_local(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not ready within {timeout}s")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +125,7 @@ def dagster_dev(
         minute_source.START_ENV: _minute_start(folder).strftime(MINUTE_KEY),
         minute_source.DATABASE_ENV: f"sqlite:///{_minute_database(folder)}",
         "DEMO_S3_ENDPOINT": moto_s3.meta.endpoint_url,
+        "DEMO_GLUE_ENDPOINT": moto_s3.meta.endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
@@ -339,6 +356,51 @@ def test_eight_runs_and_sensor_runs_at_once_all_land_exactly_without_lock_errors
     landed = _warehouse(dev, "select _file, order_id from partner_s3.orders order by _file, _row")
     assert landed == [(key, i) for key, ids in sorted(objects.items()) for i in ids]
     print(f"{len(every_run)} runs, launched to all landed: {elapsed:.1f} s")
+
+
+# --- a Glue backfill ------------------------------------------------------------------------
+
+GLUE_DAYS = ["2026-11-02", "2026-11-03", "2026-11-04"]
+
+
+def test_a_glue_backfill_starts_one_job_run_and_lands_each_day_exactly(
+    dagster_dev: DagsterDev, moto_s3: Any
+) -> None:
+    dev = dagster_dev
+    answer = dev.graphql(
+        BACKFILL,
+        {
+            "params": {
+                "partitionNames": GLUE_DAYS,
+                "assetSelection": [{"path": ["orders_glue", "orders"]}],
+                "fromFailure": False,
+            }
+        },
+    )
+    launched = answer["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+
+    def completed() -> bool:
+        found = dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
+        status = found["data"]["partitionBackfillOrError"]["status"]
+        assert status not in ("FAILED", "CANCELED"), dev.log_tail()
+        return status in ("COMPLETED", "COMPLETED_SUCCESS")
+
+    _wait_for("the Glue backfill", completed, timeout=300, dev=dev)
+    runs = _runs(dev, tags=[{"key": "dagster/backfill", "value": launched["backfillId"]}])
+    assert len(runs) == 1 and _finished(dev, runs)  # `backfill: single_run` in the demo
+    glue = glue_worker.aws_client("glue", moto_s3.meta.endpoint_url)
+    job_runs = glue.get_job_runs(JobName="orders_export")["JobRuns"]
+    assert [(r["Arguments"]["--start"][:10], r["Arguments"]["--end"][:10]) for r in job_runs] == [
+        ("2026-11-02", "2026-11-05")
+    ]
+    for day in GLUE_DAYS:
+        start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+        expected = [o["order_id"] for o in glue_worker.orders(start, start + timedelta(days=1))]
+        landed = _warehouse(
+            dev, "select order_id from orders_glue.orders where _batch_key = ? order by 1", [day]
+        )
+        assert [row[0] for row in landed] == sorted(expected), day
 
 
 # --- a schedule tick ----------------------------------------------------------------------
