@@ -14,6 +14,7 @@ process memory or side table has to survive.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -210,19 +211,58 @@ class BatchSpec(dg.Model):
 CheckedBatch = Annotated[BatchSpec, Field(json_schema_extra=checked_batch_schema)]
 
 
+# The job Dagster builds over every asset of a code location: the one the UI's Materialize
+# button and sensors with `asset_selection=` launch. A job per source would be resolved against
+# the whole asset graph, once per job, when the code location loads: quadratic in the number of
+# sources (bench/README.md, "Definitions at scale"). A run of this job selects its assets.
+ASSET_JOB = "__ASSET_JOB"
+
+
 def scheduled_definitions(
     source: str, assets: list[dg.AssetsDefinition], running: bool
 ) -> dg.Definitions:
-    """Time-batched assets, plus a job and a schedule that runs each window once it closes."""
-    job = dg.define_asset_job(f"{source}__job", selection=assets)
-    schedule = dg.build_schedule_from_partitioned_job(
-        job,
+    """Time-batched assets, plus a schedule `<source>__schedule` that runs each window once it
+    closes; like any schedule it is switched on or off in the UI."""
+    partitions_defs = {asset.partitions_def for asset in assets}
+    window = partitions_defs.pop() if len(partitions_defs) == 1 else None
+    if not isinstance(window, dg.TimeWindowPartitionsDefinition):
+        raise ValueError(f"{source}: a schedule needs assets with one time-window partitioning")
+    keys = [key for asset in assets for key in asset.keys]
+    schedule = dg.ScheduleDefinition(
         name=f"{source}__schedule",
+        cron_schedule=window.cron_schedule,
+        execution_timezone=window.timezone,
+        job_name=ASSET_JOB,
+        execution_fn=_closed_window_request(
+            window, keys, [check for asset in assets for check in asset.check_keys]
+        ),
         default_status=dg.DefaultScheduleStatus.RUNNING
         if running
         else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Lands each window of {source} once it closes: "
+        + ", ".join(key.to_user_string() for key in keys),
     )
-    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
+    return dg.Definitions(assets=assets, schedules=[schedule])
+
+
+def _closed_window_request(
+    window: dg.TimeWindowPartitionsDefinition,
+    keys: list[dg.AssetKey],
+    checks: list[dg.AssetCheckKey],
+) -> Callable[[dg.ScheduleEvaluationContext], dg.RunRequest | dg.SkipReason]:
+    """What `build_schedule_from_partitioned_job` asks for: the window that closed at the tick."""
+
+    def request(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+            key = window.get_last_partition_key()
+        if key is None:
+            return dg.SkipReason(f"the first window, from {window.start:%Y-%m-%d %H:%M}, is open")
+        # One run per window and schedule, however often the tick is retried.
+        return dg.RunRequest(
+            run_key=key, partition_key=key, asset_selection=keys, asset_check_keys=checks
+        )
+
+    return request
 
 
 def _parse_start(value: str) -> datetime:

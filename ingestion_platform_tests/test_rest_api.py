@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -299,13 +300,22 @@ def test_page_size_above_the_apis_maximum_is_a_declaration_error(tmp_path: Path)
 
 def test_daily_partitions_come_with_a_schedule(tmp_path: Path) -> None:
     defs = build_source(RestApiSource, tmp_path / "music", _attributes())
-    schedule = with_warehouse(defs).resolve_schedule_def("music__schedule")
+    location = with_warehouse(defs)
+    schedule = location.resolve_schedule_def("music__schedule")
     assert schedule.cron_schedule == "0 0 * * *"
     (assets,) = defs.assets or []
     assert {key.to_user_string() for key in assets.keys} == {
         "music/new_releases",
         "music/album_tracks",
     }
+    # Midnight closes the day before: its run lands releases and their tracks together.
+    with dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 1, 10, tzinfo=UTC),
+        repository_def=location.get_repository_def(),
+    ) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2026-01-09"
+    assert set(request.asset_selection or []) == set(assets.keys)
 
 
 @pytest.mark.parametrize(

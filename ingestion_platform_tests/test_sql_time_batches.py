@@ -153,18 +153,32 @@ def test_a_day_emptied_at_the_source_is_emptied_in_the_warehouse(
     )
 
 
-def test_schedule_and_job_are_built_from_the_partitions(tmp_path: Path) -> None:
+def test_the_schedules_tick_requests_the_window_that_closed(tmp_path: Path) -> None:
     defs = build_source(
         SqlDatabaseSource,
         tmp_path / "shop",
         _attributes("sqlite:///nowhere.sqlite", batch={"every": "hour", "start": "2026-11-01"}),
     )
-    schedule = with_warehouse(defs).resolve_schedule_def("shop__schedule")
+    location = with_warehouse(defs)
+    schedule = location.resolve_schedule_def("shop__schedule")
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    orders = with_warehouse(defs).resolve_assets_def(dg.AssetKey(["shop", "orders"]))
+    # No job per source: the run selects the source's tables from the job over every asset.
+    assert schedule.job_name == location.resolve_implicit_global_asset_job_def().name
+    orders = location.resolve_assets_def(dg.AssetKey(["shop", "orders"]))
     assert orders.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
     assert orders.backfill_policy == dg.BackfillPolicy.single_run()
+
+    tick = datetime(2026, 11, 2, 5, 0, tzinfo=UTC)
+    repository = location.get_repository_def()
+    with dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=repository
+    ) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == request.run_key == "2026-11-02-04:00"
+    tables = [dg.AssetKey(["shop", "customers"]), dg.AssetKey(["shop", "orders"])]
+    assert request.asset_selection == tables
+    assert {check.asset_key for check in request.asset_check_keys or []} == set(tables)
 
 
 def test_both_arrow_backends_land_the_same_contents(
