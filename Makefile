@@ -66,7 +66,7 @@ test: install services
 	$(VENV)/bin/dg check yaml
 	$(VENV)/bin/dg check defs
 	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -105,12 +105,15 @@ def start_kinesis_mock() -> tuple[subprocess.Popen, str]:
     return process, f"http://127.0.0.1:{port}"
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate, and kill what has not exited 3 s later (an xdist worker's children can
+    inherit SIGTERM ignored)."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=3)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +121,7 @@ def moto_endpoint() -> Iterator[str]:
     """moto's Kinesis on a free loopback port, for the whole session."""
     process, endpoint = start_moto()
     yield endpoint
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +129,7 @@ def kinesis_mock_endpoint() -> Iterator[str]:
     """kinesis-mock (resharding with ChildShards), for the whole session."""
     process, endpoint = start_kinesis_mock()
     yield endpoint
-    _stop(process)
+    stop_process(process)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from ingestion_platform_tests.glue_helpers import (
     landed_rows,
     running_proxy,
 )
-from ingestion_platform_tests.kinesis_emulators import _stop, start_moto
+from ingestion_platform_tests.kinesis_emulators import start_moto, stop_process
 from ingestion_platform_tests.sources import failure_message, materialize
 
 NAME = "orders_glue__orders"
@@ -47,7 +47,7 @@ def world() -> Iterator[GlueWorld]:
             stop.set()
             worker.join(timeout=5)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @pytest.fixture

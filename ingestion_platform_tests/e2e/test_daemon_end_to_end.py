@@ -57,7 +57,7 @@ from ingestion_platform_tests.e2e.test_ui_end_to_end import (
     _wait_for,
     _warehouse,
 )
-from ingestion_platform_tests.kinesis_emulators import start_moto
+from ingestion_platform_tests.kinesis_emulators import start_moto, stop_process
 from ingestion_platform_tests.music import CATALOG, SECRET
 
 pytestmark = pytest.mark.e2e
@@ -95,8 +95,7 @@ def moto_s3() -> Iterator[Any]:
     _wait_for_local("the demo's Glue job", lambda: glue.list_jobs()["JobNames"], timeout=60)
     yield client
     for child in (worker, process):
-        child.terminate()
-        child.wait(timeout=10)
+        stop_process(child)
 
 
 def _wait_for_local(what: str, check: Any, timeout: float) -> None:
@@ -126,6 +125,9 @@ def dagster_dev(
         minute_source.DATABASE_ENV: f"sqlite:///{_minute_database(folder)}",
         "DEMO_S3_ENDPOINT": moto_s3.meta.endpoint_url,
         "DEMO_GLUE_ENDPOINT": moto_s3.meta.endpoint_url,
+        # How long a call into a code server may take (default 60 s): the frozen-server test
+        # waits for it to run out. The demo's calls take a few seconds even on a busy machine.
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": "30",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
@@ -153,8 +155,7 @@ def dagster_dev(
     yield running
     running.stop()
     os.kill(minute_server.pid, signal.SIGCONT)
-    minute_server.terminate()
-    minute_server.wait(timeout=30)
+    stop_process(minute_server)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -574,7 +575,7 @@ def test_a_run_whose_code_server_does_not_answer_at_dequeue_is_queued_again(
     assert run["status"] == "QUEUED", run  # the held slot keeps it queued
 
     # Frozen, as a code server busy loading definitions on a loaded machine is: the
-    # daemon's request times out (60 s) while it dequeues the run.
+    # daemon's request times out (DAGSTER_GRPC_TIMEOUT_SECONDS) while it dequeues the run.
     os.kill(server.pid, signal.SIGSTOP)
     try:
         assert dev.graphql(FREE_SLOTS, {"runId": held_by})["data"]["freeConcurrencySlotsForRun"]
