@@ -8,6 +8,7 @@ import io
 import json
 import time
 import uuid
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,10 @@ def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
     # not move past it.
     assert keys(first) == []
     assert json.loads(first.cursor or "{}")["start_after"] is None
+    written = s3.head_object(Bucket=bucket, Key="incoming/a.csv")["LastModified"]
+    tomorrow = (written.astimezone(UTC) + timedelta(days=1)).strftime("%Y-%m-%d 00:00")
+    assert first.skip_reason is not None
+    assert first.skip_reason.skip_message == (
+        "no complete new files (0 settling); 1 file(s) wait for their window to close "
+        f"(the first at {tomorrow} UTC)"
+    )

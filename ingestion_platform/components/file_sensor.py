@@ -185,6 +185,20 @@ def time_cuts(
     return cuts, early
 
 
+def _open_windows_note(partitions: dg.PartitionsDefinition, files: list[FileEntry]) -> str:
+    """For time batches: how many complete files wait for their window, and when it closes."""
+    if not files or not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        return ""
+    closes = min(
+        partitions.time_window_for_partition_key(
+            partitions.get_partition_key_for_timestamp(entry.mtime)
+        ).end
+        for entry in files
+    )
+    first = f"{closes:%Y-%m-%d %H:%M %Z}"
+    return f"; {len(files)} file(s) wait for their window to close (the first at {first})"
+
+
 def build_files_sensor(
     component: Any, source: SourceContext, name: str, asset: dg.AssetsDefinition
 ) -> dg.SensorDefinition:
@@ -230,6 +244,7 @@ def build_files_sensor(
         if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
             waiting -= {e.path for e in early}
         component.after_tick(cursor, listing, waiting, now)
+        window_note = _open_windows_note(partitions, [e for e in pending if e.path in waiting])
         requests, new_keys = [], []
         for cut in cuts:
             store.put(cut.key, cut.entries)  # before the run exists that reads it
@@ -244,7 +259,8 @@ def build_files_sensor(
         if not requests:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"no complete new files ({len(cursor.settling)} settling){refused_note}"
+                    f"no complete new files ({len(cursor.settling)} settling){window_note}"
+                    f"{refused_note}"
                 ),
                 cursor=cursor.dump(),
             )
