@@ -313,3 +313,21 @@ def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
         "no complete new files (0 settling); 1 file(s) wait for their window to close "
         f"(the first at {tomorrow} UTC)"
     )
+
+
+def test_keys_that_could_leave_the_staging_folder_are_refused_and_reported(
+    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+) -> None:
+    s3.put_object(Bucket=bucket, Key="incoming/../escape.csv", Body=b"id\n1\n")
+    s3.put_object(Bucket=bucket, Key="incoming//double.csv", Body=b"id\n1\n")
+    s3.put_object(Bucket=bucket, Key="incoming/fine.csv", Body=b"id\n1\n")
+    defs = _defs(tmp_path, moto_endpoint, bucket)
+    result = tick(defs, instance)
+    assert [k.split("@")[0] for k in keys(result)] == ["fine.csv"]
+    (request,) = result.run_requests or []
+    assert request.tags["ingestion_platform/refused_names"] == "2"
+    second = tick(defs, instance, result.cursor)
+    assert second.skip_reason is not None
+    assert second.skip_reason.skip_message.endswith(
+        "2 unsafe name(s) refused, e.g. '../escape.csv'"
+    )

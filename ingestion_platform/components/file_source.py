@@ -386,7 +386,11 @@ class S3FileSource(FileSourceBase):
         if due:
             cursor.full_listing_at = now
             cursor.start_after = None
-        return files.list(self.recursive, start_after=cursor.start_after)
+        listing = files.list(self.recursive, start_after=cursor.start_after)
+        if not due:  # refused keys before the cursor's are still there until a full listing
+            for name in cursor.refused:
+                listing.refused.setdefault(name, "refused at the last full listing")
+        return listing
 
     def after_tick(
         self, cursor: SensorCursor, listing: Listing, waiting: set[str], now: float
