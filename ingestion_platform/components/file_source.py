@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
 from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_duration
@@ -36,7 +35,7 @@ from ingestion_platform.connectors.file_entries import (
     FileTransport,
     Listing,
 )
-from ingestion_platform.connectors.file_formats import FormatOptions, UnreadableFile, plan_read
+from ingestion_platform.connectors.file_formats import FormatOptions, plan_reads
 from ingestion_platform.connectors.local_files import LocalFiles
 from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.connectors.scp import ScpFiles
@@ -204,13 +203,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             check_manifest(files, manifest)
             with staging_folder(staging_root, context.run_id, context.log) as staging:
                 transfer = stage_files(files, manifest, staging, context.log)
-                reads, unreadable = [], {}
-                with duckdb.connect() as sniffer:
-                    for entry, local in zip(manifest, transfer.local_paths, strict=True):
-                        try:
-                            reads.append(plan_read(sniffer, local, entry.path, self.format_options))
-                        except UnreadableFile as error:
-                            unreadable[entry.path] = str(error)
+                staged = zip(transfer.local_paths, [e.path for e in manifest], strict=True)
+                reads, unreadable = plan_reads(list(staged), self.format_options)
                 report = land_files(
                     warehouse=warehouse,
                     source=source.name,

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dagster as dg
-import duckdb
 
 from ingestion_platform.components.file_run import Transfer, stage_files, staging_folder
 from ingestion_platform.components.glue_run import Finished, Window, render
-from ingestion_platform.connectors.file_formats import FormatOptions, UnreadableFile, plan_read
+from ingestion_platform.connectors.file_formats import FormatOptions, plan_reads
 from ingestion_platform.connectors.glue import JobRun
 from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.file_landing import FileLandingReport, land_files
@@ -101,13 +100,8 @@ def _land_window(
         transfer = stage_files(files, manifest, staging, context.log) if manifest else Transfer()
     finally:
         files.close()
-    reads, unreadable = [], {}
-    with duckdb.connect() as sniffer:
-        for entry, local in zip(manifest, transfer.local_paths, strict=True):
-            try:
-                reads.append(plan_read(sniffer, local, entry.path, FormatOptions(target.format)))
-            except UnreadableFile as error:
-                unreadable[entry.path] = str(error)
+    staged = zip(transfer.local_paths, [e.path for e in manifest], strict=True)
+    reads, unreadable = plan_reads(list(staged), FormatOptions(target.format))
     report = land_files(
         warehouse=warehouse,
         source=target.source,

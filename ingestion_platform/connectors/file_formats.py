@@ -104,6 +104,22 @@ def plan_read(
     return FileRead(local, label, fmt, columns, options)
 
 
+def plan_reads(
+    staged: list[tuple[str, str]], options: FormatOptions
+) -> tuple[list[FileRead], dict[str, str]]:
+    """Plan every staged (local path, label) file: the readable ones, and why the others
+    cannot be read (by label)."""
+    reads: list[FileRead] = []
+    unreadable: dict[str, str] = {}
+    with duckdb.connect() as sniffer:
+        for local, label in staged:
+            try:
+                reads.append(plan_read(sniffer, local, label, options))
+            except UnreadableFile as error:
+                unreadable[label] = str(error)
+    return reads, unreadable
+
+
 def _sniff(
     connection: duckdb.DuckDBPyConnection, local: str, fmt: Format, options: FormatOptions
 ) -> dict[str, str]:
