@@ -45,8 +45,6 @@ from ingestion_platform.warehouse import WAREHOUSE_POOL
 from ingestion_platform_tests.e2e import minute_source
 from ingestion_platform_tests.e2e.dagster_dev import DAGSTER, DEMO_WORKSPACE, DagsterDev, free_port
 from ingestion_platform_tests.e2e.test_ui_end_to_end import (
-    BACKFILL,
-    BACKFILL_STATUS,
     SEED,
     _assert_contiguous,
     _cut_partitions,
@@ -56,6 +54,7 @@ from ingestion_platform_tests.e2e.test_ui_end_to_end import (
     _source_order_ids,
     _wait_for,
     _warehouse,
+    run_backfill,
 )
 from ingestion_platform_tests.kinesis_emulators import start_moto, stop_process
 from ingestion_platform_tests.music import CATALOG, SECRET
@@ -368,27 +367,8 @@ def test_a_glue_backfill_starts_one_job_run_and_lands_each_day_exactly(
     dagster_dev: DagsterDev, moto_s3: Any
 ) -> None:
     dev = dagster_dev
-    answer = dev.graphql(
-        BACKFILL,
-        {
-            "params": {
-                "partitionNames": GLUE_DAYS,
-                "assetSelection": [{"path": ["orders_glue", "orders"]}],
-                "fromFailure": False,
-            }
-        },
-    )
-    launched = answer["data"]["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-
-    def completed() -> bool:
-        found = dev.graphql(BACKFILL_STATUS, {"id": launched["backfillId"]})
-        status = found["data"]["partitionBackfillOrError"]["status"]
-        assert status not in ("FAILED", "CANCELED"), dev.log_tail()
-        return status in ("COMPLETED", "COMPLETED_SUCCESS")
-
-    _wait_for("the Glue backfill", completed, timeout=300, dev=dev)
-    runs = _runs(dev, tags=[{"key": "dagster/backfill", "value": launched["backfillId"]}])
+    backfill_id = run_backfill(dev, ["orders_glue", "orders"], GLUE_DAYS)
+    runs = _runs(dev, tags=[{"key": "dagster/backfill", "value": backfill_id}])
     assert len(runs) == 1 and _finished(dev, runs)  # `backfill: single_run` in the demo
     glue = glue_worker.aws_client("glue", moto_s3.meta.endpoint_url)
     job_runs = glue.get_job_runs(JobName="orders_export")["JobRuns"]

@@ -191,16 +191,14 @@ BACKFILL_STATUS = """query Status($id: String!) { partitionBackfillOrError(backf
   ... on PartitionBackfill { status } } }"""
 
 
-def test_a_backfill_over_a_date_range_lands_every_partition_exactly_once(
-    dagster_dev: DagsterDev,
-) -> None:
-    days = ["2026-11-03", "2026-11-04", "2026-11-05"]
-    answer = dagster_dev.graphql(
+def run_backfill(dev: DagsterDev, asset: list[str], partitions: list[str]) -> str:
+    """Launch a backfill of `asset` through GraphQL, as the UI does; wait until it completes."""
+    answer = dev.graphql(
         BACKFILL,
         {
             "params": {
-                "partitionNames": days,
-                "assetSelection": [{"path": ["shop", "orders"]}],
+                "partitionNames": partitions,
+                "assetSelection": [{"path": asset}],
                 "fromFailure": False,
             }
         },
@@ -210,12 +208,20 @@ def test_a_backfill_over_a_date_range_lands_every_partition_exactly_once(
     backfill_id = launched["backfillId"]
 
     def status() -> str | None:
-        found = dagster_dev.graphql(BACKFILL_STATUS, {"id": backfill_id})
+        found = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})
         value = found["data"]["partitionBackfillOrError"]["status"]
-        assert value not in ("FAILED", "CANCELED"), dagster_dev.log_tail()
+        assert value not in ("FAILED", "CANCELED"), dev.log_tail()
         return value if value in ("COMPLETED", "COMPLETED_SUCCESS") else None
 
-    _wait_for("the backfill to complete", status, timeout=300, dev=dagster_dev)
+    _wait_for(f"the backfill of {'/'.join(asset)}", status, timeout=300, dev=dev)
+    return backfill_id
+
+
+def test_a_backfill_over_a_date_range_lands_every_partition_exactly_once(
+    dagster_dev: DagsterDev,
+) -> None:
+    days = ["2026-11-03", "2026-11-04", "2026-11-05"]
+    backfill_id = run_backfill(dagster_dev, ["shop", "orders"], days)
     runs = _runs(dagster_dev, tags=[{"key": "dagster/backfill", "value": backfill_id}])
     assert len(runs) == 1, "a database backfill runs as one run"
     assert _finished(dagster_dev, runs)
