@@ -1,10 +1,15 @@
 """The code location: every source declared under defs/, plus the shared warehouse resource."""
 
+import gc
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from ingestion_platform.defs_yaml import libyaml_declarations
+from ingestion_platform.plain_templates import plain_strings_unrendered
 from ingestion_platform.warehouse import WarehouseResource
 
 
@@ -26,10 +31,13 @@ def load_declared_sources(path_within_project: Path) -> dg.Definitions:
     # again, once per component: quadratic, 6 s of the load at 1,000 sources. Handing the tree
     # every declaration it would find up front leaves nothing to walk; the declarations are
     # the tree's own, and a reload that invalidates a folder drops them with the rest of its
-    # cache (bench/README.md, "Definitions at scale"). No Dagster function is replaced, but
-    # the tree's cache is not documented API: test_definitions.py checks that this loads what
-    # `load_from_defs_folder` loads, so an upgrade that changes it fails there.
-    with warnings.catch_warnings():
+    # cache (bench/README.md, "Definitions at scale"). The declarations are read with libyaml
+    # and attribute strings without a template are not compiled as one (defs_yaml.py,
+    # plain_templates.py), each through one Dagster name swapped while this runs. None of it
+    # is documented API: test_definitions.py checks that this loads what
+    # `load_from_defs_folder` loads and that each swap answers as the original, so an upgrade
+    # that changes them fails there.
+    with warnings.catch_warnings(), _collector_paused():
         # As `load_from_defs_folder` does: no beta, preview or deprecation notices.
         for category in (
             dg.BetaWarning,
@@ -39,9 +47,26 @@ def load_declared_sources(path_within_project: Path) -> dg.Definitions:
         ):
             warnings.simplefilter("ignore", category=category)
         tree = dg.ComponentTree.for_project(path_within_project)
-        for loc, declaration in tree.find_root_decl().iterate_loc_component_decl_pairs():
+        with libyaml_declarations():
+            root = tree.find_root_decl()
+        for loc, declaration in root.iterate_loc_component_decl_pairs():
             tree.state_tracker.set_cache_data(loc, component_decl=declaration)
-        return tree.build_defs()
+        with plain_strings_unrendered():
+            return tree.build_defs()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Loading keeps nearly everything it allocates, so each full collection while it runs
+    # walks a heap it cannot shrink: 6 of them, 0.7 s at 1,000 sources. The few cycles it
+    # does leave are collected once it is done.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dg.definitions

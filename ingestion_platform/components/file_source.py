@@ -173,7 +173,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         def _land_files(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
-            """Land the partition's exact file set, bad rows quarantined."""
+            # Lands the partition's exact file set, bad rows quarantined. (Not a docstring: the
+            # description is set above, and Dagster would parse a docstring for every asset.)
             with source.naming_failures(ConnectionError):
                 return self._materialize(context, warehouse.get(), source, table, name)
 

@@ -155,7 +155,8 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
         def _land_glue_output(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
-            """Run the Glue job for the partition(s), then land the files it wrote."""
+            # Runs the Glue job for the partition(s), then lands the files it wrote. (Not a
+            # docstring: the description is set above, and Dagster would parse one per asset.)
             with source.naming_failures(ConnectionError, GlueRefused):
                 return self._materialize(context, warehouse, source, table, name)
 

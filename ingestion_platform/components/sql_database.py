@@ -242,7 +242,8 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         def _land_table(
             context: dg.AssetExecutionContext, warehouse: WarehouseResource
         ) -> dg.MaterializeResult:
-            """Land the partition's slice of the table in one transaction."""
+            # Lands the partition's slice in one transaction. (Not a docstring: the description
+            # is set above, and Dagster would parse a docstring again for every asset.)
             return self._materialize(context, warehouse, source, table)
 
         return _land_table
