@@ -32,6 +32,20 @@ $(KINESIS_MOCK): .kinesis-mock/package.json
 
 kinesis-mock: $(KINESIS_MOCK)
 
+# DuckLake's DuckDB extensions from PyPI (the machine reaches no extension repository). Those
+# packages exist for DuckDB 1.5.5 only, so that DuckDB comes along, in its own folder that
+# the lake-contract run puts ahead of the venv (ingestion_platform_tests/ducklake.py).
+DUCKLAKE := .ducklake/.installed
+$(DUCKLAKE): Makefile $(VENV)/.installed
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --target .ducklake duckdb==1.5.5 \
+		duckdb-extension-ducklake==1.5.5 duckdb-extension-postgres==1.5.5
+	touch $@
+
+# The modules that prove the landing contract, run again with every warehouse in a DuckLake.
+LAKE_CONTRACT := $(addprefix ingestion_platform_tests/,test_ducklake.py test_warehouse.py \
+	test_sql_landing_contract.py test_sql_types.py test_sql_failures.py test_concurrent_runs.py \
+	test_record_landing.py test_files_local.py test_files_quarantine.py test_kinesis_landing.py)
+
 # Start the local peers the tests use when they are installed but stopped.
 services: kinesis-mock
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
@@ -61,12 +75,14 @@ demo: demo-data
 	mkdir -p data/inbox
 	$(PY) -m ingestion_platform.demo.run --port 3000
 
-test: install services
+test: install services $(DUCKLAKE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dg check yaml
 	$(VENV)/bin/dg check defs
 	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
+	INGESTION_TEST_WAREHOUSE=ducklake PYTHONPATH=$(CURDIR)/.ducklake \
+		$(VENV)/bin/pytest -n 2 --dist loadfile $(LAKE_CONTRACT)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 from filelock import FileLock
+
+from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, DuckLake
 
 DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
 WAREHOUSE_PATH_ENV = "INGESTION_WAREHOUSE_PATH"
@@ -99,14 +101,27 @@ def delete_older_versions(
 
 
 class Warehouse:
-    """A DuckDB file plus the lock that serialises every process's access to it."""
+    """A DuckDB file plus the lock that serialises every process's access to it.
+
+    With `lake`, the tables live in a DuckLake instead (ducklake.py) and `path` only places
+    the local working folders (file staging) beside it.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], memory_limit: str = DEFAULT_MEMORY_LIMIT
+        self,
+        path: str | os.PathLike[str],
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        lake: DuckLake | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.memory_limit = memory_limit
+        self.lake = lake
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+
+    @property
+    def shown(self) -> str:
+        """Where the tables are, for messages and metadata (no secrets)."""
+        return f"DuckLake {self.lake.shown}" if self.lake else str(self.path)
 
     @property
     def write_config(self) -> dict[str, str | bool]:
@@ -117,6 +132,8 @@ class Warehouse:
 
     def open_writer(self) -> duckdb.DuckDBPyConnection:
         """A writing connection; the caller holds the lock (`exclusive`) and closes it."""
+        if self.lake:
+            return self.lake.connect(self.write_config)
         return duckdb.connect(str(self.path), config=self.write_config)
 
     @contextmanager
@@ -127,27 +144,39 @@ class Warehouse:
         behind a long load (a sensor tick); it raises `filelock.Timeout`.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock.acquire(timeout=LOCK_TIMEOUT_SECONDS if timeout is None else timeout):
+        wait = LOCK_TIMEOUT_SECONDS if timeout is None else timeout
+        if self.lake:
+            with self.lake.writer_lock(wait):
+                yield
+            return
+        with self._lock.acquire(timeout=wait):
             yield
 
     @contextmanager
     def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection opened and closed under the lock."""
-        with self.exclusive():
-            if read_only and not self.path.exists():
-                duckdb.connect(str(self.path)).close()
-            connection = duckdb.connect(str(self.path), read_only=read_only)
+        """A connection opened and closed under the lock (a lake's readers need none)."""
+        # A lake's reader sees the last committed snapshot; a file cannot be opened at all
+        # while a writer holds it.
+        with nullcontext() if self.lake and read_only else self.exclusive():
+            connection = self._open(read_only)
             try:
                 yield connection
             finally:
                 connection.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self.lake:
+            return self.lake.connect(self.write_config, read_only=read_only)
+        if read_only and not self.path.exists():
+            duckdb.connect(str(self.path)).close()
+        return duckdb.connect(str(self.path), read_only=read_only)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connect() as connection:
             return connection.execute(sql, list(params)).fetchall()
 
     def table_exists(self, schema: str, table: str) -> bool:
-        with self.exclusive():
+        with nullcontext() if self.lake else self.exclusive():
             return self.table_exists_unlocked(schema, table)
 
     def count(self, schema: str, table: str, batch: str | None = None) -> int:
@@ -162,9 +191,9 @@ class Warehouse:
 
     def table_exists_unlocked(self, schema: str, table: str) -> bool:
         """Whether `schema.table` exists; the caller holds the lock (`exclusive`)."""
-        if not self.path.exists():
+        if not self.lake and not self.path.exists():
             return False
-        connection = duckdb.connect(str(self.path), read_only=True)
+        connection = self._open(read_only=True)
         try:
             (found,) = connection.execute(
                 "select count(*) from information_schema.tables where table_schema = ? "
@@ -185,6 +214,8 @@ class Warehouse:
         return self.query(sql, (list(keys),))[0][0]
 
     def dlt_destination(self) -> Any:
+        if self.lake:
+            return self.lake.dlt_destination()
         import dlt
         from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
@@ -194,19 +225,26 @@ class Warehouse:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """Where the DuckDB landing warehouse lives.
+    """Where the landing warehouse lives: a DuckDB file, or a DuckLake.
 
     Settings are read when a run needs them, never at import: `path` if set, else
     INGESTION_WAREHOUSE_PATH, else data/warehouse.duckdb (relative to the working directory);
     `memory_limit` (DuckDB's, for writes) if set, else INGESTION_WAREHOUSE_MEMORY_LIMIT, else
-    256MB.
+    256MB. `ducklake_catalog` (else INGESTION_WAREHOUSE_DUCKLAKE_CATALOG), a PostgreSQL URL,
+    switches the tables to a DuckLake whose Parquet files go to `ducklake_data_path` (else
+    INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH); `path` then only places file staging.
     """
 
     path: str | None = None
     memory_limit: str | None = None
+    ducklake_catalog: str | None = None
+    ducklake_data_path: str | None = None
 
     def get(self) -> Warehouse:
+        catalog = self.ducklake_catalog or os.environ.get(CATALOG_ENV)
+        data_path = self.ducklake_data_path or os.environ.get(DATA_PATH_ENV)
         return Warehouse(
             self.path or os.environ.get(WAREHOUSE_PATH_ENV) or DEFAULT_WAREHOUSE_PATH,
             self.memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT,
+            lake=DuckLake.from_settings(catalog, data_path) if catalog else None,
         )

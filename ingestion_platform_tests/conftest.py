@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.demo.music_api import MusicApiServer
+from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV
 from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.ducklake import install_lake_extensions
 from ingestion_platform_tests.music import CATALOG, SECRET
 
 # Fixtures that start their own peers: an OpenSSH sshd, and the Kinesis emulators.
@@ -26,6 +28,11 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 MARIADB_ADMIN_URL = os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+# `make test` runs the landing-contract modules a second time with the warehouse in a
+# DuckLake (ingestion_platform_tests/ducklake.py), so both warehouses keep the same contract.
+WAREHOUSE_KIND = os.environ.get("INGESTION_TEST_WAREHOUSE", "duckdb")
+# What only a lake does; the lake-contract run collects it.
+collect_ignore = [] if WAREHOUSE_KIND == "ducklake" else ["test_ducklake.py"]
 
 
 def _require(url: str, what: str) -> sa.Engine:
@@ -72,9 +79,23 @@ def warehouse_path(tmp_path: Path) -> Path:
     return tmp_path / "warehouse.duckdb"
 
 
+@pytest.fixture(autouse=WAREHOUSE_KIND == "ducklake")
+def ducklake_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh DuckLake (catalog in its own PostgreSQL database), set as every run's warehouse.
+
+    Through the environment, as a deployment would set it, so every `WarehouseResource` a
+    test builds, in this process or a subprocess, lands in the lake.
+    """
+    install_lake_extensions()
+    for catalog_url in _fresh_database(POSTGRES_ADMIN_URL, "PostgreSQL", '"', " with (force)"):
+        monkeypatch.setenv(CATALOG_ENV, catalog_url)
+        monkeypatch.setenv(DATA_PATH_ENV, str(tmp_path / "lake") + "/")
+        yield catalog_url
+
+
 @pytest.fixture
 def warehouse(warehouse_path: Path) -> Warehouse:
-    return Warehouse(warehouse_path)
+    return WarehouseResource(path=str(warehouse_path)).get()
 
 
 @pytest.fixture

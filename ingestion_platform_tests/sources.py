@@ -9,8 +9,9 @@ from typing import Any
 import dagster as dg
 import yaml
 from dagster.components.core.component_tree import ComponentTree
+from filelock import Timeout
 
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.warehouse import Warehouse, WarehouseResource
 
 
 def build_source(
@@ -64,3 +65,12 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
     while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
         error = error.cause
     return error.message.strip()
+
+
+def warehouse_lock_is_free(warehouse: Warehouse) -> bool:
+    """Whether no process holds the warehouse's writer lock (file lock or lake lock) now."""
+    try:
+        with warehouse.exclusive(timeout=0):
+            return True
+    except Timeout:
+        return False

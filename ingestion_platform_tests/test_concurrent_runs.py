@@ -44,7 +44,7 @@ RUN_ONE = textwrap.dedent(
 
 
 def test_a_backfill_and_single_partitions_run_at_once_without_lock_errors(
-    postgres_url: str, tmp_path: Path, warehouse_path: Path
+    postgres_url: str, tmp_path: Path, warehouse_path: Path, warehouse: Warehouse
 ) -> None:
     shop.create_shop(sa.create_engine(postgres_url), SEED)
     folder = tmp_path / "shop"
@@ -58,7 +58,9 @@ def test_a_backfill_and_single_partitions_run_at_once_without_lock_errors(
     build_source(SqlDatabaseSource, folder, attributes)
     runs = [("2026-11-01", "2026-11-03"), ("2026-11-04", "-"), ("2026-11-05", "-"),
             ("2026-11-06", "-")]  # fmt: skip
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    # Added to, not replaced: the lake-contract run puts its DuckDB there (ducklake.py).
+    paths = [os.environ.get("PYTHONPATH", ""), str(Path(__file__).parents[1])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", RUN_ONE, str(folder), str(warehouse_path), start, end],
@@ -74,7 +76,6 @@ def test_a_backfill_and_single_partitions_run_at_once_without_lock_errors(
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
         assert "Could not set lock on file" not in output
-    warehouse = Warehouse(warehouse_path)
     assert warehouse.count("shop", "orders") == SEED.orders
     assert warehouse.count("shop", "customers") == SEED.customers
     keys = warehouse.query("select distinct _batch_key from shop.orders order by 1")

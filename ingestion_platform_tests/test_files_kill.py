@@ -17,12 +17,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from filelock import FileLock
 
 from ingestion_platform.components.file_source import SftpFileSource
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.files_helpers import keys, rows, tick
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, materialize, warehouse_lock_is_free
 from ingestion_platform_tests.sshd import Sshd, ThrottledProxy
 
 CHILD = """
@@ -31,7 +30,7 @@ from pathlib import Path
 import dagster as dg
 from ingestion_platform.components.file_source import SftpFileSource
 from ingestion_platform.warehouse import WarehouseResource
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, materialize, warehouse_lock_is_free
 folder, attributes, home, key, warehouse = json.loads(sys.argv[1])
 defs = build_source(SftpFileSource, Path(folder), attributes)
 with dg.instance_for_test(temp_dir=home) as instance:
@@ -101,16 +100,6 @@ def _kill_when(child: subprocess.Popen, ready, timeout: float = 120) -> None:  #
     assert child.returncode == -9, "the run ended before it could be killed"
 
 
-def _lock_is_free(warehouse_path: Path) -> bool:
-    lock = FileLock(str(warehouse_path) + ".lock", timeout=0)
-    try:
-        lock.acquire()
-    except TimeoutError:
-        return False
-    lock.release()
-    return True
-
-
 def _assert_exact_rerun(
     tmp_path: Path,
     sshd: Sshd,
@@ -167,7 +156,7 @@ def test_kill_9_during_the_transfer_then_a_rerun_lands_the_slice_exactly(
     finally:
         proxy.close()
     (stale,) = partial()  # the killed run's partial file is still there
-    assert _lock_is_free(warehouse_path)
+    assert warehouse_lock_is_free(warehouse)
     assert _snapshot(warehouse) == before  # nothing of the slice landed
 
     _assert_exact_rerun(tmp_path, sshd, disk_instance, resources, warehouse, before, key, count)
@@ -193,11 +182,11 @@ def test_kill_9_during_the_warehouse_commit_then_a_rerun_lands_the_slice_exactly
     def writing_uncommitted() -> bool:
         # The child holds the lock and DuckDB is writing the new rows' blocks into the file;
         # they only become part of the database when the commit's WAL record is written.
-        return not _lock_is_free(warehouse_path) and warehouse_path.stat().st_size > size_before
+        return not warehouse_lock_is_free(warehouse) and warehouse_path.stat().st_size > size_before
 
     child = _start_child(tmp_path, sshd, sshd.port, key, warehouse_path)
     _kill_when(child, writing_uncommitted)
-    assert _lock_is_free(warehouse_path)  # the kernel released the dead process's lock
+    assert warehouse_lock_is_free(warehouse)  # the kernel released the dead process's lock
     assert _snapshot(warehouse) == before
     assert rows(warehouse, "select count(*) from partner._quarantine") == [(0,)]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from filelock import FileLock, Timeout
 
 from ingestion_platform.connectors.kinesis import Backoff, KinesisReader, StreamAddress, make_client
 from ingestion_platform.warehouse import Warehouse
@@ -24,7 +23,7 @@ from ingestion_platform_tests.kinesis_emulators import (
     put_events,
     tick,
 )
-from ingestion_platform_tests.sources import failure_message, materialize
+from ingestion_platform_tests.sources import failure_message, materialize, warehouse_lock_is_free
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 
@@ -150,13 +149,9 @@ def test_kill_9_during_a_load_then_a_rerun_loses_and_duplicates_nothing(
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script])
-    lock = FileLock(str(warehouse_path) + ".lock", timeout=0)
     deadline = time.monotonic() + 120
     while child.poll() is None and time.monotonic() < deadline:
-        try:
-            lock.acquire()
-            lock.release()
-        except Timeout:  # the child holds the lock: it is inside its landing transaction
+        if not warehouse_lock_is_free(warehouse):  # the child is in its landing transaction
             time.sleep(0.05)
             child.kill()  # SIGKILL: no clean-up of any kind
             break

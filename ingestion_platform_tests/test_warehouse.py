@@ -1,4 +1,4 @@
-"""The warehouse resource: settings read at run time, writers with bounded memory."""
+"""The warehouse resource: settings read at run time, writers with bounded memory, a lake."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, LakeConfigError
 from ingestion_platform.warehouse import WarehouseResource
 
 
@@ -40,3 +41,38 @@ def test_memory_limit_and_path_come_from_the_environment_when_a_run_asks(
     monkeypatch.setenv("INGESTION_WAREHOUSE_MEMORY_LIMIT", "1GB")
     assert resource.get().path == tmp_path / "from_env.duckdb"
     assert _writer_settings(resource) == ("953.6 MiB", False)  # 1 GB in MiB
+
+
+def test_a_lake_without_a_data_path_fails_naming_the_variable_when_a_run_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(CATALOG_ENV, "postgresql://ingest@127.0.0.1:5432/lake")
+    monkeypatch.delenv(DATA_PATH_ENV, raising=False)
+    resource = WarehouseResource()  # nothing is read before a run asks
+    with pytest.raises(LakeConfigError) as raised:
+        resource.get()
+    assert str(raised.value) == (
+        "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH is not set, and a DuckLake needs a place for "
+        "its Parquet files. Fix: export INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH=s3://BUCKET/"
+        "PREFIX/ (or a folder every run host mounts)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("catalog", "problem"),
+    [
+        ("sqlite:///lake.sqlite", "the catalog must be a PostgreSQL database, got a 'sqlite' URL"),
+        ("lake on db-host", "is not a database URL"),
+    ],
+)
+def test_a_lake_catalog_must_be_a_postgresql_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, catalog: str, problem: str
+) -> None:
+    resource = WarehouseResource(ducklake_catalog=catalog, ducklake_data_path=str(tmp_path))
+    with pytest.raises(LakeConfigError) as raised:
+        resource.get()
+    assert str(raised.value).startswith(f"{CATALOG_ENV}")
+    assert problem in str(raised.value)
+    assert str(raised.value).endswith(
+        "Fix: set it to postgresql://USER@HOST:5432/DATABASE (the password in PGPASSWORD)"
+    )

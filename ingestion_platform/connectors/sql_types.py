@@ -168,13 +168,43 @@ def align_column_types(
         ).fetchall()
     )
     relation = f"{_quote(dataset)}.{_quote(table)}"
+    # A DuckLake changes a column's type only by widening it (INTEGER to BIGINT, say).
+    in_lake = connection.execute(
+        "select type = 'ducklake' from duckdb_databases() where database_name = current_database()"
+    ).fetchone() == (True,)
     altered = []
     for name, type_name in wanted.items():
         target = str(connection.sqltype(type_name))  # parsed, so never arbitrary SQL
-        if name in current and current[name] != target:
-            connection.execute(f"alter table {relation} alter column {_quote(name)} type {target}")
-            altered.append(name)
+        if name not in current or current[name] == target:
+            continue
+        column = _quote(name)
+        if in_lake:
+            _recreate_empty_column(connection, relation, name, target)
+        else:
+            connection.execute(f"alter table {relation} alter column {column} type {target}")
+        altered.append(name)
     return altered
+
+
+def _recreate_empty_column(
+    connection: duckdb.DuckDBPyConnection, relation: str, name: str, target: str
+) -> None:
+    """Drop and add `name` with type `target`: only while it holds no value.
+
+    dlt's schema sync has just created the column (with the whole table, or added to it), so
+    it is empty; the column moves to the end of the table.
+    """
+    column = _quote(name)
+    (values,) = connection.execute(
+        f"select count({column}) from {relation}"  # noqa: S608
+    ).fetchone()  # type: ignore[misc]
+    if values:
+        raise TypeError(
+            f"{relation}.{column} holds {values} value(s) typed as text, and a DuckLake cannot "
+            f"change it to {target}. Fix: re-land the table into a new schema"
+        )
+    connection.execute(f"alter table {relation} drop column {column}")
+    connection.execute(f"alter table {relation} add column {column} {target}")
 
 
 def _quote(name: str) -> str:
