@@ -45,6 +45,10 @@ $(DUCKLAKE): Makefile $(VENV)/.installed
 LAKE_CONTRACT := $(addprefix ingestion_platform_tests/,test_ducklake.py test_warehouse.py \
 	test_sql_landing_contract.py test_sql_types.py test_sql_failures.py test_concurrent_runs.py \
 	test_record_landing.py test_files_local.py test_files_quarantine.py test_kinesis_landing.py)
+# The source database does not matter to the warehouse (MariaDB runs in the first pass), and
+# the Kinesis window test waits a minute for windows to close, warehouse aside.
+LAKE_SKIP := -k "not mariadb" --deselect \
+	ingestion_platform_tests/test_kinesis_landing.py::test_a_time_window_lands_exactly_the_records_that_arrived_in_it
 
 # Start the local peers the tests use when they are installed but stopped.
 services: kinesis-mock
@@ -82,7 +86,7 @@ test: install services $(DUCKLAKE)
 	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
 	INGESTION_TEST_WAREHOUSE=ducklake PYTHONPATH=$(CURDIR)/.ducklake \
-		$(VENV)/bin/pytest -n 2 --dist loadfile $(LAKE_CONTRACT)
+		$(VENV)/bin/pytest -n 2 --dist loadfile --durations=5 $(LAKE_CONTRACT) $(LAKE_SKIP)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
