@@ -112,7 +112,16 @@ class DuckLake:
             raise
         return connection
 
-    def _unreachable(self, error: duckdb.Error) -> ConnectionError:
+    def _catalog_session(self, engine: sa.Engine) -> sa.Connection:
+        try:
+            return engine.connect()
+        except sa.exc.DBAPIError as error:
+            problem = str(error.orig).strip().splitlines()[0]
+        # Raised outside the `except`: a database error in its context would read as the
+        # source's own (connectors/sql_database.py, `read_failure`).
+        raise self._unreachable(problem)
+
+    def _unreachable(self, error: Exception | str) -> ConnectionError:
         # DuckDB's message may quote the connection string, password included.
         message = str(error)
         password = _parse(self.catalog_url).password
@@ -131,7 +140,7 @@ class DuckLake:
         key = _lock_key(self.shown)
         deadline = time.monotonic() + timeout
         try:
-            with engine.connect() as session:
+            with self._catalog_session(engine) as session:
                 while not session.execute(
                     sa.text("select pg_try_advisory_lock(:key)"), {"key": key}
                 ).scalar_one():

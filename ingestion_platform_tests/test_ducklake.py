@@ -15,11 +15,20 @@ import textwrap
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import sqlalchemy as sa
 
+from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.demo import shop
 from ingestion_platform.ducklake import DuckLake
-from ingestion_platform.warehouse import Warehouse
-from ingestion_platform_tests.sources import warehouse_lock_is_free
+from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.sources import (
+    build_source,
+    failure_message,
+    materialize,
+    warehouse_lock_is_free,
+)
 
 HOLD_THE_LOCK = textwrap.dedent(
     """
@@ -102,3 +111,34 @@ def test_an_unreachable_catalog_names_the_settings_and_hides_the_password(
         "Fix: check INGESTION_WAREHOUSE_DUCKLAKE_CATALOG and "
         "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH, and that the catalog database is reachable"
     )
+
+
+def test_a_run_whose_catalog_is_down_fails_naming_the_lake_not_the_source(
+    postgres_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    shop.create_shop(sa.create_engine(postgres_url), shop.ShopSeed(orders=50, days=2))
+    attributes = {
+        "connection": postgres_url,
+        "cursor": "updated_at",
+        "tables": [{"name": "orders"}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    down = WarehouseResource(
+        path=str(tmp_path / "w.duckdb"),
+        ducklake_catalog="postgresql://ingest:s3cret-pw@127.0.0.1:1/lake",
+        ducklake_data_path=str(tmp_path / "data"),
+    )
+    result = materialize(
+        defs,
+        partition_key="2026-11-01",
+        resources={"warehouse": down},
+        instance=instance,
+        raise_on_error=False,
+    )
+    message = failure_message(result)
+    assert message.startswith(
+        "ConnectionError: cannot attach the DuckLake warehouse (catalog "
+        "postgresql://ingest:***@127.0.0.1:1/lake, data path "
+    ), message
+    assert "s3cret-pw" not in message
