@@ -38,7 +38,8 @@ kinesis-mock: $(KINESIS_MOCK)
 DUCKLAKE := .ducklake/.installed
 $(DUCKLAKE): Makefile $(VENV)/.installed
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --target .ducklake duckdb==1.5.5 \
-		duckdb-extension-ducklake==1.5.5 duckdb-extension-postgres==1.5.5
+		duckdb-extension-ducklake==1.5.5 duckdb-extension-postgres==1.5.5 \
+		duckdb-extension-httpfs==1.5.5 duckdb-extension-aws==1.5.5
 	touch $@
 
 # The modules that prove the landing contract, run again with every warehouse in a DuckLake.

@@ -17,11 +17,13 @@ path. The lock is tied to the session, so a killed run releases it.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import duckdb
 import sqlalchemy as sa
@@ -102,9 +104,29 @@ class DuckLake:
         except duckdb.Error as error:
             raise self._unreachable(error) from None
 
+    def storage_secret_sql(self) -> str | None:
+        """For a data path in S3, DuckDB's secret: AWS's own credential chain and variables."""
+        if not self.data_path.startswith("s3://"):
+            return None
+        # The chain boto3 uses (environment, profile, instance role), read by DuckDB itself,
+        # so no key passes through the platform; an endpoint for S3-compatible stores.
+        options = ["TYPE s3", "PROVIDER credential_chain"]
+        if region := os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
+            options.append(f"REGION {_literal(region)}")
+        if endpoint := _s3_endpoint():
+            url = urlsplit(endpoint)
+            options += [
+                f"ENDPOINT {_literal(url.netloc)}",
+                "URL_STYLE 'path'",
+                f"USE_SSL {str(url.scheme == 'https').lower()}",
+            ]
+        return f"create or replace secret lake_storage ({', '.join(options)})"
+
     def _attach(self, config: dict[str, Any], read_only: bool) -> duckdb.DuckDBPyConnection:
         connection = duckdb.connect(config=config)
         try:
+            if secret := self.storage_secret_sql():
+                connection.execute(secret)
             connection.execute(self.attach_sql(read_only))
             connection.execute(f"use {LAKE_NAME}")
         except BaseException:
@@ -163,9 +185,22 @@ class DuckLake:
             ducklake_name=LAKE_NAME,
             metadata_schema=LAKE_NAME,
             catalog=self.catalog_url,
-            storage=self.data_path,
+            storage=self._dlt_storage(),
         )
         return dlt.destinations.ducklake(credentials=credentials)
+
+    def _dlt_storage(self) -> Any:
+        if not self.data_path.startswith("s3://"):
+            return self.data_path
+        import boto3
+        from dlt.common.configuration.specs import AwsCredentials
+        from dlt.common.storages.configuration import FilesystemConfiguration
+
+        # The same chain as DuckDB's secret above, through a boto3 session.
+        aws = AwsCredentials()
+        aws.parse_native_representation(boto3.Session())
+        aws.endpoint_url = _s3_endpoint()
+        return FilesystemConfiguration(bucket_url=self.data_path, credentials=aws)
 
 
 def _parse(catalog_url: str) -> sa.URL:
@@ -176,6 +211,11 @@ def _parse(catalog_url: str) -> sa.URL:
             f"{CATALOG_ENV} is not a database URL. Fix: set it to "
             "postgresql://USER@HOST:5432/DATABASE (the password in PGPASSWORD)"
         ) from None
+
+
+def _s3_endpoint() -> str | None:
+    """An S3-compatible endpoint, from boto3's own variables (unset for AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _literal(value: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-LAKE_EXTENSIONS = ("ducklake", "postgres")
+# httpfs and aws for a data path in S3 (moto here).
+LAKE_EXTENSIONS = ("ducklake", "postgres", "httpfs", "aws")
 
 
 @functools.cache
