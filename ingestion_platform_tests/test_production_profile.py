@@ -64,6 +64,9 @@ def test_the_production_instance_loads_on_postgres_with_the_docker_run_launcher(
     assert launcher.env_vars == [
         "DAGSTER_PG_URL",
         "INGESTION_WAREHOUSE_PATH",
+        "INGESTION_WAREHOUSE_DUCKLAKE_CATALOG",
+        "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH",
+        "PGPASSWORD",
         "INGESTION_RATE_BUDGET_DIR",
         "RUNTIME__DLTHUB_TELEMETRY",
         "SHOP_DB_URL",
