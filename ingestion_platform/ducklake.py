@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ DATA_PATH_ENV = "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH"
 # metadata tables in the PostgreSQL database.
 LAKE_NAME = "warehouse"
 _LOCK_POLL_SECONDS = 0.2
+# The lake locks this thread holds: a second session of the same process would wait for the
+# first for ever.
+_held_here = threading.local()
 
 
 class LakeConfigError(ValueError):
@@ -158,8 +162,21 @@ class DuckLake:
     @contextmanager
     def writer_lock(self, timeout: float) -> Iterator[None]:
         """Hold the lake's writer lock, across every host that uses this catalog."""
-        engine = sa.create_engine(_parse(self.catalog_url), poolclass=sa.pool.NullPool)
         key = _lock_key(self.shown)
+        held = _held_here.__dict__.setdefault("keys", set())
+        if key in held:  # re-entered by this thread, as the file lock allows
+            yield
+            return
+        held.add(key)
+        try:
+            with self._advisory_lock(key, timeout):
+                yield
+        finally:
+            held.discard(key)
+
+    @contextmanager
+    def _advisory_lock(self, key: int, timeout: float) -> Iterator[None]:
+        engine = sa.create_engine(_parse(self.catalog_url), poolclass=sa.pool.NullPool)
         deadline = time.monotonic() + timeout
         try:
             with self._catalog_session(engine) as session:

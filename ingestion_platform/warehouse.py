@@ -119,11 +119,6 @@ class Warehouse:
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
 
     @property
-    def shown(self) -> str:
-        """Where the tables are, for messages and metadata (no secrets)."""
-        return f"DuckLake {self.lake.shown}" if self.lake else str(self.path)
-
-    @property
     def write_config(self) -> dict[str, str | bool]:
         """DuckDB settings for every connection that writes."""
         # Rows are keyed by _batch_key, not by position: letting DuckDB reorder them halves

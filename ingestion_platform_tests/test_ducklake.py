@@ -108,6 +108,14 @@ def test_the_writer_lock_holds_across_processes_and_dies_with_its_holder(
         holder.wait()
 
 
+def test_the_holder_of_the_writer_lock_can_take_it_again(warehouse: Warehouse) -> None:
+    # As the file lock allows: a second PostgreSQL session would wait for the first.
+    with warehouse.exclusive(timeout=5), warehouse.exclusive(timeout=1):
+        with warehouse.connect(read_only=False) as connection:
+            assert connection.execute("select 1").fetchone() == (1,)
+    assert warehouse_lock_is_free(warehouse)
+
+
 def test_an_unreachable_catalog_names_the_settings_and_hides_the_password(
     tmp_path: Path,
 ) -> None:
