@@ -30,6 +30,8 @@ import duckdb
 import sqlalchemy as sa
 from filelock import Timeout
 
+from ingestion_platform.connectors.sql_quoting import quote_literal
+
 CATALOG_ENV = "INGESTION_WAREHOUSE_DUCKLAKE_CATALOG"
 DATA_PATH_ENV = "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH"
 # The lake's name: the catalog every connection attaches and uses, and the schema of its
@@ -85,10 +87,12 @@ class DuckLake:
             "password": url.password,
         }
         libpq = " ".join(f"{key}={value}" for key, value in parts.items() if value is not None)
-        options = f"DATA_PATH {_literal(self.data_path)}, METADATA_SCHEMA {_literal(LAKE_NAME)}"
+        options = (
+            f"DATA_PATH {quote_literal(self.data_path)}, METADATA_SCHEMA {quote_literal(LAKE_NAME)}"
+        )
         if read_only:
             options += ", READ_ONLY"
-        return f"ATTACH {_literal('ducklake:postgres:' + libpq)} AS {LAKE_NAME} ({options})"
+        return f"ATTACH {quote_literal('ducklake:postgres:' + libpq)} AS {LAKE_NAME} ({options})"
 
     def connect(self, config: dict[str, Any], read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection whose default catalog is the lake."""
@@ -116,11 +120,11 @@ class DuckLake:
         # so no key passes through the platform; an endpoint for S3-compatible stores.
         options = ["TYPE s3", "PROVIDER credential_chain"]
         if region := os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
-            options.append(f"REGION {_literal(region)}")
+            options.append(f"REGION {quote_literal(region)}")
         if endpoint := _s3_endpoint():
             url = urlsplit(endpoint)
             options += [
-                f"ENDPOINT {_literal(url.netloc)}",
+                f"ENDPOINT {quote_literal(url.netloc)}",
                 "URL_STYLE 'path'",
                 f"USE_SSL {str(url.scheme == 'https').lower()}",
             ]
@@ -233,10 +237,6 @@ def _parse(catalog_url: str) -> sa.URL:
 def _s3_endpoint() -> str | None:
     """An S3-compatible endpoint, from boto3's own variables (unset for AWS itself)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _lock_key(catalog: str) -> int:

@@ -30,6 +30,7 @@ from ingestion_platform.connectors.file_formats import (
     csv_row_fix,
     select_rows,
 )
+from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
@@ -131,7 +132,7 @@ def _commit(
         report.new_columns = _evolve(connection, source, table, reads, names)
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
         stamp = (
-            f"{literal_of(batch_key)} as {quote_identifier(BATCH_KEY_COLUMN)}, "
+            f"{quote_literal(batch_key)} as {quote_identifier(BATCH_KEY_COLUMN)}, "
             f"$1::timestamptz as {quote_identifier(LOADED_AT_COLUMN)}"
         )
         for index, read in enumerate(reads):
@@ -151,7 +152,7 @@ def _commit(
                     ).fetchall()[0][0]
                 )
                 quarantined = connection.execute(
-                    f"insert into {quarantine} by name select {literal_of(source)} as source, "  # noqa: S608
+                    f"insert into {quarantine} by name select {quote_literal(source)} as source, "  # noqa: S608
                     f"*, {stamp} from ({bad_rows(read, rejects)})",
                     [loaded_at],
                 ).fetchall()[0][0]
@@ -248,7 +249,3 @@ def _evolve(
             f"alter table {relation} add column {quote_identifier(name)} {wanted[name]}"
         )
     return added
-
-
-def literal_of(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract import DltResource
 
+from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
     LOADED_AT_COLUMN,
@@ -215,7 +216,7 @@ def _scope(batch_keys: list[str], primary_key: list[str]) -> str:
     The rows of `batch_keys`, and with a primary key also every older version, in any other
     slice, of a key this load brings: the table keeps one current row per key.
     """
-    literals = ", ".join("'" + key.replace("'", "''") + "'" for key in batch_keys)
+    literals = ", ".join(quote_literal(key) for key in batch_keys)
     condition = f"{quote_identifier(BATCH_KEY_COLUMN)} IN ({literals})"
     condition = condition.replace("{", "{{").replace("}", "}}")
     if primary_key:

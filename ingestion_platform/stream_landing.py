@@ -27,6 +27,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion_platform.connectors.kinesis_decode import BadRecord, Decoded, Decoding
 from ingestion_platform.connectors.kinesis_schema import VALID_OBJECT, infer_structure
+from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
     BATCH_KEY_COLUMN,
@@ -156,7 +157,7 @@ def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str
     fields = ", ".join(
         f"_row.{quote_identifier(key)} as {quote_identifier(name)}" for key, name in names.items()
     )
-    transform = f"json_transform(payload, {_literal(json.dumps(structure))})"
+    transform = f"json_transform(payload, {quote_literal(json.dumps(structure))})"
     return (
         f"select {origin}, {fields} from (select {origin}, {transform} as _row "  # noqa: S608
         f"from slice_rows where {VALID_OBJECT})"
@@ -260,7 +261,3 @@ def _quarantine(
     )
     connection.unregister("bad_rows")
     return len(bad)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

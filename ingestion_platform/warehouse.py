@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 from filelock import FileLock
 
+from ingestion_platform.connectors.sql_quoting import quote_identifier
 from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, DuckLake
 
 DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
@@ -34,11 +35,6 @@ LOADED_AT_COLUMN = "_loaded_at"
 WAREHOUSE_POOL = "duckdb_warehouse"
 # Long enough for a large load ahead in the queue; a stuck writer still surfaces.
 LOCK_TIMEOUT_SECONDS = 3600
-
-
-def quote_identifier(name: str) -> str:
-    """Quote a DuckDB identifier, so names from config can never become SQL."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def delete_slices(
@@ -127,9 +123,7 @@ class Warehouse:
 
     def open_writer(self) -> duckdb.DuckDBPyConnection:
         """A writing connection; the caller holds the lock (`exclusive`) and closes it."""
-        if self.lake:
-            return self.lake.connect(self.write_config)
-        return duckdb.connect(str(self.path), config=self.write_config)
+        return self._open(read_only=False)
 
     @contextmanager
     def exclusive(self, timeout: float | None = None) -> Iterator[None]:
@@ -162,9 +156,11 @@ class Warehouse:
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if self.lake:
             return self.lake.connect(self.write_config, read_only=read_only)
-        if read_only and not self.path.exists():
+        if not read_only:
+            return duckdb.connect(str(self.path), config=self.write_config)
+        if not self.path.exists():
             duckdb.connect(str(self.path)).close()
-        return duckdb.connect(str(self.path), read_only=read_only)
+        return duckdb.connect(str(self.path), read_only=True)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.connect() as connection:

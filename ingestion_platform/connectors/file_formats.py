@@ -22,6 +22,9 @@ from typing import Literal
 
 import duckdb
 
+from ingestion_platform.connectors.sql_quoting import quote_identifier as _ident
+from ingestion_platform.connectors.sql_quoting import quote_literal as literal
+
 Format = Literal["csv", "jsonl", "parquet"]
 _SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
@@ -41,11 +44,6 @@ _LINE_OPTIONS = "header=false, delim='\x01', quote='', escape='', auto_detect=fa
 
 class UnreadableFile(ValueError):
     """A file the reader cannot read at all (wrong format, undecodable, truncated)."""
-
-
-def literal(value: str) -> str:
-    """A SQL string literal; DuckDB table functions take options as constants."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -273,7 +271,3 @@ def csv_row_fix(relation: str, rejects: str, label: str, batch_key: str, header:
         f"{_ident(rejects)})) r where r.good_before < {relation}._row) "
         f"where _file = {literal(label)} and _batch_key = {literal(batch_key)}"
     )
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

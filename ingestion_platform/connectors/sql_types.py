@@ -28,6 +28,8 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
+from ingestion_platform.connectors.sql_quoting import quote_identifier
+
 Reader = Literal["connectorx", "pyarrow"]
 Select = Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
 # Arrow field metadata key: the DuckDB type the warehouse column must have.
@@ -167,7 +169,7 @@ def align_column_types(
             [dataset, table],
         ).fetchall()
     )
-    relation = f"{_quote(dataset)}.{_quote(table)}"
+    relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
     # A DuckLake changes a column's type only by widening it (INTEGER to BIGINT, say).
     in_lake = connection.execute(
         "select type = 'ducklake' from duckdb_databases() where database_name = current_database()"
@@ -177,9 +179,9 @@ def align_column_types(
         target = str(connection.sqltype(type_name))  # parsed, so never arbitrary SQL
         if name not in current or current[name] == target:
             continue
-        column = _quote(name)
+        column = quote_identifier(name)
         if in_lake:
-            _recreate_empty_column(connection, relation, name, target)
+            _recreate_empty_column(connection, relation, column, target)
         else:
             connection.execute(f"alter table {relation} alter column {column} type {target}")
         altered.append(name)
@@ -187,14 +189,13 @@ def align_column_types(
 
 
 def _recreate_empty_column(
-    connection: duckdb.DuckDBPyConnection, relation: str, name: str, target: str
+    connection: duckdb.DuckDBPyConnection, relation: str, column: str, target: str
 ) -> None:
-    """Drop and add `name` with type `target`: only while it holds no value.
+    """Drop and add the (quoted) `column` with type `target`: only while it holds no value.
 
     dlt's schema sync has just created the column (with the whole table, or added to it), so
     it is empty; the column moves to the end of the table.
     """
-    column = _quote(name)
     (values,) = connection.execute(
         f"select count({column}) from {relation}"  # noqa: S608
     ).fetchone()  # type: ignore[misc]
@@ -205,10 +206,6 @@ def _recreate_empty_column(
         )
     connection.execute(f"alter table {relation} drop column {column}")
     connection.execute(f"alter table {relation} add column {column} {target}")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _type_name(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
