@@ -212,6 +212,9 @@ def _parquet(table: pa.Table) -> bytes:
         ("orders.jsonl", b'{"id": 1, "name": "a"}\n{"id": 2, "name": "b"}\n'),
         ("orders.parquet", _parquet(pa.table({"id": [1, 2], "name": ["a", "b"]}))),
     ],
+    # Named by file: gzip stamps the time into its bytes, and xdist's workers must collect
+    # the same test ids.
+    ids=["csv", "csv.gz", "jsonl", "parquet"],
 )
 def test_each_format_lands_exactly(
     tmp_path: Path,
