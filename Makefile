@@ -32,16 +32,6 @@ $(KINESIS_MOCK): .kinesis-mock/package.json
 
 kinesis-mock: $(KINESIS_MOCK)
 
-# DuckLake's DuckDB extensions from PyPI (the machine reaches no extension repository). Those
-# packages exist for DuckDB 1.5.5 only, so that DuckDB comes along, in its own folder that
-# the lake-contract run puts ahead of the venv (ingestion_platform_tests/ducklake.py).
-DUCKLAKE := .ducklake/.installed
-$(DUCKLAKE): Makefile $(VENV)/.installed
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --target .ducklake duckdb==1.5.5 \
-		duckdb-extension-ducklake==1.5.5 duckdb-extension-postgres==1.5.5 \
-		duckdb-extension-httpfs==1.5.5 duckdb-extension-aws==1.5.5
-	touch $@
-
 # The modules that prove the landing contract, run again with every warehouse in a DuckLake.
 LAKE_CONTRACT := $(addprefix ingestion_platform_tests/,test_ducklake.py test_warehouse.py \
 	test_sql_landing_contract.py test_sql_types.py test_sql_failures.py test_concurrent_runs.py \
@@ -80,14 +70,13 @@ demo: demo-data
 	mkdir -p data/inbox
 	$(PY) -m ingestion_platform.demo.run --port 3000
 
-test: install services $(DUCKLAKE)
+test: install services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dg check yaml
 	$(VENV)/bin/dg check defs
 	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
-	INGESTION_TEST_WAREHOUSE=ducklake PYTHONPATH=$(CURDIR)/.ducklake \
-		$(VENV)/bin/pytest -n 2 --dist loadfile --durations=5 $(LAKE_CONTRACT) $(LAKE_SKIP)
+	INGESTION_TEST_WAREHOUSE=ducklake $(VENV)/bin/pytest -n 2 --dist loadfile --durations=5 $(LAKE_CONTRACT) $(LAKE_SKIP)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

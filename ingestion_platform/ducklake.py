@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from filelock import Timeout
 
 from ingestion_platform.connectors.sql_quoting import quote_literal
+from ingestion_platform.duckdb_extensions import install_packaged_extensions
 
 CATALOG_ENV = "INGESTION_WAREHOUSE_DUCKLAKE_CATALOG"
 DATA_PATH_ENV = "INGESTION_WAREHOUSE_DUCKLAKE_DATA_PATH"
@@ -131,6 +132,7 @@ class DuckLake:
         return f"create or replace secret lake_storage ({', '.join(options)})"
 
     def _attach(self, config: dict[str, Any], read_only: bool) -> duckdb.DuckDBPyConnection:
+        install_packaged_extensions()
         connection = duckdb.connect(config=config)
         try:
             if secret := self.storage_secret_sql():

@@ -23,6 +23,7 @@ from typing import Literal
 import duckdb
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.file_formats import (
     FileRead,
     UnreadableFile,
@@ -125,10 +126,11 @@ def _commit(
         connection.execute(f"create schema if not exists {schema}")
         quarantine = ensure_quarantine(connection, source)
         _adopt_table_types(connection, source, table, reads, names)
-        report.table_created = not connection.execute(
+        report.table_created = not fetch_row(
+            connection,
             "select 1 from information_schema.tables where table_schema = ? and table_name = ?",
             [source, table],
-        ).fetchone()
+        )
         report.new_columns = _evolve(connection, source, table, reads, names)
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
         stamp = (

@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.kinesis_decode import BadRecord, Decoded, Decoding
 from ingestion_platform.connectors.kinesis_schema import VALID_OBJECT, infer_structure
 from ingestion_platform.connectors.sql_quoting import quote_literal
@@ -100,10 +101,11 @@ def land_stream_slice(
             stamp = f"$1 as {quote_identifier(BATCH_KEY_COLUMN)}, $2::timestamptz as " + (
                 quote_identifier(LOADED_AT_COLUMN)
             )
-            (report.rows_landed,) = connection.execute(
+            (report.rows_landed,) = fetch_row(
+                connection,
                 f"insert into {relation} by name select *, {stamp} from ({select})",  # noqa: S608
                 [batch_key, loaded_at],
-            ).fetchone()  # type: ignore[misc]
+            )  # type: ignore[misc]
             report.rows_quarantined = _quarantine(
                 connection, quarantine, dataset, batch_key, loaded_at, bad
             )

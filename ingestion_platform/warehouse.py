@@ -19,6 +19,7 @@ import dagster as dg
 import duckdb
 from filelock import FileLock
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.sql_quoting import quote_identifier
 from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, DuckLake
 
@@ -77,22 +78,24 @@ def delete_older_versions(
     Runs in the caller's transaction; returns how many rows it deleted.
     """
     batch = quote_identifier(BATCH_KEY_COLUMN)
-    others = connection.execute(
+    others = fetch_row(
+        connection,
         f"select 1 from {relation} where {batch} not in (select unnest(?)) limit 1",  # noqa: S608
         [keys],
-    ).fetchone()
+    )
     if others is None:  # the first slice of a table: nothing to compare against
         return 0
     same_key = " and ".join(
         f"{relation}.{quote_identifier(c)} = landed.{quote_identifier(c)}" for c in key_columns
     )
     listed = ", ".join(quote_identifier(c) for c in key_columns)
-    (deleted,) = connection.execute(
+    (deleted,) = fetch_row(
+        connection,
         f"delete from {relation} using (select distinct {listed} from {relation} "  # noqa: S608
         f"where {batch} in (select unnest(?))) as landed "
         f"where {same_key} and {relation}.{batch} not in (select unnest(?))",
         [keys, keys],
-    ).fetchone()  # type: ignore[misc]
+    )  # type: ignore[misc]
     return int(deleted)
 
 
@@ -186,11 +189,12 @@ class Warehouse:
             return False
         connection = self._open(read_only=True)
         try:
-            (found,) = connection.execute(
+            (found,) = fetch_row(
+                connection,
                 "select count(*) from information_schema.tables where table_schema = ? "
                 "and table_name = ?",
                 [schema, table],
-            ).fetchone()  # type: ignore[misc]
+            )  # type: ignore[misc]
         finally:
             connection.close()
         return bool(found)

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV
 from ingestion_platform.warehouse import Warehouse, WarehouseResource
-from ingestion_platform_tests.ducklake import install_lake_extensions
 from ingestion_platform_tests.music import CATALOG, SECRET
 
 # Fixtures that start their own peers: an OpenSSH sshd, and the Kinesis emulators.
@@ -86,7 +85,6 @@ def ducklake_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     Through the environment, as a deployment would set it, so every `WarehouseResource` a
     test builds, in this process or a subprocess, lands in the lake.
     """
-    install_lake_extensions()
     for catalog_url in _fresh_database(POSTGRES_ADMIN_URL, "PostgreSQL", '"', " with (force)"):
         monkeypatch.setenv(CATALOG_ENV, catalog_url)
         monkeypatch.setenv(DATA_PATH_ENV, str(tmp_path / "lake") + "/")

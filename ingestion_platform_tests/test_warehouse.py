@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import ingestion_platform
 from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, LakeConfigError
 from ingestion_platform.warehouse import WarehouseResource
 
@@ -76,3 +77,15 @@ def test_a_lake_catalog_must_be_a_postgresql_url(
     assert str(raised.value).endswith(
         "Fix: set it to postgresql://USER@HOST:5432/DATABASE (the password in PGPASSWORD)"
     )
+
+
+def test_no_module_leaves_a_partial_result_on_a_connection() -> None:
+    """DuckDB 2.0 refuses `register` after a partial fetch; single rows go through fetch_row."""
+    package = Path(ingestion_platform.__file__).parent
+    partial = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if ".fetchone()" in line or ".fetchmany(" in line
+    ]
+    assert partial == []

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 from filelock import Timeout
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.warehouse import Warehouse, quote_identifier
 
 MANIFEST_TABLE = "_partitions"
@@ -119,10 +120,11 @@ def unlanded_keys(connection: duckdb.DuckDBPyConnection, dataset: str) -> list[s
 
 def key_count(connection: duckdb.DuckDBPyConnection, dataset: str) -> int:
     """How many partitions were ever cut (numbers the next key)."""
-    (count,) = connection.execute(
+    (count,) = fetch_row(
+        connection,
         f"select count(distinct partition_key) from {relation(dataset)} "  # noqa: S608
-        "where partition_key <> ''"
-    ).fetchone()  # type: ignore[misc]
+        "where partition_key <> ''",
+    )  # type: ignore[misc]
     return int(count)
 
 
@@ -172,9 +174,10 @@ def retire(connection: duckdb.DuckDBPyConnection, dataset: str, shard_ids: list[
 
 def origin(connection: duckdb.DuckDBPyConnection, dataset: str) -> datetime | None:
     """When a source that starts at LATEST was first watched (None before that)."""
-    row = connection.execute(
-        f"select min(first_arrival) from {relation(dataset)} where shard_id = '*'"  # noqa: S608
-    ).fetchone()
+    row = fetch_row(
+        connection,
+        f"select min(first_arrival) from {relation(dataset)} where shard_id = '*'",  # noqa: S608
+    )
     return row[0] if row else None
 
 

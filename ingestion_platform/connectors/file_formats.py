@@ -22,6 +22,7 @@ from typing import Literal
 
 import duckdb
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.sql_quoting import quote_identifier as _ident
 from ingestion_platform.connectors.sql_quoting import quote_literal as literal
 
@@ -125,10 +126,11 @@ def _sniff(
     if fmt == "parquet":
         source = f"read_parquet({path})"
     elif fmt == "jsonl":
-        structure = connection.execute(
+        structure = fetch_row(
+            connection,
             f"select json_group_structure(try_cast(line as json)) from read_csv({path}, "  # noqa: S608
-            f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS}) where {_IS_OBJECT}"
-        ).fetchone()
+            f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS}) where {_IS_OBJECT}",
+        )
         if structure is None or structure[0] is None:
             return {}
         probe = (

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.sql_quoting import quote_identifier
 
 Reader = Literal["connectorx", "pyarrow"]
@@ -171,9 +172,10 @@ def align_column_types(
     )
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
     # A DuckLake changes a column's type only by widening it (INTEGER to BIGINT, say).
-    in_lake = connection.execute(
-        "select type = 'ducklake' from duckdb_databases() where database_name = current_database()"
-    ).fetchone() == (True,)
+    in_lake = fetch_row(
+        connection,
+        "select type = 'ducklake' from duckdb_databases() where database_name = current_database()",
+    ) == (True,)
     altered = []
     for name, type_name in wanted.items():
         target = str(connection.sqltype(type_name))  # parsed, so never arbitrary SQL
@@ -196,9 +198,10 @@ def _recreate_empty_column(
     dlt's schema sync has just created the column (with the whole table, or added to it), so
     it is empty; the column moves to the end of the table.
     """
-    (values,) = connection.execute(
-        f"select count({column}) from {relation}"  # noqa: S608
-    ).fetchone()  # type: ignore[misc]
+    (values,) = fetch_row(
+        connection,
+        f"select count({column}) from {relation}",  # noqa: S608
+    )  # type: ignore[misc]
     if values:
         raise TypeError(
             f"{relation}.{column} holds {values} value(s) typed as text, and a DuckLake cannot "
