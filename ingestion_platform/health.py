@@ -37,6 +37,13 @@ class HealthSpec(dg.Model):
     # Share of rows read that may go to quarantine before it is flagged.
     quarantine_warn_share: float = 0.01
     freshness: bool = True
+    # The `source_lag` check and its sensor (lag.py), and how often the sensor measures.
+    lag: bool = True
+    lag_interval: str = "1m"
+
+    @property
+    def lag_interval_seconds(self) -> int:
+        return parse_duration(self.lag_interval)
 
 
 def check_specs(asset_key: dg.AssetKey, quarantines: bool = False) -> list[dg.AssetCheckSpec]:
@@ -153,7 +160,7 @@ def freshness_policy(
     warn = freshness_window(batch, health, sensor_interval_seconds)
     if not health.freshness or warn is None:
         return None
-    period = warn - _grace(batch, health, sensor_interval_seconds)
+    period = warn - grace(batch, health, sensor_interval_seconds)
     return dg.FreshnessPolicy.time_window(fail_window=warn + period, warn_window=warn)
 
 
@@ -169,7 +176,7 @@ def freshness_window(
         return None
     # Landings follow each boundary, so the newest is at most a period old until one is
     # missed; a grace later it is flagged.
-    return period + _grace(batch, health, sensor_interval_seconds)
+    return period + grace(batch, health, sensor_interval_seconds)
 
 
 def _period(batch: BatchSpec, sensor_interval_seconds: int) -> timedelta | None:
@@ -180,7 +187,8 @@ def _period(batch: BatchSpec, sensor_interval_seconds: int) -> timedelta | None:
     return None
 
 
-def _grace(batch: BatchSpec, health: HealthSpec, sensor_interval_seconds: int) -> timedelta:
+def grace(batch: BatchSpec, health: HealthSpec, sensor_interval_seconds: int) -> timedelta:
+    """How late past a batch boundary data may be before it is flagged."""
     if health.freshness_grace:
         return timedelta(seconds=parse_duration(health.freshness_grace))
     period = _period(batch, sensor_interval_seconds) or timedelta(0)
