@@ -11,6 +11,7 @@ import pytest
 from ingestion_platform.batching import BatchSpec
 from ingestion_platform.health import HealthSpec
 from ingestion_platform.lag import SOURCE_LAG, LagRule, SourceLag, lag_defs, lag_tick
+from ingestion_platform.window_lag import closed_windows_lag
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 KEY = dg.AssetKey(["src", "orders"])
@@ -132,3 +133,32 @@ def test_health_lag_false_leaves_the_source_without_the_check() -> None:
         sensor_interval_seconds=30,
     )
     assert list(defs.sensors or []) == []
+
+
+def _landed(instance: dg.DagsterInstance, *days: str) -> None:
+    for day in days:
+        instance.report_runless_asset_event(dg.AssetMaterialization(KEY, partition=day))
+
+
+def test_closed_windows_that_did_not_land_since_the_first_landing_wait() -> None:
+    windows = DAILY.partitions_def("unused")
+    with dg.instance_for_test() as instance:
+        _landed(instance, "2026-11-28", "2026-11-29", "2026-12-01")
+
+        lag = closed_windows_lag(instance, KEY, windows, NOW)
+
+    # 11-30, 12-02 and 12-03 closed without landing; history before 11-28 is not lag.
+    assert (lag.waiting, lag.unit) == (3, "windows")
+    assert lag.oldest_waiting_at == datetime(2026, 11, 30, tzinfo=UTC)
+    assert lag.detail == {"oldest_window": "2026-11-30"}
+
+
+def test_a_table_that_never_landed_counts_the_last_few_windows_only() -> None:
+    windows = DAILY.partitions_def("unused")
+    with dg.instance_for_test() as instance:
+        lag = closed_windows_lag(instance, KEY, windows, NOW)
+        _landed(instance, "2026-12-01", "2026-12-02", "2026-12-03")
+        caught_up = closed_windows_lag(instance, KEY, windows, NOW)
+
+    assert (lag.waiting, lag.oldest_waiting_at) == (3, datetime(2026, 12, 1, tzinfo=UTC))
+    assert (caught_up.waiting, caught_up.oldest_waiting_at) == (0, None)

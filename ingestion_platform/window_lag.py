@@ -1,0 +1,49 @@
+"""Lag of a time-batched source: closed windows that no landed partition holds.
+
+A time batch has no cutting code of its own, its schedule is the cutter: a window that
+closed and did not land (the schedule off, its runs failing) is data waiting at the
+source. Windows before the table's first landing are history, a backfill decision, not
+lag; a table that never landed counts the windows of the last few periods, which its
+schedule should have run.
+"""
+
+from datetime import datetime
+
+import dagster as dg
+
+from ingestion_platform.lag import SourceLag
+
+# A minutely batch over a year is half a million windows; the lag only needs the recent.
+MAX_WINDOWS = 2000
+NEVER_LANDED_WINDOWS = 3
+
+
+def closed_windows_lag(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    now: datetime,
+) -> SourceLag:
+    """Closed windows of `asset_key` that did not land, the oldest counted from its start."""
+    landed = instance.get_materialized_partitions(asset_key)
+    first_landed = min(
+        (partitions_def.time_window_for_partition_key(key).start for key in landed),
+        default=None,
+    )
+    waiting: list[tuple[str, dg.TimeWindow]] = []
+    window = partitions_def.get_prev_partition_window(now)
+    for seen in range(MAX_WINDOWS):
+        if window is None or (first_landed is not None and window.start < first_landed):
+            break
+        if first_landed is None and seen >= NEVER_LANDED_WINDOWS:
+            break
+        key = partitions_def.get_partition_key_for_timestamp(window.start.timestamp())
+        if key not in landed:
+            waiting.append((key, window))
+        window = partitions_def.get_prev_partition_window(window.start)
+    return SourceLag(
+        waiting=len(waiting),
+        unit="windows",
+        oldest_waiting_at=waiting[-1][1].start if waiting else None,
+        detail={"oldest_window": waiting[-1][0]} if waiting else {},
+    )
