@@ -255,7 +255,8 @@ def test_each_partition_of_a_single_run_backfill_carries_its_own_figures(
         )
         assert events[day]["slice_start"].value == start.timestamp()
         assert (events[day]["bytes_loaded"].value > 0) == (rows > 0)
-        assert events[day]["run_rows"].value == len(ROWS)
+        assert events[day]["rows_by_table"].value == {"tickets": rows}
+        assert "run_rows" not in events[day]
     assert events["2026-11-05"]["dagster/row_count"].value == 0
 
 

@@ -197,3 +197,55 @@ def test_both_arrow_backends_land_the_same_contents(
         )
     assert len(landed["connectorx"]) == len(_source_ids(postgres_url, shop.orders, "2026-11-03"))
     assert landed["connectorx"] == landed["pyarrow"]
+
+
+def test_a_backfill_puts_each_days_own_figures_and_no_run_wide_one_on_a_partition(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("create table visits (id int primary key, at timestamptz)"))
+        rows = [("2026-11-01", 1), ("2026-11-02", 4), ("2026-11-03", 7)]
+        ids = iter(range(1, 100))
+        for day, count in rows:
+            for _ in range(count):
+                connection.execute(
+                    sa.text("insert into visits values (:id, :at)"),
+                    {"id": next(ids), "at": f"{day}T12:00:00+00"},
+                )
+        # Rows no partition can hold: a table-wide figure, not any one day's.
+        connection.execute(sa.text("insert into visits values (98, null), (99, null)"))
+    engine.dispose()
+    defs = build_source(
+        SqlDatabaseSource,
+        tmp_path / "shop",
+        {
+            "connection": postgres_url,
+            "cursor": "at",
+            "tables": [{"name": "visits"}],
+            "batch": {"every": "day", "start": "2026-11-01"},
+        },
+    )
+    result = materialize(
+        defs,
+        resources=resources,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2026-11-01",
+            "dagster/asset_partition_range_end": "2026-11-03",
+        },
+    )
+
+    materializations = result.asset_materializations_for_node("shop__visits")
+    events = {event.partition: event.metadata for event in materializations}
+    assert {day: meta["dagster/row_count"].value for day, meta in events.items()} == dict(rows)
+    assert {day: meta["rows_by_table"].value for day, meta in events.items()} == {
+        day: {"visits": count} for day, count in rows
+    }
+    assert sum(meta["dagster/row_count"].value for meta in events.values()) == 12
+    for meta in events.values():
+        # Figures of the whole run would repeat on each day and sum to nonsense.
+        assert not {"run_rows", "rows_null_cursor", "duration_seconds"} & set(meta)
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert checks["unplaced_rows"].metadata["rows_null_cursor"].value == 2
+    assert checks["rows_reconcile"].metadata["rows_landed"].value == 12

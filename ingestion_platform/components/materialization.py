@@ -39,24 +39,29 @@ def landing_metadata(
         metadata["superseded_rows"] = report.superseded_rows
     if report.emptied_batches:
         metadata["emptied_batches"] = dg.MetadataValue.json(report.emptied_batches)
-    if len(report.rows_by_key.get(table, {})) > 1 or len(report.emptied_batches) > 1:
-        # A backfill run: these figures cover the whole range; each partition's own
-        # materialisation carries its own rows, bytes and slice (partition_metadata).
-        metadata["run_rows"] = report.rows_by_table.get(table, 0)
     return metadata
 
 
 def partition_metadata(
     report: LandingReport, table: str, key: str, lower: Any, upper: Any
 ) -> dict[str, dg.RawMetadataValue]:
-    """The figures of one partition of a run that landed several (a single-run backfill)."""
+    """The figures of one partition of a run that landed several (a single-run backfill).
+
+    Only figures that belong to this partition: the UI sums and plots them per partition.
+    Run-wide ones (duration, NULL-cursor rows, drift) stay on the run's log and checks.
+    """
     rows = report.rows_by_key.get(table, {}).get(key, 0)
     total = report.rows_by_table.get(table, 0)
+    columns = report.columns_by_table.get(table, {})
     return {
         "dagster/row_count": rows,
+        "rows_by_table": dg.MetadataValue.json({table: rows}),
         # Bytes are counted per Arrow batch; a batch spanning partitions is split by rows.
         "bytes_loaded": round(report.bytes_loaded * rows / total) if total else 0,
         "slice": f"{_text(lower)} .. {_text(upper)}",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, kind) for name, kind in columns.items()]
+        ),
         **_bounds(lower, upper),
     }
 

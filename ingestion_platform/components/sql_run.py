@@ -1,8 +1,9 @@
 """What a database run reports: its slice, its log lines, its metadata and its checks.
 
 A single-run backfill lands many partitions with one query; each partition's
-materialisation still carries its own rows, bytes and window (partition_metadata), while
-the run's result carries the whole range's figures and the in-run health checks.
+materialisation carries only its own rows, bytes and window (partition_metadata), while
+the whole range's figures (duration, NULL-cursor rows, drift) go to the log and the in-run
+health checks, never onto a partition where a sum over partitions would count them twice.
 """
 
 from __future__ import annotations
@@ -41,13 +42,18 @@ def report_landing(
 ) -> dg.MaterializeResult:
     """Log the landing, put each partition's own figures on it, and return the run's."""
     _log_landing(context, source, table, report, keys, cursor, unseen)
-    for key in keys if len(keys) > 1 else []:
-        lower, upper = _key_bounds(context, key)
-        context.add_asset_metadata(
-            partition_metadata(report, table, key, lower, upper), partition_key=key
-        )
-    metadata = landing_metadata(report, table, bounds.lower, bounds.upper)
-    metadata["rows_null_cursor"] = unseen
+    if len(keys) > 1:
+        # Dagster copies a result's metadata onto every partition of the run, so a
+        # multi-partition run's result carries none: each partition gets only its own.
+        metadata: dict[str, Any] = {}
+        for key in keys:
+            lower, upper = _key_bounds(context, key)
+            context.add_asset_metadata(
+                partition_metadata(report, table, key, lower, upper), partition_key=key
+            )
+    else:
+        metadata = landing_metadata(report, table, bounds.lower, bounds.upper)
+        metadata["rows_null_cursor"] = unseen
     # A table's first landing creates every column; only later additions are drift.
     drifted = report.new_columns.get(table, []) if report.table_existed else []
     checks = landing_checks(
