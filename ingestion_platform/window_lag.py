@@ -7,11 +7,15 @@ lag; a table that never landed counts the windows of the last few periods, which
 schedule should have run.
 """
 
-from datetime import datetime
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from ingestion_platform.lag import SourceLag
+from ingestion_platform.batching import BatchSpec
+from ingestion_platform.health import HealthSpec
+from ingestion_platform.lag import LagMeasure, SourceLag, lag_defs
 
 # A minutely batch over a year is half a million windows; the lag only needs the recent.
 MAX_WINDOWS = 2000
@@ -47,3 +51,24 @@ def closed_windows_lag(
         oldest_waiting_at=waiting[-1][1].start if waiting else None,
         detail={"oldest_window": waiting[-1][0]} if waiting else {},
     )
+
+
+def time_batch_lag_defs(
+    source: str, assets: Sequence[dg.AssetsDefinition], batch: BatchSpec, health: HealthSpec
+) -> dg.Definitions:
+    """The source_lag check and sensor of a time-batched source: its closed, unlanded windows."""
+    measures: dict[dg.AssetKey, LagMeasure] = {}
+    for asset in assets:
+        windows = asset.partitions_def
+        assert isinstance(windows, dg.TimeWindowPartitionsDefinition)
+        for key in asset.keys:
+            measures[key] = functools.partial(_measure_windows, asset_key=key, windows=windows)
+    return lag_defs(
+        source=source, measures=measures, batch=batch, health=health, sensor_interval_seconds=0
+    )
+
+
+def _measure_windows(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, windows: dg.TimeWindowPartitionsDefinition
+) -> SourceLag:
+    return closed_windows_lag(instance, asset_key, windows, datetime.now(UTC))

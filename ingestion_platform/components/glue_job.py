@@ -43,6 +43,7 @@ from ingestion_platform.connectors.glue import (
 )
 from ingestion_platform.health import HealthSpec, asset_health
 from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.window_lag import time_batch_lag_defs
 
 
 class GlueOutput(dg.Model):
@@ -79,7 +80,10 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
         table = self.table or source.name
         name = f"{source.name}__{table}"
         asset = self._asset(source, table, name, self.batch.partitions_def(name))
-        return scheduled_definitions(source.name, [asset], self.automation == "running")
+        return dg.Definitions.merge(
+            scheduled_definitions(source.name, [asset], self.automation == "running"),
+            time_batch_lag_defs(source.name, [asset], self.batch, self.health),
+        )
 
     def _check(self, source: SourceContext) -> None:
         if not self.batch.is_time:
