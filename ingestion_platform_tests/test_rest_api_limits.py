@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from ingestion_platform.components.declaration import SourceContext
 from ingestion_platform.components.rest_api import RestApiSource
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.warehouse import Warehouse
@@ -238,3 +239,56 @@ def build_and_fail(
     return materialize(
         defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
     )
+
+
+def _run_sources_at_once(
+    folders: list[Path], warehouse_path: Path, day: str = "2026-01-02"
+) -> list[int]:
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN_ONE, str(folder), str(warehouse_path), day],
+            env=environment,
+        )
+        for folder in folders
+    ]
+    return [run.wait(timeout=180) for run in runs]
+
+
+def test_two_sources_on_one_api_credential_share_its_budget(
+    server: MusicApiServer, tmp_path: Path, warehouse_path: Path
+) -> None:
+    server.configure(rate_limit_per_second=RATE)
+    limits = {"page_size": 50, "requests_per_second": RATE}
+    folders = [tmp_path / "music", tmp_path / "tunes"]
+    for folder in folders:
+        build_source(RestApiSource, folder, _attributes(limits=limits))
+
+    assert _run_sources_at_once(folders, warehouse_path) == [0, 0]
+
+    stats = server.stats()
+    assert stats["by_path"]["/v1/albums/{id}/tracks"] > 2 * RATE
+    assert stats["over_limit"] == 0 and stats["served_429"] == 0
+    assert stats["max_arrivals_in_any_1s"] <= RATE
+
+
+def test_a_budget_is_one_per_host_and_credential_or_rate_limit_key(
+    server: MusicApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def budget_of(name: str, **limits: Any) -> Path:
+        source = RestApiSource.resolve_from_yaml(
+            json.dumps(_attributes(limits={"requests_per_second": RATE, **limits}))
+        )
+        context = SourceContext(name, str(tmp_path / name / "defs.yaml"))
+        session, _ = source._session(context)
+        return session._budget._path  # type: ignore[union-attr]
+
+    shared = budget_of("music")
+    assert budget_of("tunes") == shared
+    monkeypatch.setenv("MUSIC_API_CLIENT_ID", "another-client")
+    other_key = budget_of("tunes")
+    assert other_key != shared
+    # The file is named by a hash: never by the secret or the client.
+    assert SECRET not in other_key.name and "another-client" not in other_key.name
+    assert budget_of("a", rate_limit_key="team-key") == budget_of("b", rate_limit_key="team-key")
+    assert budget_of("a", rate_limit_key="team-key") not in (shared, other_key)

@@ -2,8 +2,8 @@
 
 One asset per resource (endpoint); one run fetches every selected resource of the source
 through one budgeted session (connectors/rest_api.py). The budget itself lives in a file
-per source (connectors/shared_budget.py), so runs, backfills and the size sensor of a
-source share it across processes on one machine.
+per API host and credential (connectors/shared_budget.py), so runs, backfills and size
+sensors of every source spending that key share it across processes on one machine.
 
 A partition is a slice of one cursor field, declared as `window:` on the resource that
 drives the source (dependent resources follow their parents):
@@ -42,6 +42,7 @@ from ingestion_platform.components.rest_api_config import (
     ApiResource,
     AuthSpec,
     Bounds,
+    credential_of,
     cursor_value,
     dlt_auth,
     parse_cursor,
@@ -153,7 +154,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
         if rates:
             budget = SharedRateBudget(
                 rates,
-                budget_file(source.name, base_url),
+                budget_file(base_url, credential_of(self.auth, source), self.limits.rate_limit_key),
                 # A slot older than this belongs to a process that died (its pid reused).
                 stale_after_seconds=max(600.0, 4 * self.limits.timeout_seconds),
             )

@@ -55,6 +55,8 @@ class ApiLimits(dg.Model):
     burst: int | None = None
     give_up_after: str = "5m"
     timeout_seconds: float = 60
+    # Sources naming the same key share one budget, whatever host or credential they use.
+    rate_limit_key: str | None = None
 
     def effective_page_size(self) -> int | None:
         if self.page_size is None:
@@ -172,6 +174,22 @@ def resource_config(
     if resource.include_from_parent:
         config["include_from_parent"] = resource.include_from_parent
     return config
+
+
+def credential_of(auth: AuthSpec | None, source: SourceContext) -> list[str]:
+    """The values that identify who the API counts requests against (an API limits per key).
+
+    Only ever hashed into a budget's name (shared_budget.budget_file), never stored.
+    """
+    if auth is None:
+        return []
+    if isinstance(auth, OAuth2ClientCredentialsAuth):
+        return [auth.type, source.resolve(auth.client_id, "auth.client_id")]
+    if isinstance(auth, BearerTokenAuth):
+        return [auth.type, source.resolve(auth.token, "auth.token")]
+    if isinstance(auth, ApiKeyAuth):
+        return [auth.type, source.resolve(auth.api_key, "auth.api_key")]
+    return [auth.type, source.resolve(auth.username, "auth.username")]
 
 
 def dlt_auth(

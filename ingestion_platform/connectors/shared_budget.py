@@ -1,9 +1,10 @@
-"""The rate budget of rate_budget.py, shared by every process of a source on this machine.
+"""The rate budget of rate_budget.py, shared by every process that spends one API key here.
 
-Runs, the size sensor and backfills of one source run in separate processes; budgets kept
-in each process's memory would add up at the server. So the budget's whole state, the
-requests in flight and the recent completion stamps, lives in one small file per source,
-read and rewritten under an exclusive `flock` for each request start and end. The algorithm
+Runs, the size sensor and backfills run in separate processes, and several sources may read
+one API with one key; budgets kept in each process's memory would add up at the server. So
+the budget's whole state, the requests in flight and the recent completion stamps, lives in
+one small file per API host and credential (or `rate_limit_key`), read and rewritten under
+an exclusive `flock` for each request start and end. The algorithm
 is the same exact one (rate_budget.wait_seconds), so the guarantee is the same: the server
 never sees more than the budget, whichever process sent what.
 
@@ -29,10 +30,11 @@ import struct
 import tempfile
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ingestion_platform.connectors.rate_budget import Rate, wait_seconds
 
@@ -40,17 +42,22 @@ POLL_SECONDS = 0.01
 BUDGET_DIR_VARIABLE = "INGESTION_RATE_BUDGET_DIR"
 
 
-def budget_file(source: str, base_url: str) -> Path:
-    """The state file of one source's budget, for every process of this machine.
+def budget_file(base_url: str, credential: Sequence[str] = (), key: str | None = None) -> Path:
+    """The state file of one API budget, for every process and source of this machine.
 
-    The API address is part of the name, so two deployments of a source that point at
-    different APIs (tests, staging) do not slow each other down.
+    Real APIs limit per key: every source that reads the same host with the same credential
+    shares one budget, and so does every source naming the same `rate_limit_key`. The name is
+    a hash, so no secret is ever written into a file name.
     """
     folder = os.environ.get(BUDGET_DIR_VARIABLE) or os.path.join(
         tempfile.gettempdir(), "ingestion_platform-rate-budgets"
     )
-    digest = hashlib.sha256(base_url.encode()).hexdigest()[:12]
-    return Path(folder) / f"{source}-{digest}.budget"
+    if key is not None:
+        identity = ["rate_limit_key", key]
+    else:
+        identity = ["host", urlsplit(base_url).netloc.lower(), *credential]
+    digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:32]
+    return Path(folder) / f"{digest}.budget"
 
 
 class SharedRateBudget:
@@ -114,7 +121,10 @@ class SharedRateBudget:
         state["in_flight"] = alive
 
     def _complete(self, state: dict[str, Any], now: float) -> None:
-        state["completed"] = [*state["completed"], now][-self._keep :]
+        # Sources sharing a budget may declare different limits: never drop stamps another
+        # process with a larger limit still counts.
+        keep = max(self._keep, len(state["completed"]))
+        state["completed"] = [*state["completed"], now][-keep:]
 
 
 # Binary, not JSON: with 500 stamps (requests_per_minute: 500) JSON cost ~0.6 ms a slot.
