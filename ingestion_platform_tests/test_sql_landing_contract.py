@@ -3,6 +3,8 @@ per-partition figures that are true when one run lands many partitions."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -308,3 +310,52 @@ def test_freshness_is_judged_against_the_batch_boundary(tmp_path: Path) -> None:
     (asset,) = hourly.assets or []
     policy = asset.specs_by_key[dg.AssetKey(["tickets_hourly", "tickets"])].freshness_policy
     assert policy.warn_window.to_timedelta() == timedelta(minutes=70)
+
+
+def test_a_json_column_lands_as_json_without_dlts_hint_warning(
+    postgres_url: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("create table docs (id int primary key, at timestamptz, body jsonb, raw json)")
+        )
+        connection.execute(
+            sa.text(
+                "insert into docs values (1, '2026-11-02 01:00+00', '{\"a\": [1, 2]}', '[true]')"
+            )
+        )
+    engine.dispose()
+    defs = build_source(
+        SqlDatabaseSource,
+        tmp_path / "docs",
+        {
+            "connection": postgres_url,
+            "cursor": "at",
+            "tables": [{"name": "docs"}],
+            "batch": {"every": "day", "start": "2026-11-01"},
+        },
+    )
+    # dlt's own logger does not propagate; listen to it directly.
+    dlt_logger = logging.getLogger("dlt")
+    dlt_logger.addHandler(caplog.handler)
+    try:
+        for _ in range(2):  # creating the table, then landing into it
+            materialize(defs, partition_key="2026-11-02", resources=resources, instance=instance)
+    finally:
+        dlt_logger.removeHandler(caplog.handler)
+
+    hints = [r.getMessage() for r in caplog.records if "column hints" in r.getMessage()]
+    assert hints == []
+    ((body, raw),) = warehouse.query("select body::varchar, raw::varchar from docs.docs")
+    assert (json.loads(body), json.loads(raw)) == ({"a": [1, 2]}, [True])
+    types = warehouse.query(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'docs' and column_name in ('body', 'raw') order by 1"
+    )
+    assert types == [("body", "JSON"), ("raw", "JSON")]

@@ -346,6 +346,11 @@ def _column_read(
         return ColumnRead(name, sql_type, _as_text, hint=text, read_hint=text)
     if isinstance(column_type, sa.Uuid):
         return ColumnRead(name, sql_type, duckdb="UUID")
+    if isinstance(column_type, sa.JSON) and backend == "connectorx":
+        # ConnectorX reads JSON as text. Left with dlt's reflected `json` type, the hint and
+        # the Arrow string differ and dlt warns on every run; typed as text for dlt, the
+        # warehouse column is still made JSON, and DuckDB parses each value on insert.
+        return ColumnRead(name, sql_type, duckdb="JSON", hint=text)
     if isinstance(column_type, sa.ARRAY):
         element = _list_element(column_type.item_type)
         if element is None:
