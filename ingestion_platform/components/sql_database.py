@@ -30,6 +30,7 @@ from pydantic import PrivateAttr
 from ingestion_platform.arrow_landing import land_arrow_slice
 from ingestion_platform.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
+from ingestion_platform.components.sql_lag import sql_lag_measure
 from ingestion_platform.components.sql_run import report_landing, run_slice
 from ingestion_platform.components.time_keys import key_assigner
 from ingestion_platform.connectors.sql_database import (
@@ -48,6 +49,7 @@ from ingestion_platform.connectors.sql_database import (
     slice_resource,
 )
 from ingestion_platform.health import HealthSpec, asset_health
+from ingestion_platform.lag import lag_defs
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
@@ -151,8 +153,9 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             for table in tables
         ]
         running = self.automation == "running"
+        lag = self._lag_defs(source, tables, assets)
         if self.batch.is_time:
-            return scheduled_definitions(source.name, assets, running)
+            return dg.Definitions.merge(scheduled_definitions(source.name, assets, running), lag)
         streams = [
             SizeStream(table.name, [asset.key], asset.partitions_def)  # type: ignore[arg-type]
             for table, asset in zip(tables, assets, strict=True)
@@ -167,7 +170,31 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             "new rows of each table.",
             running=running,
         )
-        return dg.Definitions(assets=assets, sensors=[sensor])
+        return dg.Definitions.merge(dg.Definitions(assets=assets, sensors=[sensor]), lag)
+
+    def _lag_defs(
+        self, source: SourceContext, tables: list[SqlTable], assets: list[dg.AssetsDefinition]
+    ) -> dg.Definitions:
+        """The source_lag check of each table: rows at the source no partition holds yet."""
+        measures = {
+            asset.key: sql_lag_measure(
+                source=source,
+                connection=self.connection,
+                table=table.name,
+                db_schema=self.db_schema,
+                cursor=_cursor_names(table.cursor or self.cursor) or [],
+                asset_key=asset.key,
+                partitions_def=asset.partitions_def,  # type: ignore[arg-type]
+            )
+            for table, asset in zip(tables, assets, strict=True)
+        }
+        return lag_defs(
+            source=source.name,
+            measures=measures,
+            batch=self.batch,
+            health=self.health,
+            sensor_interval_seconds=self.sensor_interval_seconds,
+        )
 
     def _schema_tables(
         self, source: SourceContext, state_path: Path | None
