@@ -63,7 +63,7 @@ def test_a_sensor_tick_spends_the_same_budget_as_runs(
     defs = build_source(
         RestApiSource, tmp_path / "music", _size_attributes(requests_per_second=RATE)
     )
-    (sensor,) = defs.sensors or []
+    (sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__size_sensor")]
     result = sensor(dg.build_sensor_context(instance=instance))
 
     assert isinstance(result, dg.SensorResult) and len(result.run_requests) >= 4
@@ -79,7 +79,7 @@ def test_the_sensor_says_how_many_records_are_pending_and_when_max_wait_cuts(
     attributes = _size_attributes()
     attributes["batch"] = {"records": 1000, "max_wait": "2h"}
     defs = build_source(RestApiSource, tmp_path / "music", attributes)
-    (sensor,) = defs.sensors or []
+    (sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__size_sensor")]
     result = sensor(dg.build_sensor_context(instance=instance))
 
     assert isinstance(result, dg.SensorResult) and result.skip_reason is not None

@@ -49,10 +49,12 @@ from ingestion_platform.components.rest_api_config import (
     resource_config,
 )
 from ingestion_platform.components.rest_api_errors import readable
+from ingestion_platform.components.rest_api_lag import api_lag_measures
 from ingestion_platform.connectors.rate_budget import rates_per_second
 from ingestion_platform.connectors.rest_api import BudgetedSession, RefreshingClientCredentials
 from ingestion_platform.connectors.shared_budget import SharedRateBudget, budget_file
 from ingestion_platform.health import SCHEMA_DRIFT, HealthSpec, drift_result, freshness_policy
+from ingestion_platform.lag import lag_defs
 from ingestion_platform.landing import LandingReport, land_slice
 from ingestion_platform.pending import Pending
 from ingestion_platform.size_sensor import Measure, SizeStream, build_size_sensor
@@ -113,6 +115,13 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             yield from self._materialize(context, warehouse, source)
 
         running = self.automation == "running"
+        lag = lag_defs(
+            source=source.name,
+            measures=api_lag_measures(self, source, [s.key for s in specs], partitions_def),
+            batch=self.batch,
+            health=self.health,
+            sensor_interval_seconds=self.sensor_interval_seconds,
+        )
         if not self.batch.is_time:
             sensor = build_size_sensor(
                 name=f"{source.name}__size_sensor",
@@ -125,8 +134,8 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
                 running=running,
                 unit="records",
             )
-            return dg.Definitions(assets=[_fetch], sensors=[sensor])
-        return scheduled_definitions(source.name, [_fetch], running)
+            return dg.Definitions.merge(dg.Definitions(assets=[_fetch], sensors=[sensor]), lag)
+        return dg.Definitions.merge(scheduled_definitions(source.name, [_fetch], running), lag)
 
     def _description(self, resource: ApiResource) -> str:
         """What the asset holds and where it comes from, without secrets."""
