@@ -248,4 +248,13 @@ def test_a_backfill_puts_each_days_own_figures_and_no_run_wide_one_on_a_partitio
         assert not {"run_rows", "rows_null_cursor", "duration_seconds"} & set(meta)
     checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
     assert checks["unplaced_rows"].metadata["rows_null_cursor"].value == 2
+    (warning,) = [
+        e.message for e in instance.all_logs(result.run_id) if "NULL cursor" in (e.message or "")
+    ]
+    # The fix names what this table has, not a `created_at` it does not have.
+    assert warning.endswith(
+        "Fix: table 'visits' has no other column of the cursor's type to fall back on: give "
+        "those rows a at, or add such a column and list it after at in "
+        f"{tmp_path / 'shop' / 'defs.yaml'}"
+    )
     assert checks["rows_reconcile"].metadata["rows_landed"].value == 12

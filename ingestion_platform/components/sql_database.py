@@ -39,6 +39,7 @@ from ingestion_platform.connectors.sql_database import (
     MissingInSource,
     MixedCursorTypes,
     SourceDatabaseError,
+    column_kind,
     count_null_cursor,
     inspect_table,
     list_tables,
@@ -64,6 +65,18 @@ class SqlTable(dg.Model):
     name: str
     cursor: CursorSetting | None = None
     primary_key: list[str] | None = None
+
+
+def _fallback_column(table: sa.Table, cursor: CursorColumn) -> str | None:
+    """A column of the table that could follow the cursor in a fallback list: one of the
+    same kind, NOT NULL ones first (they place every row), for the NULL-cursor fix."""
+    candidates = [
+        column
+        for column in table.columns
+        if column.name not in cursor.names and column_kind(column.type) == cursor.kind
+    ]
+    candidates.sort(key=lambda column: column.nullable)
+    return candidates[0].name if candidates else None
 
 
 def _cursor_names(setting: CursorSetting | None) -> list[str] | None:
@@ -328,7 +341,16 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             engine.dispose()
         landed = warehouse.get().count_batches(source.name, table.name, keys)
         return report_landing(
-            context, source, table.name, report, keys, bounds, cursor.name, unseen, landed
+            context,
+            source,
+            table.name,
+            report,
+            keys,
+            bounds,
+            cursor.name,
+            unseen,
+            landed,
+            fallback=_fallback_column(reflected, cursor) if unseen else None,
         )
 
     def _description(self, table: SqlTable) -> str:

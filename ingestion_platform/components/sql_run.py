@@ -39,9 +39,10 @@ def report_landing(
     cursor: str,
     unseen: int,
     landed: int,
+    fallback: str | None = None,
 ) -> dg.MaterializeResult:
     """Log the landing, put each partition's own figures on it, and return the run's."""
-    _log_landing(context, source, table, report, keys, cursor, unseen)
+    _log_landing(context, source, table, report, keys, cursor, unseen, fallback)
     if len(keys) > 1:
         # Dagster copies a result's metadata onto every partition of the run, so a
         # multi-partition run's result carries none: each partition gets only its own.
@@ -75,6 +76,7 @@ def _log_landing(
     keys: list[str],
     cursor: str,
     unseen: int,
+    fallback: str | None,
 ) -> None:
     name = f"{source.name}.{table}"
     superseded = (
@@ -87,10 +89,20 @@ def _log_landing(
         f"{report.duration_seconds:.2f}s{superseded}"
     )
     if unseen:
+        if fallback:
+            fix = (
+                f"add a fallback column in {source.defs_file}, e.g. "
+                f"`cursor: [{cursor}, {fallback}]`"
+            )
+        else:
+            fix = (
+                f"table {table!r} has no other column of the cursor's type to fall back on: "
+                f"give those rows a {cursor}, or add such a column and list it after {cursor} "
+                f"in {source.defs_file}"
+            )
         context.log.warning(
             f"{name}: {unseen} source rows have a NULL cursor ({cursor}), so no partition "
-            f"can hold them and they were not landed. Fix: add a fallback column in "
-            f"{source.defs_file}, e.g. `cursor: [updated_at, created_at]`"
+            f"can hold them and they were not landed. Fix: {fix}"
         )
 
 

@@ -113,7 +113,7 @@ def inspect_table(
     for name in cursor:
         if name not in reflected.c:
             raise MissingInSource(f"column {name!r} of table {table!r}", sorted(reflected.c.keys()))
-    kinds = {name: _cursor_kind(reflected.c[name].type) for name in cursor}
+    kinds = {name: column_kind(reflected.c[name].type) for name in cursor}
     if len(set(kinds.values())) > 1:
         described = ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
         raise MixedCursorTypes(f"cursor columns of table {table!r} differ in type: {described}")
@@ -153,7 +153,7 @@ def _first_line(error: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
-def _cursor_kind(column_type: sa.types.TypeEngine[Any]) -> CursorKind:
+def column_kind(column_type: sa.types.TypeEngine[Any]) -> CursorKind:
     if isinstance(column_type, sa.Integer):
         return "integer"
     if isinstance(column_type, sa.DateTime):
