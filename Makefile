@@ -82,6 +82,7 @@ test: install services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dg check yaml
 	$(VENV)/bin/dg check defs
+	$(PY) -m ingestion_platform.check
 	$(VENV)/bin/dagster definitions validate -m ingestion_platform.demo.definitions
 	@# A smoke check, not a timed test: the start-up benchmark's CLI run still works.
 	$(PY) bench/run_startup.py --smoke
