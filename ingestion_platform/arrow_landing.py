@@ -29,6 +29,7 @@ from typing import Any
 import dlt
 import duckdb
 import pyarrow as pa
+from dlt.common.normalizers.naming.snake_case import NamingConvention as SnakeCaseNaming
 from dlt.extract import DltResource
 
 from ingestion_platform.connectors.sql_types import align_column_types
@@ -41,6 +42,8 @@ from ingestion_platform.warehouse import (
 )
 
 ArrowItem = pa.Table | pa.RecordBatch
+# dlt's naming for DuckDB, which every landing pipeline uses.
+_NAMING = SnakeCaseNaming()
 
 
 def land_arrow_slice(
@@ -62,6 +65,8 @@ def land_arrow_slice(
     stamper = KeyStamper(key_of, datetime.now(UTC))
     table = resource.table_name
     assert isinstance(table, str), "database resources have a static table name"
+    # The report speaks of the declared table; the warehouse holds it under dlt's name.
+    landed = warehouse_table_name(table)
     # Iterating the resource runs dlt's sql_table: its query, its Arrow backend, its chunks.
     # The iterator holds dlt's injected contexts until it ends, so it is closed here, not by
     # the garbage collector: closed late, it restores them over newer ones (dlt then raises
@@ -78,12 +83,12 @@ def land_arrow_slice(
         first = next(items, None)
         with warehouse.exclusive():
             if first is not None:
-                existed = warehouse.table_exists_unlocked(dataset, table)
+                existed = warehouse.table_exists_unlocked(dataset, landed)
                 pipeline = _pipeline(warehouse, dataset, pipeline_name, workdir)
                 names, added = _migrate(pipeline, resource, first)
                 columns = {
                     name: column.get("data_type", "unknown")
-                    for name, column in pipeline.default_schema.get_table_columns(table).items()
+                    for name, column in pipeline.default_schema.get_table_columns(landed).items()
                 }
                 stream = _SliceStream(itertools.chain([first], items), names)
                 key_columns = [
@@ -92,7 +97,7 @@ def land_arrow_slice(
                 ]
             else:
                 key_columns = []
-            superseded = _commit(warehouse, dataset, table, batch_keys, stream, key_columns)
+            superseded = _commit(warehouse, dataset, landed, batch_keys, stream, key_columns)
     finally:
         source_items.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -107,6 +112,11 @@ def land_arrow_slice(
         superseded_rows=superseded,
         table_existed=existed,
     )
+
+
+def warehouse_table_name(table: str) -> str:
+    """The name dlt gives source table `table` in the warehouse (`Events` lands as `events`)."""
+    return _NAMING.normalize_table_identifier(table)
 
 
 def _as_arrow(item: object) -> ArrowItem:

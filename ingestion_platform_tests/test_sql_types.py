@@ -237,3 +237,81 @@ def test_a_pyarrow_backend_read_failing_mid_way_keeps_the_message_shape(
         "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'src': reading "
         "table 'typed' failed: division by zero. Nothing was landed"
     )
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyarrow"])
+def test_postgres_money_lands_as_an_exact_decimal_not_locale_text(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, price money)",
+        f"(1, '{DAY} 10:00+00', '1234.56')",
+        f"(2, '{DAY} 11:00+00', '-92233720368547758.08')",
+        f"(3, '{DAY} 12:00+00', null)",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, price from src.typed order by id") == [
+        (1, Decimal("1234.56")),
+        (2, Decimal("-92233720368547758.08")),
+        (3, None),
+    ]
+    assert _column_types(warehouse)["price"] == "DECIMAL(23,4)"
+
+
+def test_mariadb_varbinary_lands_as_bytes(
+    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        mariadb_url,
+        "create table typed (id int primary key, updated_at datetime, tag varbinary(10), "
+        "code binary(4))",
+        f"(1, '{DAY} 10:00', x'00ff10', x'0102')",
+        f"(2, '{DAY} 11:00', null, null)",
+    )
+
+    result = _land(mariadb_url, tmp_path, resources, instance)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, tag, code from src.typed order by id") == [
+        (1, b"\x00\xff\x10", b"\x01\x02\x00\x00"),
+        (2, None, None),
+    ]
+
+
+@pytest.mark.parametrize("database", ["postgres", "mariadb"])
+def test_a_mixed_case_table_lands_under_its_warehouse_name_and_reconciles(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path, warehouse: Warehouse,
+    resources: dict, instance,
+) -> None:  # fmt: skip
+    url = request.getfixturevalue(f"{database}_url")
+    quote = '"' if database == "postgres" else "`"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"create table {quote}Events{quote} (id int primary key, updated_at timestamp)"
+        )
+        connection.exec_driver_sql(
+            f"insert into {quote}Events{quote} values (1, '{DAY} 10:00'), (2, '{DAY} 11:00')"
+        )
+    engine.dispose()
+    attributes = {
+        "connection": url,
+        "cursor": "updated_at",
+        "tables": [{"name": "Events"}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "src", attributes)
+
+    for _ in range(2):
+        result = materialize(
+            defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+        )
+        assert result.success, failure_message(result)
+
+    assert warehouse.query("select id from src.events order by id") == [(1,), (2,)]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"] is True

@@ -27,7 +27,7 @@ from dagster.components.utils.defs_state import (
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
 from pydantic import PrivateAttr
 
-from ingestion_platform.arrow_landing import land_arrow_slice
+from ingestion_platform.arrow_landing import land_arrow_slice, warehouse_table_name
 from ingestion_platform.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.sql_lag import sql_lag_measure
@@ -339,7 +339,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             unseen = count_null_cursor(engine, reflected, cursor)
         finally:
             engine.dispose()
-        landed = warehouse.get().count_batches(source.name, table.name, keys)
+        landed = warehouse.get().count_batches(source.name, warehouse_table_name(table.name), keys)
         return report_landing(
             context,
             source,

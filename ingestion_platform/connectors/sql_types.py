@@ -3,7 +3,8 @@
 Decided once per slice from the reflected SQLAlchemy types, never by catching failures:
 
 - ConnectorX reads most columns exactly and stays the reader. A column it cannot read, or
-  reads lossily (decimals beyond 18 integer or 10 fractional digits, intervals, MySQL TIME),
+  reads lossily (decimals beyond 18 integer or 10 fractional digits, intervals, MySQL TIME,
+  PostgreSQL money, which it would read as locale text),
   is rewritten in the SELECT into text it can read, and each batch casts that text back.
 - A column type ConnectorX cannot read at all moves the whole table to the pyarrow backend,
   with a warning. A type neither reader can read fails the slice, naming the fix.
@@ -222,6 +223,10 @@ def _as_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     return sa.cast(column, sa.String)
 
 
+def _pg_money_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.cast(sa.cast(column, sa.Numeric), sa.String)
+
+
 def _pg_interval_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """A PostgreSQL interval as months, days and microseconds, which DuckDB parses exactly."""
 
@@ -285,6 +290,7 @@ def _connectorx_reads(column_type: sa.types.TypeEngine[Any], is_pg: bool) -> boo
     if is_pg:
         readable += (
             postgresql.INTERVAL,
+            postgresql.MONEY,
             postgresql.INET,
             postgresql.CIDR,
             postgresql.OID,
@@ -331,6 +337,19 @@ def _column_read(
                 hint=decimal,
             )
         return None  # dlt creates DECIMAL(p,s) from the reflected type
+    if is_pg and isinstance(column_type, postgresql.MONEY):
+        # PostgreSQL prints money in the server's locale ('$1,234.56'); its numeric cast is
+        # exact. 19 integer digits hold any money value, 4 decimals any currency's minor unit.
+        money = {"data_type": "decimal", "precision": 23, "scale": 4}
+        return ColumnRead(
+            name,
+            sql_type,
+            _pg_money_text,
+            arrow=pa.decimal128(23, 4),
+            duckdb="DECIMAL(23,4)",
+            hint=money,
+            read_hint=text,
+        )
     if is_pg and isinstance(column_type, postgresql.INTERVAL):
         return ColumnRead(
             name, sql_type, _pg_interval_text, duckdb="INTERVAL", hint=text, read_hint=text
