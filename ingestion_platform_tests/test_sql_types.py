@@ -178,17 +178,19 @@ def test_a_type_connectorx_cannot_read_moves_the_table_to_pyarrow_with_a_warning
 ) -> None:
     _create(
         postgres_url,
-        "create table typed (id int, updated_at timestamptz, price money, ia int[])",
-        f"(1, '{DAY} 10:00+00', 12.5, ARRAY[7, NULL])",
+        "create table typed (id int, updated_at timestamptz, mac macaddr, ia int[])",
+        f"(1, '{DAY} 10:00+00', '08:00:2b:01:02:03', ARRAY[7, NULL])",
     )
 
     with caplog.at_level(logging.WARNING, logger="ingestion_platform"):
         result = _land(postgres_url, tmp_path, resources, instance)
 
     assert result.success, failure_message(result)
-    assert warehouse.query("select id, price, ia from src.typed") == [(1, "$12.50", [7, None])]
+    assert warehouse.query("select id, mac, ia from src.typed") == [
+        (1, "08:00:2b:01:02:03", [7, None])
+    ]
     assert (
-        "table 'typed': ConnectorX cannot read column 'price' of type MONEY, so the table is "
+        "table 'typed': ConnectorX cannot read column 'mac' of type MACADDR, so the table is "
         "read with the pyarrow backend (slower)"
     ) in caplog.messages
 
@@ -295,7 +297,7 @@ def test_a_mixed_case_table_lands_under_its_warehouse_name_and_reconciles(
             f"create table {quote}Events{quote} (id int primary key, updated_at timestamp)"
         )
         connection.exec_driver_sql(
-            f"insert into {quote}Events{quote} values (1, '{DAY} 10:00'), (2, '{DAY} 11:00')"
+            f"insert into {quote}Events{quote} values (1, '{DAY} 10:00'), (2, '{DAY} 11:00')"  # noqa: S608
         )
     engine.dispose()
     attributes = {
