@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.demo import shop
+from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.e2e.dagster_dev import DagsterDev
 
 pytestmark = pytest.mark.e2e
@@ -134,11 +134,7 @@ def test_a_killed_run_is_failed_its_slot_freed_and_its_retry_lands_exactly(
     retry = next(run for run in runs if run["status"] == "SUCCESS")
     assert {"key": "dagster/parent_run_id", "value": first["runId"]} in retry["tags"]
 
-    connection = duckdb.connect(str(dev.warehouse_path), read_only=True)
-    try:
-        landed, distinct = connection.execute(
-            "select count(*), count(distinct id) from shop.orders where _batch_key = ?", [DAY]
-        ).fetchone()
-    finally:
-        connection.close()
+    ((landed, distinct),) = Warehouse(dev.warehouse_path).query(
+        "select count(*), count(distinct id) from shop.orders where _batch_key = ?", [DAY]
+    )
     assert landed == distinct == _source_count(dev.folder)

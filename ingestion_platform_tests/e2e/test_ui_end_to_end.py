@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ingestion_platform.demo import shop
+from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.conftest import POSTGRES_ADMIN_URL, _fresh_database
 from ingestion_platform_tests.e2e.dagster_dev import PROJECT, DagsterDev
 
@@ -96,12 +96,9 @@ def _shop_engine(folder: Path) -> sa.Engine:
 
 
 def _warehouse(dev: DagsterDev, sql: str, params: list[Any] | None = None) -> list[tuple]:
-    # Read-only, and only between runs: a writer holds the file while it lands.
-    connection = duckdb.connect(str(dev.warehouse_path), read_only=True)
-    try:
-        return connection.execute(sql, params or []).fetchall()
-    finally:
-        connection.close()
+    # Through the warehouse lock, as every process reads it: sensor runs keep landing while
+    # the test reads (and a person's run now goes ahead of them, so they follow it closely).
+    return Warehouse(dev.warehouse_path).query(sql, params or [])
 
 
 def _source_order_ids(dev: DagsterDev, day: str) -> list[int]:
