@@ -9,7 +9,14 @@ it asks for the partition; a run reads it, and after `archive` records where eac
 
 The same storage answers "was this version of this file already cut?" with one entry per
 (path, size, mtime), so the sensor's cursor never holds the listing, however large the
-folder. Entries are written once per version and are small (a hash and a partition key).
+folder. Entries are written once per version and are small (a hash, the partition key and
+the run key that asked for it).
+
+A sensor writes these entries while it is evaluated, before Dagster commits its tick; an
+evaluation whose tick is never committed (`dagster sensor preview`, a daemon that dies
+first) would otherwise mark files cut that no run will ever land. A cut is therefore final
+only once a run with its run key exists, which Dagster creates when it commits the tick; an
+orphaned entry is ignored, and the files are offered again under the same key and run key.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from ingestion_platform.connectors.file_entries import FileEntry
 
@@ -86,6 +94,7 @@ class ManifestStore:
     """Manifests and cut versions of one partitions definition, in the instance's storage."""
 
     def __init__(self, instance: dg.DagsterInstance, partitions_name: str) -> None:
+        self.instance = instance
         self.storage = instance.run_storage
         self.prefix = f"{_PREFIX}/{partitions_name}"
 
@@ -100,16 +109,50 @@ class ManifestStore:
             return None
         return [ManifestEntry(**item) for item in json.loads(payload)]
 
-    def mark_cut(self, entries: Iterable[FileEntry], key: str) -> None:
-        pairs = {f"{self.prefix}/cut/{version_id(e)}": key for e in entries}
+    def mark_cut(self, entries: Iterable[FileEntry], key: str, run_key: str) -> None:
+        marker = json.dumps({"key": key, "run_key": run_key})
+        pairs = {f"{self.prefix}/cut/{version_id(e)}": marker for e in entries}
         if pairs:
             self.storage.set_cursor_values(pairs)
 
-    def cut_versions(self, entries: list[FileEntry]) -> set[str]:
-        """The version ids among `entries` that some partition already holds."""
+    def cut_markers(self, entries: Iterable[FileEntry]) -> dict[str, CutMarker]:
+        """The cut markers of `entries` by version id, final or not."""
         names = [f"{self.prefix}/cut/{version_id(e)}" for e in entries]
-        found: set[str] = set()
+        markers: dict[str, CutMarker] = {}
         for start in range(0, len(names), _LOOKUP_CHUNK):
             chunk = set(names[start : start + _LOOKUP_CHUNK])
-            found.update(name.rsplit("/", 1)[1] for name in self.storage.get_cursor_values(chunk))
-        return found
+            for name, value in self.storage.get_cursor_values(chunk).items():
+                markers[name.rsplit("/", 1)[1]] = CutMarker.parse(value)
+        return markers
+
+    def cut_versions(self, entries: Iterable[FileEntry]) -> set[str]:
+        """The version ids among `entries` whose cut is final: its run was created."""
+        markers = self.cut_markers(entries)
+        asked = sorted({m.run_key for m in markers.values() if m.run_key is not None})
+        created: set[str] = set()
+        for start in range(0, len(asked), _LOOKUP_CHUNK):
+            runs = self.instance.get_runs(
+                dg.RunsFilter(tags={RUN_KEY_TAG: asked[start : start + _LOOKUP_CHUNK]})
+            )
+            created.update(run.tags[RUN_KEY_TAG] for run in runs)
+        return {
+            version
+            for version, marker in markers.items()
+            if marker.run_key is None or marker.run_key in created
+        }
+
+
+@dataclass(frozen=True)
+class CutMarker:
+    """Which partition a file version was cut into, and the run key that asked for it."""
+
+    key: str
+    # None for markers written before run keys were recorded: those cuts are final.
+    run_key: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> CutMarker:
+        if value.startswith("{"):
+            data = json.loads(value)
+            return cls(data["key"], data["run_key"])
+        return cls(value)

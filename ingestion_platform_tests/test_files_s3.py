@@ -313,7 +313,8 @@ def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
     tomorrow = (written.astimezone(UTC) + timedelta(days=1)).strftime("%Y-%m-%d 00:00")
     assert first.skip_reason is not None
     assert first.skip_reason.skip_message == (
-        "no complete new files (0 settling); 1 file(s) wait for their window to close "
+        "no new partition: 1 complete file(s) not yet cut, 0 settling; 1 file(s) wait for "
+        "their window to close "
         f"(the first at {tomorrow} UTC)"
     )
 

@@ -160,7 +160,8 @@ def test_traversal_and_symlinks_out_of_the_folder_are_refused_and_reported_once(
     assert _refused_lines(capfd) == []  # each name is warned about once, not every tick
     assert second.skip_reason is not None
     assert second.skip_reason.skip_message == (
-        "no complete new files (0 settling); 2 unsafe name(s) refused, e.g. 'bad\\nname.csv'"
+        "no new partition: 0 complete file(s) not yet cut, 0 settling; 2 unsafe name(s) "
+        "refused, e.g. 'bad\\nname.csv'"
     )
     component = SftpFileSource.resolve_from_yaml(yaml.safe_dump(sshd.attributes()))
     files = component.open_files(SourceContext("partner", "defs.yaml"))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
 from ingestion_platform.batching import BatchSpec, parse_duration
 from ingestion_platform.components.declaration import SourceContext
-from ingestion_platform.connectors.file_entries import FileEntry, FileFilter, Listing, walk_order
+from ingestion_platform.connectors.file_entries import FileEntry, FileFilter, walk_order
 from ingestion_platform.file_manifest import (
     ManifestEntry,
     ManifestStore,
@@ -86,16 +87,26 @@ def report_refused(refused: dict[str, str], cursor: SensorCursor, log: Any, sour
 
 
 def stable_files(
-    listing: Listing, rules: FileFilter, settle_seconds: int, cursor: SensorCursor, now: float
+    uncut: list[FileEntry],
+    names: set[str],
+    rules: FileFilter,
+    settle_seconds: int,
+    cursor: SensorCursor,
+    now: float,
 ) -> list[FileEntry]:
-    """The wanted files that are complete now; updates `cursor.settling` for the others."""
+    """The files of `uncut` (wanted, in no final cut) that are complete now.
+
+    `cursor.settling` remembers each of them, complete or not, with the time its size and
+    mtime were first seen as they are: a complete file that waits for its batch stays
+    complete on the next tick instead of settling again (which reset a partial batch's
+    `max_wait` for ever). Files already cut are never remembered, so the cursor holds only
+    what waits, however many landed files the folder keeps.
+    """
     stable: list[FileEntry] = []
     settling: dict[str, list[float]] = {}
-    for entry in listing.files:
-        if not rules.wanted(entry.path):
-            continue
+    for entry in uncut:
         if rules.done_marker is not None:
-            if rules.marked_done(entry.path, listing.names):
+            if rules.marked_done(entry.path, names):
                 stable.append(entry)
             continue
         if settle_seconds <= 0:
@@ -104,10 +115,9 @@ def stable_files(
         size, mtime, since = cursor.settling.get(entry.path, (None, None, now))
         if (size, mtime) != (entry.size, entry.mtime):
             since = now
+        settling[entry.path] = [entry.size, entry.mtime, since]
         if now - since >= settle_seconds:
             stable.append(entry)
-        else:
-            settling[entry.path] = [entry.size, entry.mtime, since]
     cursor.settling = settling
     return stable
 
@@ -185,6 +195,23 @@ def time_cuts(
     return cuts, early
 
 
+def _partial_batch_note(
+    spec: BatchSpec,
+    pending: list[FileEntry],
+    cursor: SensorCursor,
+    partitions: dg.PartitionsDefinition | None,
+) -> str:
+    """For size batches: what the partial batch waits for, and when max_wait cuts it."""
+    if not pending or isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        return ""
+    unit = "bytes" if spec.size_unit == "bytes" else "files"
+    note = f"; the batch waits for {spec.size_threshold} {unit}"
+    if spec.max_wait_seconds is not None and cursor.waiting_since is not None:
+        due = datetime.fromtimestamp(cursor.waiting_since + spec.max_wait_seconds, UTC)
+        note += f", or max_wait cuts it at {due:%Y-%m-%d %H:%M:%S} UTC"
+    return note
+
+
 def _open_windows_note(partitions: dg.PartitionsDefinition, files: list[FileEntry]) -> str:
     """For time batches: how many complete files wait for their window, and when it closes."""
     if not files or not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
@@ -228,9 +255,10 @@ def build_files_sensor(
         refused_note = report_refused(listing.refused, cursor, context.log, source.name)
         tags = {REFUSED_TAG: str(len(listing.refused))}
         store = ManifestStore(context.instance, name)
-        stable = stable_files(listing, component.rules, settle, cursor, now)
-        done = store.cut_versions(stable)
-        pending = [e for e in stable if version_id(e) not in done]
+        wanted = [e for e in listing.files if component.rules.wanted(e.path)]
+        done = store.cut_versions(wanted)
+        uncut = [e for e in wanted if version_id(e) not in done]
+        pending = stable_files(uncut, listing.names, component.rules, settle, cursor, now)
         if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
             cuts, early = time_cuts(store, pending, partitions, name, now)
             for entry in early:
@@ -239,7 +267,7 @@ def build_files_sensor(
             cuts = size_cuts(store, plan_size_cuts(pending, component.batch, cursor, now), name)
         # Files not landed yet (settling, unmarked, a partial batch, an open window).
         waiting = {e.path for e in listing.files if component.rules.wanted(e.path)}
-        waiting -= {e.path for e in stable if version_id(e) in done}
+        waiting -= {e.path for e in wanted if version_id(e) in done}
         waiting -= {e.path for cut in cuts for e in cut.entries}
         if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
             waiting -= {e.path for e in early}
@@ -248,7 +276,10 @@ def build_files_sensor(
         requests, new_keys = [], []
         for cut in cuts:
             store.put(cut.key, cut.entries)  # before the run exists that reads it
-            store.mark_cut([e.listed() for e in cut.entries], cut.key)
+            # Final only once Dagster commits this tick and creates the run (file_manifest).
+            store.mark_cut([e.listed() for e in cut.entries], cut.key, cut.run_key)
+            for entry in cut.entries:
+                cursor.settling.pop(entry.path, None)
             new_keys.append(cut.key)
             requests.append(dg.RunRequest(run_key=cut.run_key, partition_key=cut.key, tags=tags))
         dynamic = (
@@ -257,10 +288,12 @@ def build_files_sensor(
             else []
         )
         if not requests:
+            settling = len(set(cursor.settling) - {e.path for e in pending})
+            batch_note = _partial_batch_note(component.batch, pending, cursor, partitions)
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"no complete new files ({len(cursor.settling)} settling){window_note}"
-                    f"{refused_note}"
+                    f"no new partition: {len(pending)} complete file(s) not yet cut, "
+                    f"{settling} settling{batch_note}{window_note}{refused_note}"
                 ),
                 cursor=cursor.dump(),
             )

@@ -1,0 +1,93 @@
+"""The files sensor with the settings users set: a cut is final only with its run, a dropped
+file lands with `settle` and `max_wait` together, and the cursor holds only what waits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ingestion_platform.components.file_source import LocalFileSource
+from ingestion_platform.warehouse import Warehouse
+from ingestion_platform_tests.files_helpers import evaluate, keys, rows, tick
+from ingestion_platform_tests.sources import build_source, materialize
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    return folder
+
+
+def _defs(tmp_path: Path, inbox: Path, **extra: object) -> dg.Definitions:
+    attributes = {"path": str(inbox), "table": "orders", **extra}
+    return build_source(LocalFileSource, tmp_path / "inbox", attributes)
+
+
+def test_a_preview_that_is_never_committed_consumes_no_file(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("id\n1\n2\n")
+    defs = _defs(tmp_path, inbox, settle="0s")
+
+    # What `dagster sensor preview` does, and a daemon that dies before committing the tick.
+    previewed = evaluate(defs, instance)
+    (key,) = keys(previewed)
+    assert keys(evaluate(defs, instance, previewed.cursor)) == [key]
+
+    committed = tick(defs, instance, previewed.cursor)
+    assert keys(committed) == [key]
+    assert [r.run_key for r in committed.run_requests or []] == [
+        r.run_key for r in previewed.run_requests or []
+    ]
+    assert keys(tick(defs, instance, committed.cursor)) == []  # final now: never twice
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _batch_key from inbox.orders order by id") == [
+        (1, key),
+        (2, key),
+    ]
+
+
+def test_a_dropped_file_lands_with_settle_and_max_wait_together(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    # The demo inbox's settings, shortened: a batch of 5 files, or whatever waited max_wait.
+    defs = _defs(tmp_path, inbox, settle="1s", batch={"files": 5, "max_wait": "2s"})
+    (inbox / "dropped.csv").write_text("id\n1\n")
+    cursor, reasons, cut = None, [], []
+    deadline = time.monotonic() + 8
+    while not cut and time.monotonic() < deadline:
+        result = tick(defs, instance, cursor)
+        cursor, cut = result.cursor, keys(result)
+        if not cut:
+            reasons.append(str(result.skip_reason.skip_message))  # type: ignore[union-attr]
+        time.sleep(0.5)
+
+    assert [key.split("@")[0] for key in cut] == ["dropped.csv"], reasons
+    assert reasons[0] == "no new partition: 0 complete file(s) not yet cut, 1 settling"
+    waiting = [reason for reason in reasons if reason.startswith("no new partition: 1 complete")]
+    assert waiting and "the batch waits for 5 files, or max_wait cuts it at " in waiting[-1]
+
+
+def test_the_cursor_holds_only_what_waits_however_many_files_are_kept(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    for number in range(300):
+        (inbox / f"kept_{number:03}.csv").write_text(f"id\n{number}\n")
+    defs = _defs(tmp_path, inbox, settle="1s", batch={"files": 100})
+    first = tick(defs, instance)
+    assert keys(first) == []
+    time.sleep(1.1)
+    second = tick(defs, instance, first.cursor)
+    assert len(keys(second)) == 3
+
+    later = tick(defs, instance, second.cursor)
+    assert keys(later) == []
+    assert json.loads(later.cursor or "{}")["settling"] == {}
+    assert len(later.cursor or "") < 200
+    after = tick(defs, instance, later.cursor)
+    assert keys(after) == [] and len(after.cursor or "") < 200
