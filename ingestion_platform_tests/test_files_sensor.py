@@ -4,12 +4,14 @@ file lands with `settle` and `max_wait` together, and the cursor holds only what
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from ingestion_platform.components import file_sensor
 from ingestion_platform.components.file_source import LocalFileSource
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.files_helpers import evaluate, keys, rows, tick
@@ -91,3 +93,62 @@ def test_the_cursor_holds_only_what_waits_however_many_files_are_kept(
     assert len(later.cursor or "") < 200
     after = tick(defs, instance, later.cursor)
     assert keys(after) == [] and len(after.cursor or "") < 200
+
+
+def _lag(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
+    (lag_sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__lag")]
+    result = lag_sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    (evaluation,) = [e for e in result.asset_events or [] if isinstance(e, dg.AssetCheckEvaluation)]
+    return evaluation
+
+
+def test_the_lag_counts_a_complete_file_until_its_partition_lands(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, resources
+) -> None:
+    defs = _defs(tmp_path, inbox, settle="1s")
+    dropped = inbox / "a.csv"
+    dropped.write_text("id\n1\n")
+    assert _lag(defs, instance).metadata["waiting_files"].value == 0  # still settling
+    hour_ago = time.time() - 3600
+    os.utime(dropped, (hour_ago, hour_ago))
+
+    waiting = _lag(defs, instance)
+    assert waiting.metadata["waiting_files"].value == 1
+    assert waiting.metadata["detail"].value == {"oldest_file": "a.csv"}
+    assert waiting.metadata["oldest_waiting_seconds"].value >= 3600
+    assert not waiting.passed  # a file per batch, so an hour is late
+
+    first = tick(defs, instance)  # the sensor watches it settle for itself
+    time.sleep(1.1)
+    (key,) = keys(tick(defs, instance, first.cursor))
+    assert _lag(defs, instance).metadata["waiting_files"].value == 1  # cut, not landed yet
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    landed = _lag(defs, instance)
+    assert (landed.passed, landed.metadata["waiting_files"].value) == (True, 0)
+
+
+def test_the_lag_sees_a_sensor_that_never_cuts(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inbox flip-flop reintroduced behind a test double: no file is ever complete to the
+    # sensor, so it never cuts and every tick skips.
+    def never_complete(uncut, names, rules, settle, cursor, now):  # type: ignore[no-untyped-def]
+        cursor.settling = {e.path: [e.size, e.mtime, now] for e in uncut}
+        return []
+
+    monkeypatch.setattr(file_sensor, "stable_files", never_complete)
+    defs = _defs(tmp_path, inbox, settle="1s", batch={"files": 5, "max_wait": "2s"})
+    dropped = inbox / "dropped.csv"
+    dropped.write_text("id\n1\n")
+    old = time.time() - 600
+    os.utime(dropped, (old, old))
+    cursor = None
+    for _ in range(3):
+        result = tick(defs, instance, cursor)
+        assert keys(result) == []
+        cursor = result.cursor
+
+    evaluation = _lag(defs, instance)
+    assert not evaluation.passed
+    assert evaluation.description.startswith("1 files wait at the source; the oldest for 0:10:")

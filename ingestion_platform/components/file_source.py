@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
+from ingestion_platform.components.file_lag import file_lag_measure
 from ingestion_platform.components.file_run import (
     check_manifest,
     file_metadata,
@@ -44,6 +45,7 @@ from ingestion_platform.connectors.ssh_connection import SshSettings
 from ingestion_platform.file_landing import land_files
 from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
 from ingestion_platform.health import HealthSpec, asset_health, landing_checks
+from ingestion_platform.lag import lag_defs
 from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
 
 
@@ -149,7 +151,14 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         partitions = self.batch.partitions_def(name)
         asset = self._asset(source, table, name, partitions)
         sensor = build_files_sensor(self, source, name, asset)
-        return dg.Definitions(assets=[asset], sensors=[sensor])
+        lag = lag_defs(
+            source=source.name,
+            measures={asset.key: file_lag_measure(self, source, name, asset.key)},
+            batch=self.batch,
+            health=self.health,
+            sensor_interval_seconds=self.sensor_interval_seconds,
+        )
+        return dg.Definitions.merge(dg.Definitions(assets=[asset], sensors=[sensor]), lag)
 
     def _asset(
         self, source: SourceContext, table: str, name: str, partitions: dg.PartitionsDefinition
