@@ -3,9 +3,11 @@
 DuckDB reads each staged file straight into the table (connectors/file_formats.py), so
 there is one pass over the data. The table's columns come from the files: a new column is
 added with `ALTER TABLE` in the same transaction (names normalised the way dlt names every
-other source's columns), and listed in the metadata. Rows a reader rejects go to the
-source's `_quarantine` table, in the same transaction, so the counts always reconcile:
-rows read = rows landed + rows quarantined.
+other source's columns), and listed in the metadata; its type follows one rule whatever
+the order files arrive in (connectors/file_types.py). Rows a reader rejects go to the
+source's `_quarantine` table with their original bytes, in the same transaction, so the
+counts always reconcile: rows read = rows landed + rows quarantined. A file quarantined
+whole counts as its records (as far as they can be told), so it weighs on the share.
 
 A file that cannot be read at all fails its INSERT, which aborts DuckDB's transaction; the
 transaction is then rolled back and replayed without that file (quarantined whole with its
@@ -30,7 +32,11 @@ from ingestion_platform.connectors.file_formats import (
     bad_rows,
     csv_row_fix,
     select_rows,
+    unread_rows,
+    unreadable_reason,
 )
+from ingestion_platform.connectors.file_records import raw_records
+from ingestion_platform.connectors.file_types import settle_types
 from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
@@ -53,6 +59,8 @@ class FileLandingReport:
     rows_landed: int = 0
     rows_quarantined: int = 0
     bad_files: dict[str, str] = field(default_factory=dict)
+    # Files quarantined whole and the records each holds (counted in rows_quarantined).
+    bad_file_rows: dict[str, int] = field(default_factory=dict)
     rows_by_file: dict[str, int] = field(default_factory=dict)
     new_columns: list[str] = field(default_factory=list)
     columns: dict[str, str] = field(default_factory=dict)
@@ -82,27 +90,35 @@ def land_files(
     reads: list[FileRead],
     unreadable: dict[str, str],
     on_bad_file: Literal["quarantine", "fail"],
+    unread: dict[str, int] | None = None,
 ) -> FileLandingReport:
-    """Replace the rows of `batch_key` in `source.table` (and its quarantine) with `reads`."""
+    """Replace the rows of `batch_key` in `source.table` (and its quarantine) with `reads`.
+
+    `unread`: how many records each unreadable file holds (1 each when not given)."""
     started = time.monotonic()
     bad = dict(unreadable)
+    counts = {label: (unread or {}).get(label, 1) for label in bad}
     if bad and on_bad_file == "fail":
         label, reason = next(iter(bad.items()))
-        raise UnreadableFile(f"{label} cannot be read: {reason}")
+        raise UnreadableFile(_cannot_read(label, reason))
     with warehouse.exclusive():
         while True:
             usable = [r for r in reads if r.label not in bad]
             try:
-                report = _commit(warehouse, source, table, batch_key, usable, bad)
+                report = _commit(warehouse, source, table, batch_key, usable, bad, counts)
                 break
             except _FileFailed as failed:
                 if on_bad_file == "fail":
-                    raise UnreadableFile(
-                        f"{failed.label} cannot be read: {failed.reason}"
-                    ) from None
+                    raise UnreadableFile(_cannot_read(failed.label, failed.reason)) from None
                 bad[failed.label] = failed.reason
+                read = next(r for r in reads if r.label == failed.label)
+                counts[failed.label] = unread_rows(read.local_path, read.label, read.options)
     report.duration_seconds = time.monotonic() - started
     return report
+
+
+def _cannot_read(label: str, reason: str) -> str:
+    return reason if reason.startswith(label) else f"{label} cannot be read: {reason}"
 
 
 def _commit(
@@ -112,8 +128,9 @@ def _commit(
     batch_key: str,
     reads: list[FileRead],
     bad: dict[str, str],
+    counts: dict[str, int],
 ) -> FileLandingReport:
-    report = FileLandingReport(bad_files=dict(bad))
+    report = FileLandingReport(bad_files=dict(bad), bad_file_rows=dict(counts))
     schema = quote_identifier(source)
     relation = f"{schema}.{quote_identifier(table)}"
     loaded_at = datetime.now(UTC)
@@ -125,13 +142,15 @@ def _commit(
         connection.execute("begin")
         connection.execute(f"create schema if not exists {schema}")
         quarantine = ensure_quarantine(connection, source)
-        _adopt_table_types(connection, source, table, reads, names)
+        _settle_types(connection, source, table, reads, names)
         report.table_created = not fetch_row(
             connection,
             "select 1 from information_schema.tables where table_schema = ? and table_name = ?",
             [source, table],
         )
-        report.new_columns = _evolve(connection, source, table, reads, names)
+        added = _evolve(connection, source, table, reads, names)
+        # The first landing creates the columns: that is not drift.
+        report.new_columns = [] if report.table_created else added
         delete_slices(connection, source, [table, QUARANTINE_TABLE], [batch_key])
         stamp = (
             f"{quote_literal(batch_key)} as {quote_identifier(BATCH_KEY_COLUMN)}, "
@@ -162,9 +181,11 @@ def _commit(
                     connection.execute(
                         csv_row_fix(relation, rejects, read.label, batch_key, read.options.header)
                     )
+                if quarantined and read.format != "parquet":
+                    _keep_raw_bytes(connection, quarantine, read, batch_key)
             except duckdb.Error as error:
                 connection.execute("rollback")
-                raise _FileFailed(read.label, str(error).strip().splitlines()[0]) from None
+                raise _FileFailed(read.label, unreadable_reason(error, read)) from None
             report.rows_by_file[read.label] = landed
             report.rows_landed += landed
             report.rows_quarantined += quarantined
@@ -174,6 +195,7 @@ def _commit(
                 "values (?, ?, ?, ?, ?)",
                 [source, label, f"file not read: {reason}", batch_key, loaded_at],
             )
+            report.rows_quarantined += counts.get(label, 1)
         report.columns = dict(
             connection.execute(
                 "select column_name, data_type from information_schema.columns "
@@ -188,20 +210,16 @@ def _commit(
     return report
 
 
-def _adopt_table_types(
+def _settle_types(
     connection: duckdb.DuckDBPyConnection,
     source: str,
     table: str,
     reads: list[FileRead],
     names: dict[str, str],
 ) -> None:
-    """Read CSV and JSON Lines columns the table already has with the table's type.
-
-    A sniffed type only describes the sniffed sample (or, for JSON Lines, the union of the
-    file's values): one bad value makes the column text. Read with the table's type, the
-    bad value becomes a rejected row, quarantined, instead of failing the whole file or
-    being cast to NULL.
-    """
+    """Read every column with its one type (declared, the table's, or the values' choice):
+    a value that does not fit becomes a rejected row, quarantined, instead of failing the
+    whole file, being cast to NULL, or turning the column into text."""
     existing = dict(
         connection.execute(
             "select column_name, data_type from information_schema.columns "
@@ -209,11 +227,30 @@ def _adopt_table_types(
             [source, table],
         ).fetchall()
     )
-    for read in reads:
-        if read.format in ("csv", "jsonl"):
-            read.columns = {
-                name: existing.get(names[name], kind) for name, kind in read.columns.items()
-            }
+    declared = reads[0].options.declared if reads else {}
+    settle_types(reads, names, existing, declared)
+
+
+def _keep_raw_bytes(
+    connection: duckdb.DuckDBPyConnection, quarantine: str, read: FileRead, batch_key: str
+) -> None:
+    """Store each quarantined record's original bytes (the text columns hold it decoded,
+    where an undecodable byte became `?`), so a fixed reader can replay them."""
+    where = "file = ? and _batch_key = ? and raw is null and line is not null"
+    lines = {
+        line
+        for (line,) in connection.execute(
+            f"select line from {quarantine} where {where}",  # noqa: S608
+            [read.label, batch_key],
+        ).fetchall()
+    }
+    quote = read.options.quote or None if read.format == "csv" else None
+    found = raw_records(read.local_path, quote, lines)
+    if found:
+        connection.executemany(
+            f"update {quarantine} set raw = ? where file = ? and _batch_key = ? and line = ?",  # noqa: S608
+            [[raw, read.label, batch_key, line] for line, raw in found.items()],
+        )
 
 
 def _evolve(

@@ -11,7 +11,7 @@ import pytest
 from ingestion_platform.components.file_source import LocalFileSource
 from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.files_helpers import keys, rows, tick
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
     materialize(defs, partition_key=first, resources=resources, instance=instance)
     assert rows(warehouse, "select data_type from information_schema.columns where "
                 "table_name = 'orders' and column_name in ('id', 'amount', 'n') "
-                "order by column_name") == [("DOUBLE",), ("UBIGINT",), ("UBIGINT",)]  # fmt: skip
+                "order by column_name") == [("DOUBLE",), ("BIGINT",), ("BIGINT",)]  # fmt: skip
 
     (inbox / "b.jsonl").write_text(
         '{"id": 2, "amount": "oops", "n": 2.7}\n'
@@ -79,11 +79,11 @@ def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
             "b.jsonl",
             1,
             "amount, n",
-            'amount: "oops" does not fit DOUBLE; n: 2.7 does not fit UBIGINT',
+            'amount: "oops" does not fit DOUBLE; n: 2.7 does not fit BIGINT',
             '{"id": 2, "amount": "oops", "n": 2.7}',
         ),
         ("b.jsonl", 3, None, "not valid JSON", "not json"),
-        ("b.jsonl", 4, "id", 'id: "x" does not fit UBIGINT', '{"id": "x", "amount": null}'),
+        ("b.jsonl", 4, "id", 'id: "x" does not fit BIGINT', '{"id": "x", "amount": null}'),
         ("c.jsonl", 1, None, "not valid JSON", "garbage"),
         ("c.jsonl", 2, None, "a JSON value that is not an object", "[1, 2]"),
     ]
@@ -133,3 +133,218 @@ def test_csv_row_is_the_record_number_across_quoted_newlines_and_rejects(
         4,
         3,
     )
+
+
+def _line_too_long_file(inbox: Path) -> None:
+    good = "".join(f"{i},ok\n" for i in range(1, 11))
+    (inbox / "export.csv").write_text(f"id,note\n{good}11,{'x' * 3_000_000}\n")
+
+
+def test_a_line_over_max_line_size_quarantines_the_file_naming_it_the_cause_and_the_fix(
+    tmp_path: Path,
+    inbox: Path,
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    resources,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    _line_too_long_file(inbox)
+    defs = _defs(tmp_path, inbox, max_line_size="2MB")
+    (key,) = keys(tick(defs, instance))
+    capfd.readouterr()
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    reason = (
+        "export.csv has a line of 3,000,004 bytes, longer than max_line_size (2,000,000 bytes). "
+        "Fix: raise max_line_size in the source's defs.yaml, e.g. max_line_size: 7MB"
+    )
+    assert _quarantine(warehouse) == [("export.csv", None, None, f"file not read: {reason}", None)]
+    metadata = _metadata(result)
+    assert metadata["bad_files"] == {"export.csv": reason}
+    # Its 11 records are not landed: they weigh on the quarantine share, which warns.
+    assert (metadata["rows_read"], metadata["rows_landed"], metadata["rows_quarantined"]) == (
+        11,
+        0,
+        11,
+    )
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["unplaced_rows"].passed
+    assert checks["unplaced_rows"].metadata["quarantine_share"].value == 1.0
+    warnings = [line.split(" - WARNING - ")[1] for line in capfd.readouterr().err.splitlines()
+                if " - WARNING - " in line]  # fmt: skip
+    assert warnings == [
+        f"__ephemeral_asset_job__ - {result.run_id} - inbox__orders - inbox.orders: export.csv "
+        "quarantined whole "
+        f"(11 record(s) not landed): {reason}"
+    ]
+
+    failing = _defs(tmp_path / "f", inbox, max_line_size="2MB", on_bad_file="fail", table="strict")
+    (fail_key,) = keys(tick(failing, instance))
+    failed = materialize(
+        failing, partition_key=fail_key, resources=resources, instance=instance,
+        raise_on_error=False,
+    )  # fmt: skip
+    assert failure_message(failed) == (
+        f"ingestion_platform.components.declaration.DeclarationError: "
+        f"{tmp_path / 'f' / 'inbox' / 'defs.yaml'}: max_line_size: export.csv has a line of "
+        "3,000,004 bytes, longer than max_line_size (2,000,000 bytes). Fix: e.g. "
+        "max_line_size: 7MB."
+    )
+
+
+def test_the_default_max_line_size_lands_a_3_mb_line(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    _line_too_long_file(inbox)
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select count(*), max(length(note)) from inbox.orders") == [
+        (11, 3_000_000)
+    ]
+
+
+def test_on_bad_file_fail_names_the_defs_file_the_field_and_a_fix(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, resources
+) -> None:
+    (inbox / "a.parquet").write_bytes(b"not parquet at all")
+    defs = _defs(tmp_path, inbox, on_bad_file="fail")
+    (key,) = keys(tick(defs, instance))
+    failed = materialize(
+        defs, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+    )
+    message = failure_message(failed)
+    assert message.startswith(
+        "ingestion_platform.components.declaration.DeclarationError: "
+        f"{tmp_path / 'inbox' / 'defs.yaml'}: on_bad_file: a.parquet cannot be read: "
+    )
+    assert message.endswith(
+        " (on_bad_file: fail stops the run; nothing was landed or moved). Fix: fix or re-export "
+        "the file and upload it again, or set on_bad_file: quarantine to land the other files "
+        "and keep this one in the source's _quarantine table."
+    )
+    assert str(tmp_path / "warehouse") not in message and ".staging" not in message
+
+
+def test_quarantine_keeps_the_original_bytes_of_each_row(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    # A latin-1 export read as UTF-8 (the default): the Björk row cannot be decoded.
+    (inbox / "artists.csv").write_bytes(
+        "id,name,amount\n1,Abba,2\n2,Björk,3\n3,Sigur Rós,oops\n4,\"two\nlines\",zz\n5,ok,4\n"
+        .encode("latin-1")
+    )  # fmt: skip
+    (inbox / "b.jsonl").write_bytes(b'{"id": 6, "name": "x", "amount": 1}\nnot json\n')
+    defs = _defs(tmp_path, inbox, batch={"files": 2})
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id from inbox.orders order by id") == [(1,), (5,), (6,)]
+    assert rows(
+        warehouse, "select file, line, raw_value, raw from inbox._quarantine order by file, line"
+    ) == [
+        ("artists.csv", 3, "2,Bj??k,3", b"2,Bj\xf6rk,3"),
+        ("artists.csv", 4, "3,Sigur R??,oops", b"3,Sigur R\xf3s,oops"),
+        ("artists.csv", 5, '4,"two\nlines",zz', b'4,"two\nlines",zz'),
+        ("b.jsonl", 2, "not json", b"not json"),
+    ]
+
+
+_CSV = "order_id,ordered_at,amount\n1,2026-01-05T10:00:00Z,12.5\n2,2026-01-05T11:30:00Z,7\n"
+_JSONL = (
+    '{"order_id": 3, "ordered_at": "2026-01-06T09:00:00Z", "amount": 3.25}\n'
+    '{"order_id": 4, "ordered_at": "2026-01-06T09:05:00Z", "amount": 8}\n'
+)
+
+
+def _types(warehouse: Warehouse, schema: str) -> list[tuple]:
+    return rows(
+        warehouse,
+        "select column_name, data_type from information_schema.columns where table_schema = ? "
+        "and table_name = 'orders' and column_name in ('order_id', 'ordered_at', 'amount') "
+        "order by column_name",
+        schema,
+    )
+
+
+def test_the_same_files_in_either_order_give_the_same_column_types(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text(_CSV)
+    (inbox / "b.jsonl").write_text(_JSONL)
+    for source, first in (("csv_first", "a.csv"), ("json_first", "b.jsonl")):
+        later = "b.jsonl" if first == "a.csv" else "a.csv"
+        attributes = {"path": str(inbox), "table": "orders", "settle": "0s"}
+        defs = build_source(LocalFileSource, tmp_path / source, {**attributes, "patterns": [first]})
+        (key,) = keys(tick(defs, instance))
+        materialize(defs, partition_key=key, resources=resources, instance=instance)
+        both = build_source(
+            LocalFileSource, tmp_path / source, {**attributes, "patterns": [first, later]}
+        )
+        (key,) = keys(tick(both, instance))
+        materialize(both, partition_key=key, resources=resources, instance=instance)
+        assert warehouse.count(source, "orders") == 4
+    expected = [
+        ("amount", "DOUBLE"),
+        ("order_id", "BIGINT"),
+        ("ordered_at", "TIMESTAMP WITH TIME ZONE"),
+    ]
+    assert _types(warehouse, "csv_first") == expected == _types(warehouse, "json_first")
+    assert rows(warehouse, "select count(*) from csv_first._quarantine") == [(0,)]
+
+
+def test_a_bad_amount_in_the_first_file_is_quarantined_and_amount_stays_numeric(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "first.csv").write_text(
+        "order_id,ordered_at,amount\n1,2026-01-05T10:00:00Z,12.5\n2,2026-01-05T11:00:00Z,n/a\n"
+        "3,2026-01-05T12:00:00Z,4\n"
+    )
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert _types(warehouse, "inbox") == [
+        ("amount", "DOUBLE"),
+        ("order_id", "BIGINT"),
+        ("ordered_at", "TIMESTAMP WITH TIME ZONE"),
+    ]
+    assert rows(warehouse, "select order_id, amount from inbox.orders order by 1") == [
+        (1, 12.5),
+        (3, 4.0),
+    ]
+    assert _quarantine(warehouse) == [
+        (
+            "first.csv",
+            3,
+            "amount",
+            'Error when converting column "amount". Could not convert string "n/a" to \'DOUBLE\'',
+            "2,2026-01-05T11:00:00Z,n/a",
+        )
+    ]
+    # A later file cannot turn it into text either: its bad value is quarantined too.
+    (inbox / "second.jsonl").write_text('{"order_id": 4, "amount": "ten"}\n')
+    (later,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=later, resources=resources, instance=instance)
+    assert _types(warehouse, "inbox")[0] == ("amount", "DOUBLE")
+    assert _quarantine(warehouse)[-1][1:4] == (1, "amount", 'amount: "ten" does not fit DOUBLE')
+
+
+def test_declared_column_types_win_in_every_format(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text(_CSV)
+    (inbox / "b.jsonl").write_text(_JSONL)
+    os.utime(inbox / "b.jsonl", (1_700_000_000, 1_700_000_000))  # JSON Lines first
+    declared = {"amount": "DECIMAL(12,2)", "order_id": "VARCHAR", "ordered_at": "TIMESTAMPTZ"}
+    defs = _defs(tmp_path, inbox, columns=declared, batch={"files": 2})
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert _types(warehouse, "inbox") == [
+        ("amount", "DECIMAL(12,2)"),
+        ("order_id", "VARCHAR"),
+        ("ordered_at", "TIMESTAMP WITH TIME ZONE"),
+    ]
+    assert rows(warehouse, "select order_id, amount::varchar from inbox.orders order by 1") == [
+        ("1", "12.50"),
+        ("2", "7.00"),
+        ("3", "3.25"),
+        ("4", "8.00"),
+    ]

@@ -6,9 +6,13 @@ or the time window of the files' mtimes. The partition's manifest (path, size an
 every file) lives in the Dagster instance (file_manifest.py), so a replay reads the same
 files, and fails naming the file if one changed or was removed. A run stages the files,
 lands them in one DuckDB transaction with bad rows quarantined (file_landing.py), and only
-then archives or deletes them.
+then archives them (under a name unique to the version, so a replay reads that version) or
+deletes them. The transfer runs outside the warehouse's writer: a slow or stalled partner
+never holds up other sources' landings, and a transfer that moves no byte for
+`transfer_timeout` fails naming the source.
 """
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +20,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_duration
+from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_bytes, parse_duration
 from ingestion_platform.components.declaration import Setting, SourceContext
 from ingestion_platform.components.file_lag import file_lag_measure
 from ingestion_platform.components.file_run import (
@@ -36,17 +40,23 @@ from ingestion_platform.connectors.file_entries import (
     FileTransport,
     Listing,
 )
-from ingestion_platform.connectors.file_formats import FormatOptions, plan_reads
+from ingestion_platform.connectors.file_formats import (
+    DEFAULT_MAX_LINE_SIZE,
+    FormatOptions,
+    UnreadableFile,
+    plan_reads,
+    unread_rows,
+)
 from ingestion_platform.connectors.local_files import LocalFiles
 from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.connectors.scp import ScpFiles
 from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
 from ingestion_platform.file_landing import land_files
-from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
+from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, version_id
 from ingestion_platform.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.lag import lag_defs
-from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
+from ingestion_platform.warehouse import WarehouseResource
 
 
 class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
@@ -66,8 +76,10 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     delimiter: str = ","
     quote: str = '"'
     encoding: str = "utf-8"
+    max_line_size: int | str = DEFAULT_MAX_LINE_SIZE
     columns: dict[str, str] | None = None
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    transfer_timeout: str = "5m"
     after_landing: Literal["keep", "archive", "delete"] = "keep"
     archive_folder: str = ".archive"
     automation: Literal["running", "stopped"] = "stopped"
@@ -125,7 +137,12 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             quote=self.quote,
             encoding=self.encoding,
             columns=tuple((self.columns or {}).items()),
+            max_line_size=parse_bytes(self.max_line_size),
         )
+
+    @property
+    def stall_seconds(self) -> float:
+        return parse_duration(self.transfer_timeout)
 
     def _check(self, source: SourceContext) -> None:
         if not self.batch.is_time and self.batch.size_unit == "rows":
@@ -140,6 +157,18 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             parse_duration(self.settle)
         except ValueError as error:
             raise source.error("settle", str(error), "e.g. settle: 30s") from None
+        try:
+            if parse_duration(self.transfer_timeout) <= 0:
+                raise ValueError(f"must be positive, got {self.transfer_timeout!r}")
+        except ValueError as error:
+            raise source.error(
+                "transfer_timeout", str(error), "e.g. transfer_timeout: 5m"
+            ) from None
+        try:
+            if parse_bytes(self.max_line_size) <= 0:
+                raise ValueError(f"must be positive, got {self.max_line_size!r}")
+        except ValueError as error:
+            raise source.error("max_line_size", str(error), "e.g. max_line_size: 64MB") from None
         if self.after_landing == "archive" and not self.archive_folder.strip("/"):
             raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
 
@@ -169,7 +198,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             kinds={self.kind_tag, "duckdb"},
             description=self.describe(table),
             partitions_def=partitions,
-            pool=WAREHOUSE_POOL,
+            # No warehouse pool: the transfer must not hold the only slot; the landing takes
+            # the warehouse's writer lock only around its commit (file_landing.py).
             metadata={"source_file": source.defs_file},
             **asset_health(  # type: ignore[arg-type]
                 dg.AssetKey([source.name, table]),
@@ -213,17 +243,27 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             check_manifest(files, manifest)
             with staging_folder(staging_root, context.run_id, context.log) as staging:
                 transfer = stage_files(files, manifest, staging, context.log)
-                staged = zip(transfer.local_paths, [e.path for e in manifest], strict=True)
-                reads, unreadable = plan_reads(list(staged), self.format_options)
-                report = land_files(
-                    warehouse=warehouse,
-                    source=source.name,
-                    table=table,
-                    batch_key=key,
-                    reads=reads,
-                    unreadable=unreadable,
-                    on_bad_file=self.on_bad_file,
-                )
+                staged = list(zip(transfer.local_paths, [e.path for e in manifest], strict=True))
+                options = self.format_options
+                reads, unreadable = plan_reads(staged, options)
+                unread = {
+                    label: unread_rows(local, label, options)
+                    for local, label in staged
+                    if label in unreadable
+                }
+                try:
+                    report = land_files(
+                        warehouse=warehouse,
+                        source=source.name,
+                        table=table,
+                        batch_key=key,
+                        reads=reads,
+                        unreadable=unreadable,
+                        on_bad_file=self.on_bad_file,
+                        unread=unread,
+                    )
+                except UnreadableFile as error:
+                    raise _bad_file_error(source, str(error)) from None
             # Only after the commit: a failed run leaves every file where it was.
             manifest = self._after_landing(files, store, key, manifest, context)
         finally:
@@ -232,6 +272,11 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             f"{source.name}.{table}: {len(manifest)} file(s), {report.rows_landed} rows landed, "
             f"{report.rows_quarantined} quarantined, {len(report.bad_files)} bad file(s)"
         )
+        for label, reason in report.bad_files.items():
+            context.log.warning(
+                f"{source.name}.{table}: {label} quarantined whole "
+                f"({report.bad_file_rows.get(label, 1):,} record(s) not landed): {reason}"
+            )
         refused = int(context.run.tags.get(REFUSED_TAG, 0))
         checks = landing_checks(
             context.asset_key,
@@ -264,13 +309,33 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             if entry.archived_to:
                 moved.append(entry)
                 continue
-            target = f"{self.archive_folder.strip('/')}/{entry.path}"
+            target = f"{self.archive_folder.strip('/')}/{archive_name(entry)}"
             new_etag = files.move(entry.path, target)
             moved.append(replace(entry, archived_to=target, archived_etag=new_etag))
             # Recorded file by file, so a replay finds every file moved so far.
             store.put(key, moved + manifest[len(moved) :])
         context.log.info(f"{self.after_landing}d {len(manifest)} file(s) after the commit")
         return moved
+
+
+def archive_name(entry: ManifestEntry) -> str:
+    """`<path>.<mtime>-<version hash>`: each version of a re-uploaded file keeps its own
+    archived copy, so replaying an earlier partition reads exactly what it landed."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(entry.mtime))
+    return f"{entry.path}.{stamp}-{version_id(entry)[:8]}"
+
+
+def _bad_file_error(source: SourceContext, message: str) -> Exception:
+    """`on_bad_file: fail` stopped the run: name the file, the cause and a fix."""
+    problem, _, fix = message.partition(". Fix: ")
+    if "max_line_size" in fix:
+        return source.error("max_line_size", problem, fix.split("defs.yaml, ")[-1])
+    return source.error(
+        "on_bad_file",
+        f"{problem} (on_bad_file: fail stops the run; nothing was landed or moved)",
+        "fix or re-export the file and upload it again, or set on_bad_file: quarantine to "
+        "land the other files and keep this one in the source's _quarantine table",
+    )
 
 
 class LocalFileSource(FileSourceBase):
@@ -342,8 +407,8 @@ class SftpFileSource(FileSourceBase):
     def open_files(self, source: SourceContext) -> FileTransport:
         settings = self.settings(source)
         if self.transport == "scp":
-            return ScpFiles(settings, self.path)
-        return SftpFiles(settings, self.path)
+            return ScpFiles(settings, self.path, self.stall_seconds)
+        return SftpFiles(settings, self.path, self.stall_seconds)
 
 
 class S3FileSource(FileSourceBase):

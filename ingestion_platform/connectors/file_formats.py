@@ -8,6 +8,9 @@ for JSON Lines every line is read as text first, so a line that is not a JSON ob
 quarantined with its line number while the others are parsed by `json_transform` with the
 structure of all valid lines.
 
+Column types follow one rule whatever the order of arrival (connectors/file_types.py): the
+sniff profiles each column's values as text, and the landing settles the types before reading.
+
 Every row gets `_file` and `_row`: its record number in the file (1 = first data record;
 for JSON Lines the line number). A file with no data records yields no columns, so an
 empty or header-only file lands 0 rows without typing the table's columns as text.
@@ -15,14 +18,25 @@ empty or header-only file lands 0 rows without typing the table's columns as tex
 
 from __future__ import annotations
 
+import gzip
 import json
 import posixpath
-from dataclasses import dataclass
+import re
+import zlib
+from dataclasses import dataclass, field
 from typing import Literal
 
 import duckdb
 
 from ingestion_platform.connectors.duckdb_results import fetch_row
+from ingestion_platform.connectors.file_records import count_records
+from ingestion_platform.connectors.file_types import (
+    JSON_SCALARS,
+    PROFILE_ROWS,
+    Profile,
+    profile_sql,
+    split_profile,
+)
 from ingestion_platform.connectors.sql_quoting import quote_identifier as _ident
 from ingestion_platform.connectors.sql_quoting import quote_literal as literal
 
@@ -41,6 +55,8 @@ _INTEGERS = {
     f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "", "BIG", "HUGE")
 }
 _LINE_OPTIONS = "header=false, delim='\x01', quote='', escape='', auto_detect=false"
+# DuckDB's own default is 2 MB, which one long text field in a real export passes.
+DEFAULT_MAX_LINE_SIZE = 16 * 10**6
 
 
 class UnreadableFile(ValueError):
@@ -57,6 +73,7 @@ class FormatOptions:
     quote: str = '"'
     encoding: str = "utf-8"
     columns: tuple[tuple[str, str], ...] = ()  # explicit (header name, DuckDB type)
+    max_line_size: int = DEFAULT_MAX_LINE_SIZE
 
     def format_of(self, name: str) -> Format:
         if self.format != "auto":
@@ -72,8 +89,25 @@ class FormatOptions:
     def _csv_options(self) -> str:
         return (
             f"header={str(self.header).lower()}, delim={literal(self.delimiter)}, "
-            f"quote={literal(self.quote)}, encoding={literal(self.encoding)}"
+            f"quote={literal(self.quote)}, encoding={literal(self.encoding)}, "
+            f"max_line_size={self.max_line_size}, buffer_size={self._buffer_size}"
         )
+
+    @property
+    def _buffer_size(self) -> int:
+        # DuckDB's default buffer is 16 lines long: 256 MB per reader at 16 MB a line, over
+        # the warehouse's memory limit. Two lines is what DuckDB needs (and its 32 MB default).
+        return max(2 * self.max_line_size + 1, 32 * 10**6)
+
+    def line_options(self) -> str:
+        """Options that read a JSON Lines file as one text value per line."""
+        return (
+            f"{_LINE_OPTIONS}, max_line_size={self.max_line_size}, buffer_size={self._buffer_size}"
+        )
+
+    @property
+    def declared(self) -> dict[str, str]:
+        return dict(self.columns)
 
 
 @dataclass
@@ -85,6 +119,10 @@ class FileRead:
     format: Format
     columns: dict[str, str]
     options: FormatOptions
+    # Per column sniffed as text: values present and how many fit each candidate type.
+    profile: dict[str, Profile] = field(default_factory=dict)
+    # Parquet's own column types; a settled type that differs is read with try_cast.
+    own_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -96,11 +134,45 @@ def plan_read(
 ) -> FileRead:
     """Sniff a staged file's columns; UnreadableFile if it cannot be read at all."""
     fmt = options.format_of(label)
+    read = FileRead(local, label, fmt, {}, options)
+    if local.endswith(".gz"):
+        _check_gzip(local, label)
     try:
-        columns = _sniff(connection, local, fmt, options)
+        _sniff(connection, read)
     except duckdb.Error as error:
-        raise UnreadableFile(_first_line(error)) from None
-    return FileRead(local, label, fmt, columns, options)
+        raise UnreadableFile(unreadable_reason(error, read)) from None
+    return read
+
+
+def _check_gzip(local: str, label: str) -> None:
+    """DuckDB reads a truncated gzip stream up to where it stops, without a word: a cut
+    transfer would land part of a file. Python's reader checks the end and the CRC."""
+    try:
+        with gzip.open(local, "rb") as stream:
+            while stream.read(1 << 23):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise UnreadableFile(f"{label} is not a complete gzip file ({error})") from None
+
+
+def unreadable_reason(error: BaseException, read: FileRead) -> str:
+    """Why a file cannot be read, naming the remote file (never the staging path) and, when
+    a setting would read it, that setting."""
+    text = str(error)
+    too_long = re.search(r"Maximum line size of (\d+) bytes exceeded\. Actual Size:(\d+)", text)
+    if too_long:
+        limit, actual = (int(n) for n in too_long.groups())
+        wanted = -(-actual * 2 // 10**6)  # twice the line, in whole MB
+        return (
+            f"{read.label} has a line of {actual:,} bytes, longer than max_line_size "
+            f"({limit:,} bytes). Fix: raise max_line_size in the source's defs.yaml, e.g. "
+            f"max_line_size: {wanted}MB"
+        )
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    reason = lines[0]
+    if "CSV Error on Line" in reason and len(lines) > 2:  # the next line quotes the data
+        reason = f"{reason}: {lines[2]}"
+    return reason.replace(read.local_path, read.label)
 
 
 def plan_reads(
@@ -119,32 +191,63 @@ def plan_reads(
     return reads, unreadable
 
 
-def _sniff(
-    connection: duckdb.DuckDBPyConnection, local: str, fmt: Format, options: FormatOptions
-) -> dict[str, str]:
-    path = literal(local)
+def unread_rows(local: str, label: str, options: FormatOptions) -> int:
+    """What a file quarantined whole counts as: its records, as far as they can be told."""
+    try:
+        fmt = options.format_of(label)
+    except UnreadableFile:
+        fmt = "csv"
     if fmt == "parquet":
+        return 1
+    quote = options.quote or None if fmt == "csv" else None
+    return count_records(local, quote, options.header and fmt == "csv")
+
+
+def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
+    """Fill `read.columns` (and the text profile of its scalar columns); none when empty."""
+    path, options = literal(read.local_path), read.options
+    if read.format == "parquet":
         source = f"read_parquet({path})"
-    elif fmt == "jsonl":
+        if connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
+            described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
+            read.columns = {name: kind for name, kind, *_ in described}
+            read.own_types = dict(read.columns)
+        return
+    if read.format == "jsonl":
+        lines = (
+            f"select line from read_csv({path}, columns={{'line': 'VARCHAR'}}, "  # noqa: S608
+            f"{options.line_options()}) where {_IS_OBJECT}"
+        )
         structure = fetch_row(
             connection,
-            f"select json_group_structure(try_cast(line as json)) from read_csv({path}, "  # noqa: S608
-            f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS}) where {_IS_OBJECT}",
+            f"select json_group_structure(try_cast(line as json)) from ({lines})",  # noqa: S608
         )
         if structure is None or structure[0] is None:
-            return {}
+            return
         probe = (
             f"select s.* from (select json_transform('{{}}', {literal(str(structure[0]))}) as s)"  # noqa: S608
         )
-        return {name: kind for name, kind, *_ in connection.execute(f"describe {probe}").fetchall()}
-    else:
-        # Types come from the rows that parse; the others become rejects when read.
-        types = f", types={_struct(options.columns)}" if options.columns else ""
-        source = f"read_csv({path}, {options._csv_options()}, ignore_errors=true{types})"
+        described = connection.execute(f"describe {probe}").fetchall()
+        read.columns = {name: kind for name, kind, *_ in described}
+        scalars = [name for name, kind in read.columns.items() if kind in JSON_SCALARS]
+        if scalars:
+            text = literal(_json_structure(dict.fromkeys(scalars, "VARCHAR")))
+            relation = (
+                f"(select s.* from (select json_transform(line, {text}) as s "  # noqa: S608
+                f"from ({lines}) limit {PROFILE_ROWS}))"
+            )
+            row = fetch_row(connection, profile_sql(relation, scalars))
+            read.profile = split_profile(tuple(row or ()), scalars)
+        return
+    # Every value as text: the types are settled at landing from the values' profile.
+    source = f"read_csv({path}, {options._csv_options()}, ignore_errors=true, all_varchar=true)"
     if not connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
-        return {}
+        return
     described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
-    return {name: kind for name, kind, *_ in described}
+    read.columns = {name: kind for name, kind, *_ in described}
+    relation = f"(select * from {source} limit {PROFILE_ROWS})"  # noqa: S608
+    row = fetch_row(connection, profile_sql(relation, list(read.columns)))
+    read.profile = split_profile(tuple(row or ()), list(read.columns))
 
 
 def _struct(columns: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
@@ -166,9 +269,12 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str) -> str:
     renamed = ", ".join(f"{_ident(source)} as {_ident(names[source])}" for source in read.columns)
     label = literal(read.label)
     if read.format == "parquet":
+        typed = ", ".join(
+            f"{_parquet_value(read, source)} as {_ident(names[source])}" for source in read.columns
+        )
         return (
-            f"select {renamed}, {label} as _file, file_row_number + 1 as _row "  # noqa: S608
-            f"from read_parquet({path}, file_row_number=true)"
+            f"select {typed}, {label} as _file, _row from ({_parquet_rows(read)}) "  # noqa: S608
+            f"where not ({_parquet_any_bad(read)})"
         )
     if read.format == "jsonl":
         good = " and ".join(f"not {_bad_value(name, kind)}" for name, kind in read.columns.items())
@@ -189,6 +295,31 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str) -> str:
     )
 
 
+def _parquet_rows(read: FileRead) -> str:
+    return (
+        f"select *, file_row_number + 1 as _row from "  # noqa: S608
+        f"read_parquet({literal(read.local_path)}, file_row_number=true)"
+    )
+
+
+def _parquet_value(read: FileRead, name: str) -> str:
+    kind = read.columns[name]
+    if read.own_types.get(name) == kind:
+        return _ident(name)
+    return f"try_cast({_ident(name)} as {kind})"
+
+
+def _parquet_bad(read: FileRead, name: str) -> str:
+    """A value present that the settled type (declared, or the table's) cannot hold."""
+    if read.own_types.get(name) == read.columns[name]:
+        return "false"
+    return f"({_ident(name)} is not null and {_parquet_value(read, name)} is null)"
+
+
+def _parquet_any_bad(read: FileRead) -> str:
+    return " or ".join(_parquet_bad(read, name) for name in read.columns) or "false"
+
+
 def _json_structure(columns: dict[str, str]) -> str:
     return json.dumps({name: kind for name, kind in columns.items()})
 
@@ -201,7 +332,7 @@ def _parsed_lines(read: FileRead) -> str:
     # Filters may be evaluated after projections: only object lines reach json_transform.
     lines = (
         f"select line, row_number() over () as _row from read_csv({literal(read.local_path)}, "  # noqa: S608
-        f"columns={{'line': 'VARCHAR'}}, {_LINE_OPTIONS})"
+        f"columns={{'line': 'VARCHAR'}}, {read.options.line_options()})"
     )
     return (
         f"select _row, line, json_transform(j, {typed}) as s, json_transform(j, {raw}) as r "  # noqa: S608
@@ -233,7 +364,9 @@ def bad_rows(read: FileRead, rejects: str) -> str:
     if read.format == "csv":
         return (
             f"select {label} as file, line, string_agg(distinct column_name, ', ') as "  # noqa: S608
-            "column_name, string_agg(error_message, '; ') as reason, "
+            f"column_name, string_agg(error_message || case when error_type = "
+            "'LINE SIZE OVER MAXIMUM' then '. Fix: raise max_line_size in the source''s "
+            "defs.yaml' else '' end, '; ') as reason, "
             f"any_value(csv_line) as raw_value from {_ident(rejects)} group by line"
         )
     if read.format == "jsonl":
@@ -243,7 +376,7 @@ def bad_rows(read: FileRead, rejects: str) -> str:
             "case when json_valid(line) then 'a JSON value that is not an object' "
             "else 'not valid JSON' end as reason, line as raw_value from (select line, "
             f"row_number() over () as _row from read_csv({path}, columns={{'line': 'VARCHAR'}}, "
-            f"{_LINE_OPTIONS})) where line is not null and trim(line) <> '' and "
+            f"{read.options.line_options()})) where line is not null and trim(line) <> '' and "
             "coalesce(json_type(try_cast(line as json)), '') <> 'OBJECT'"
         )
         if read.empty:
@@ -257,7 +390,26 @@ def bad_rows(read: FileRead, rejects: str) -> str:
             f"concat_ws(', ', {columns}) as column_name, concat_ws('; ', {reasons}) as reason, "
             f"line as raw_value from ({_parsed_lines(read)}) where {any_bad}"
         )
-    return f"select {label} as file, 0 as line, null as column_name, null as reason, null as raw_value where false"  # noqa: S608,E501
+    checks = [
+        (_parquet_bad(read, n), literal(n), _parquet_reason(read, n))
+        for n in read.columns
+        if _parquet_bad(read, n) != "false"
+    ]
+    if not checks:
+        return f"select {label} as file, 0 as line, null as column_name, null as reason, null as raw_value where false"  # noqa: S608,E501
+    columns = ", ".join(f"case when {bad} then {name} end" for bad, name, _ in checks)
+    reasons = ", ".join(f"case when {bad} then {reason} end" for bad, _, reason in checks)
+    raw = ", ".join(f"{literal(n + '=')} || {_ident(n)}::varchar" for n in read.columns)
+    return (
+        f"select {label} as file, _row as line, concat_ws(', ', {columns}) as column_name, "  # noqa: S608
+        f"concat_ws('; ', {reasons}) as reason, concat_ws(', ', {raw}) as raw_value "
+        f"from ({_parquet_rows(read)}) where {_parquet_any_bad(read)}"
+    )
+
+
+def _parquet_reason(read: FileRead, name: str) -> str:
+    value = f"left({_ident(name)}::varchar, 200)"
+    return f"{literal(name + ': ')} || {value} || {literal(' does not fit ' + read.columns[name])}"
 
 
 def csv_row_fix(relation: str, rejects: str, label: str, batch_key: str, header: bool) -> str:

@@ -4,8 +4,11 @@ Fetching speaks SCP's source protocol (`scp -f`) on a paramiko exec channel, wit
 verified transport as SFTP. Our own channel rather than the `scp` package: that package
 writes the file under the name the server sends, and here every local name is ours.
 Listing runs `find … -printf` (GNU find) on the server: one command per listing, giving
-type, size, mtime and name of every entry, NUL-separated so any name survives.
-Archive and delete run `mv` / `rm` with shell-quoted names.
+type, size, mtime and name of every entry, NUL-separated so any name survives. A symlink
+is resolved on the server (`realpath`, which follows every link in the chain, folders
+included) and refused when its target lies outside the watched folder, as SFTP and the
+local inbox refuse it. Archive and delete run `mv` / `rm` with shell-quoted names.
+A channel that receives nothing for `stall_seconds` fails the transfer (TransferStalled).
 """
 
 from __future__ import annotations
@@ -23,11 +26,24 @@ from ingestion_platform.connectors.file_entries import (
     inside,
     unsafe_reason,
 )
-from ingestion_platform.connectors.ssh_connection import SshSettings, open_transport
+from ingestion_platform.connectors.ssh_connection import (
+    SshSettings,
+    TransferStalled,
+    open_transport,
+)
 
 CHUNK = 1 << 20
-# type, size, mtime, resolved target (symlinks only), path relative to the start folder
+# type, size, mtime, link text (symlinks only), path relative to the start folder
 FIND_FORMAT = r"%y\t%s\t%T@\t%l\t%P\0"
+# Links resolved per command: keeps the command line far below the server's limit.
+LINKS_PER_COMMAND = 200
+# For each quoted path: NUL, then its resolved target's type, size, mtime and real path
+# (nothing after the NUL when it does not resolve). `$(…)` only strips newlines, which a
+# listed name never holds.
+RESOLVE = (
+    "for f in {names}; do printf '\\0'; r=$(realpath -e -- \"$f\" 2>/dev/null) && "
+    "find \"$r\" -maxdepth 0 -printf '%y\\t%s\\t%T@\\t%p'; done; true"
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -39,13 +55,17 @@ class ScpError(OSError):
 class ScpFiles:
     """A watched folder on an SCP-only server."""
 
-    def __init__(self, settings: SshSettings, root: str) -> None:
+    def __init__(self, settings: SshSettings, root: str, stall_seconds: float = 300) -> None:
         self.settings = settings
         self.root = posixpath.normpath(root)
+        self.stall_seconds = stall_seconds
         self._transport = open_transport(settings)
+        resolved = self._resolve([self.root]).get(self.root)
+        self._real_root = resolved[3] if resolved else self.root
 
     def _run(self, command: str) -> bytes:
         channel = self._transport.open_session()
+        channel.settimeout(self.stall_seconds)
         try:
             channel.exec_command(command)
             output = bytearray()
@@ -53,6 +73,12 @@ class ScpFiles:
                 output += chunk
             errors = channel.makefile_stderr("rb").read().decode(errors="replace")
             status = channel.recv_exit_status()
+        except TimeoutError:
+            raise TransferStalled(
+                f"the server sent nothing for {self.stall_seconds:g}s while running "
+                f"`{command[:80]}`. Fix: check the server and the network, or raise "
+                "transfer_timeout if it is only slow"
+            ) from None
         finally:
             channel.close()
         if status != 0:
@@ -63,6 +89,7 @@ class ScpFiles:
         depth = "" if recursive else "-maxdepth 1 "
         command = f"find {shlex.quote(self.root)} -mindepth 1 {depth}-printf '{FIND_FORMAT}'"
         listing = Listing()
+        links: list[str] = []
         for record in self._run(command).split(b"\0"):
             if not record:
                 continue
@@ -72,32 +99,44 @@ class ScpFiles:
                 listing.refused[name] = reason
                 continue
             if kind == "l":
-                target = posixpath.join(posixpath.dirname(posixpath.join(self.root, name)), link)
-                if not inside(self.root, posixpath.normpath(target)):
-                    listing.refused[name] = "it is a symlink pointing out of the folder"
-                    continue
-                listing.names.add(name)
-                # find -printf reports the link itself; its target's size needs a stat.
-                entry = self.stat(name)
-                if entry is not None:
-                    listing.files.append(entry)
+                links.append(name)
                 continue
+            listing.names.add(name)
+            if kind == "f":
+                listing.files.append(FileEntry(name, int(size), float(mtime)))
+        # A link's text says little (`a -> sub/x` with `sub -> /elsewhere`): the server
+        # resolves the whole chain, and only a target inside the folder is taken.
+        targets = self._resolve([posixpath.join(self.root, name) for name in links])
+        for name in links:
+            target = targets.get(posixpath.join(self.root, name))
+            if target is None or not inside(self._real_root, target[3]):
+                listing.refused[name] = "it is a symlink pointing out of the folder"
+                continue
+            kind, size, mtime, _ = target
             listing.names.add(name)
             if kind == "f":
                 listing.files.append(FileEntry(name, int(size), float(mtime)))
         return listing
 
+    def _resolve(self, paths: list[str]) -> dict[str, tuple[str, str, str, str]]:
+        """Path → (type, size, mtime, real path) of what it resolves to; absent if nothing."""
+        found: dict[str, tuple[str, str, str, str]] = {}
+        for start in range(0, len(paths), LINKS_PER_COMMAND):
+            chunk = paths[start : start + LINKS_PER_COMMAND]
+            names = " ".join(shlex.quote(path) for path in chunk)
+            answers = self._run(RESOLVE.format(names=names)).split(b"\0")[1:]
+            for path, answer in zip(chunk, answers, strict=True):
+                if answer:
+                    kind, size, mtime, real = answer.decode(errors="replace").split("\t", 3)
+                    found[path] = (kind, size, mtime, real)
+        return found
+
     def stat(self, path: str) -> FileEntry | None:
         full = posixpath.join(self.root, check_name(path))
-        command = f"find -L {shlex.quote(full)} -maxdepth 0 -type f -printf '%s\\t%T@'"
-        try:
-            output = self._run(command).decode()
-        except ScpError:
-            return None
-        if not output:
-            return None
-        size, mtime = output.split("\t")
-        return FileEntry(path, int(size), float(mtime))
+        target = self._resolve([full]).get(full)
+        if target is None or target[0] != "f" or not inside(self._real_root, target[3]):
+            return None  # gone, not a file, or (through a link) outside the folder
+        return FileEntry(path, int(target[1]), float(target[2]))
 
     def fetch(self, pairs: list[tuple[FileEntry, str]], progress: Progress) -> int:
         for entry, local in pairs:
@@ -107,6 +146,7 @@ class ScpFiles:
     def _fetch_one(self, entry: FileEntry, local: str, progress: Progress) -> None:
         remote = posixpath.join(self.root, check_name(entry.path))
         channel = self._transport.open_session()
+        channel.settimeout(self.stall_seconds)
         try:
             channel.exec_command(f"scp -f {shlex.quote(remote)}")
             channel.sendall(b"\0")
@@ -128,6 +168,11 @@ class ScpFiles:
             if status != b"\0":
                 raise ScpError(f"scp of {entry.path} ended with an error after the data")
             channel.sendall(b"\0")
+        except TimeoutError:
+            raise TransferStalled(
+                f"downloading {entry.path} stalled: no data for {self.stall_seconds:g}s. Fix: "
+                "check the server and the network, or raise transfer_timeout if it is only slow"
+            ) from None
         finally:
             channel.close()
 

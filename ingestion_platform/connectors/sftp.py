@@ -9,7 +9,8 @@ Blocks arrive out of order, so the staged file may have holes past the bytes kno
 we track that contiguous prefix, and after a dropped connection truncate the staged file
 to it and read on from there. Every attempt first checks the remote size and mtime against
 the listed version (and again at the end), so a file that changed between attempts is
-never spliced from two versions.
+never spliced from two versions. A transfer that receives nothing for `stall_seconds`
+fails at once (TransferStalled), never retried: a hung partner must not hold the run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import asyncio
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import asyncssh
 import paramiko
@@ -34,6 +36,7 @@ from ingestion_platform.connectors.file_entries import (
 from ingestion_platform.connectors.ssh_connection import (
     CONNECT_TIMEOUT_SECONDS,
     SshSettings,
+    TransferStalled,
     open_transport,
 )
 
@@ -42,17 +45,20 @@ FETCH_ATTEMPTS = 3
 MAX_REQUESTS = 128
 
 Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
 
 
 class SftpFiles:
     """A watched folder on an SFTP server."""
 
-    def __init__(self, settings: SshSettings, root: str) -> None:
+    def __init__(self, settings: SshSettings, root: str, stall_seconds: float = 300) -> None:
         self.settings = settings
         self.root = posixpath.normpath(root)
+        self.stall_seconds = stall_seconds
         self._transport = open_transport(settings)
         self._sftp = paramiko.SFTPClient.from_transport(self._transport)
         assert self._sftp is not None
+        self._sftp.get_channel().settimeout(stall_seconds)  # type: ignore[union-attr]
         self._real_root = self._sftp.normalize(self.root)
 
     def list(self, recursive: bool) -> Listing:
@@ -111,7 +117,9 @@ class SftpFiles:
         """Download each (file, local path); a dropped connection resumes where it stopped."""
         for entry, _ in pairs:
             check_name(entry.path)
-        return asyncio.run(fetch_with_asyncssh(self.settings, self.root, pairs, progress))
+        return asyncio.run(
+            fetch_with_asyncssh(self.settings, self.root, pairs, progress, self.stall_seconds)
+        )
 
     def move(self, path: str, target: str) -> None:
         check_name(path)
@@ -166,7 +174,11 @@ def asyncssh_options(settings: SshSettings) -> dict[str, object]:
 
 
 async def fetch_with_asyncssh(
-    settings: SshSettings, root: str, pairs: list[tuple[FileEntry, str]], progress: Progress
+    settings: SshSettings,
+    root: str,
+    pairs: list[tuple[FileEntry, str]],
+    progress: Progress,
+    stall_seconds: float = 300,
 ) -> int:
     """Fetch every pair; returns how many already staged bytes resumed transfers kept."""
     pending = list(pairs)
@@ -182,9 +194,15 @@ async def fetch_with_asyncssh(
                         entry, local = pending[0]
                         resumed += good.get(local, 0)
                         await _download(sftp, posixpath.join(root, entry.path), entry, local,
-                                        good, progress)  # fmt: skip
+                                        good, progress, stall_seconds)  # fmt: skip
                         pending.pop(0)
             return resumed
+        except TimeoutError:
+            raise TransferStalled(
+                f"downloading {pending[0][0].path} stalled: no data for {stall_seconds:g}s. "
+                "Fix: check the server and the network, or raise transfer_timeout if it is "
+                "only slow"
+            ) from None
         except (OSError, asyncssh.Error) as error:
             gone = isinstance(error, FileNotFoundError | asyncssh.SFTPNoSuchFile)
             if attempt == FETCH_ATTEMPTS or gone:
@@ -202,18 +220,24 @@ async def _download(
     local: str,
     good: dict[str, int],
     progress: Progress,
+    stall_seconds: float,
 ) -> None:
     start = good.get(local, 0)
-    async with sftp.open(remote, "rb", max_requests=MAX_REQUESTS) as source:
-        _same_version(entry, await source.stat(), start)
+    opened = await asyncio.wait_for(
+        sftp.open(remote, "rb", max_requests=MAX_REQUESTS), stall_seconds
+    )
+    async with opened as source:
+        _same_version(entry, await asyncio.wait_for(source.stat(), stall_seconds), start)
         out = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             os.ftruncate(out, start)  # drop blocks written past a hole before the drop
             ahead: dict[int, int] = {}  # blocks past the contiguous prefix: start -> end
             mark = start
             if entry.size > start:
-                blocks = await source.read_parallel(entry.size - start, start)
-                async for offset, data in blocks:
+                blocks = await asyncio.wait_for(
+                    source.read_parallel(entry.size - start, start), stall_seconds
+                )
+                async for offset, data in _within(blocks, stall_seconds):
                     os.pwrite(out, data, offset)
                     ahead[offset] = offset + len(data)
                     while mark in ahead:
@@ -222,7 +246,17 @@ async def _download(
                     progress(entry.path, mark, entry.size)
         finally:
             os.close(out)
-        _same_version(entry, await source.stat(), start)
+        _same_version(entry, await asyncio.wait_for(source.stat(), stall_seconds), start)
+
+
+async def _within(blocks: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+    """The blocks as they come; TimeoutError when none comes for `seconds`."""
+    iterator = aiter(blocks)
+    while True:
+        try:
+            yield await asyncio.wait_for(anext(iterator), seconds)
+        except StopAsyncIteration:
+            return
 
 
 def _same_version(entry: FileEntry, attrs: asyncssh.SFTPAttrs, resumed_at: int) -> None:

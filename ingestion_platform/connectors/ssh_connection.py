@@ -32,6 +32,10 @@ class SshAuthError(ConnectionError):
     """The server refused the configured credentials."""
 
 
+class TransferStalled(ConnectionError):
+    """No byte arrived for the source's `transfer_timeout`: the partner or the network hung."""
+
+
 @dataclass(frozen=True)
 class SshSettings:
     """Where to connect and how to prove who we are and who the server is (values resolved)."""
