@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import random
 import socket
@@ -26,6 +27,9 @@ import boto3
 import dagster as dg
 import pytest
 from botocore.config import Config
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.test_utils import create_run_for_test
 
 from ingestion_platform.components.kinesis_source import KinesisStreamSource
 from ingestion_platform.demo import kinesis_producer
@@ -237,19 +241,91 @@ def tick(
     instance: dg.DagsterInstance,
     warehouse_path: Path,
     cursor: str | None = None,
+    log: list[str] | None = None,
 ) -> dg.SensorResult:
-    """One sensor evaluation against a real instance, applying its partition requests."""
-    (sensor,) = defs.sensors or []
+    """One sensor evaluation against a real instance, committed as the daemon commits a tick:
+    its partitions added and a (not yet started) run recorded for each request, under its run
+    key. The test materialises the partitions itself. `log` collects what the tick logged."""
+    sensor = size_sensor(defs)
     with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"warehouse": WarehouseResource(path=str(warehouse_path))},
     ) as context:
+        if log is not None:
+            collector = logging.Handler()
+            collector.emit = lambda record: log.append(record.getMessage())  # type: ignore[method-assign]
+            context.log.addHandler(collector)
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    for run in result.run_requests or []:
+        create_run_for_test(
+            instance,
+            job_name="__ASSET_JOB",
+            status=DagsterRunStatus.NOT_STARTED,
+            tags={RUN_KEY_TAG: run.run_key, "dagster/partition": run.partition_key},
+        )
     return result
+
+
+def size_sensor(defs: dg.Definitions) -> dg.SensorDefinition:
+    """The source's cutting sensor (it also has a lag sensor)."""
+    (sensor,) = [s for s in defs.sensors or [] if s.name == f"{SOURCE}__size_sensor"]
+    return sensor
+
+
+def wait_active(kinesis: Any, stream: str) -> None:
+    """Wait until a resharded stream is ACTIVE again."""
+    for _ in range(100):
+        summary = kinesis.describe_stream_summary(StreamName=stream)
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            return
+        time.sleep(0.1)
+    pytest.fail(f"stream {stream} did not become ACTIVE")
+
+
+def drain(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    expected: int,
+    ticks: int = 8,
+) -> None:
+    """Tick and land until `expected` records have landed in clicks.events (a few ticks)."""
+    from ingestion_platform_tests.sources import materialize
+
+    warehouse = Warehouse(warehouse_path)
+    resources = {"warehouse": WarehouseResource(path=str(warehouse_path))}
+    for _ in range(ticks):
+        for request in tick(defs, instance, warehouse_path).run_requests:
+            materialize(
+                defs, partition_key=request.partition_key, resources=resources, instance=instance
+            )
+        if warehouse.count("clicks", "events") >= expected:
+            return
+    pytest.fail(f"only {warehouse.count('clicks', 'events')} of {expected} records landed")
+
+
+def split(kinesis: Any, stream: str) -> tuple[str, list[str]]:
+    """Split shard 0 at the middle of its hash range; returns it and its two children."""
+    shard0 = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    low = int(shard0["HashKeyRange"]["StartingHashKey"])
+    high = int(shard0["HashKeyRange"]["EndingHashKey"])
+    kinesis.split_shard(
+        StreamName=stream, ShardToSplit=shard0["ShardId"], NewStartingHashKey=str((low + high) // 2)
+    )
+    wait_active(kinesis, stream)
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    children = [s for s in shards if s.get("ParentShardId") == shard0["ShardId"]]
+    children.sort(key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+    return shard0["ShardId"], [child["ShardId"] for child in children]
+
+
+def merge(kinesis: Any, stream: str, first: str, second: str) -> None:
+    kinesis.merge_shards(StreamName=stream, ShardToMerge=first, AdjacentShardToMerge=second)
+    wait_active(kinesis, stream)
 
 
 def put_events(kinesis: Any, stream: str, first: int, count: int, malformed: float = 0.0) -> None:

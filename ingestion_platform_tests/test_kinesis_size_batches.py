@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     create_stream,
@@ -16,6 +16,7 @@ from ingestion_platform_tests.kinesis_emulators import (
     event_ids,
     manifest_rows,
     put_events,
+    size_sensor,
     tick,
 )
 from ingestion_platform_tests.sources import materialize
@@ -135,10 +136,8 @@ def test_cuts_written_before_a_tick_died_are_requested_by_the_next_tick(
 ) -> None:
     put_events(client(moto_endpoint), stream, 1, 100)
     defs = declare(tmp_path, moto_endpoint, stream)
-    (sensor,) = defs.sensors or []
+    sensor = size_sensor(defs)
     # The tick writes its cut to the manifest, then the process dies before Dagster applies it.
-    from ingestion_platform.warehouse import WarehouseResource
-
     with dg.build_sensor_context(
         instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
     ) as context:
@@ -148,6 +147,64 @@ def test_cuts_written_before_a_tick_died_are_requested_by_the_next_tick(
 
     recovered = tick(defs, instance, warehouse_path)
     assert [r.partition_key for r in recovered.run_requests] == [lost.run_requests[0].partition_key]
+
+
+def test_a_sensor_evaluation_never_committed_offers_its_range_again_and_it_lands_once(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    put_events(client(moto_endpoint), stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    # `dagster sensor preview`: the sensor is evaluated and its result thrown away.
+    with dg.build_sensor_context(
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
+    ) as context:
+        preview = size_sensor(defs)(context)
+    assert isinstance(preview, dg.SensorResult)
+    (key,) = [r.partition_key for r in preview.run_requests]
+    cut = manifest_rows(warehouse)
+    # The next tick offers the same range again.
+    again = tick(defs, instance, warehouse_path)
+    assert [(r.partition_key, r.run_key) for r in again.run_requests] == [
+        (key, f"clicks__events:{key}")
+    ]
+    # Now a run exists for it (queued): not offered a third time.
+    assert tick(defs, instance, warehouse_path).run_requests == []
+    assert manifest_rows(warehouse) == cut
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert event_ids(warehouse) == list(range(1, 101))
+    assert tick(defs, instance, warehouse_path).run_requests == []
+
+
+def test_a_partition_added_by_a_tick_that_died_before_its_run_is_offered_again(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    put_events(client(moto_endpoint), stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    with dg.build_sensor_context(
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
+    ) as context:
+        died = size_sensor(defs)(context)
+    assert isinstance(died, dg.SensorResult)
+    # The daemon added the partition, then died before it reserved the run.
+    (request,) = died.dynamic_partitions_requests or []
+    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    (key,) = request.partition_keys
+    assert [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests] == [key]
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert event_ids(warehouse) == list(range(1, 101))
+    assert tick(defs, instance, warehouse_path).run_requests == []
 
 
 def test_max_wait_cuts_what_is_pending_once_the_oldest_record_waited_long_enough(

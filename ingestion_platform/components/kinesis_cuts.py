@@ -5,11 +5,17 @@ batch's worth, and the pending records are merged in arrival order; the first N 
 cut. Each shard has buffered at least N records (or is at its tip), so the first N in
 arrival order are all in the buffers. A child shard is read only once all its parents are
 closed, cut to their end and landed; a closed shard with nothing left is retired.
+
+A tick has a time budget (the daemon gives a sensor 60 s): once it is spent no shard is
+read again, the full batches already read are cut, and the rest waits for the next tick.
+Every shard is still read once per tick, so a tick always makes progress; if even that
+does not fill one batch, what was read is cut as a smaller partition.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +35,9 @@ class _ShardBuffer:
     records: deque[KinesisRecord] = field(default_factory=deque)
     at_tip: bool = False
     ended: bool = False
+    # Not read on this tick: the budget was spent (or a closed shard never said its end).
+    stopped: bool = False
+    reads: int = 0
     millis_behind: int = 0
 
     @property
@@ -45,6 +54,9 @@ class CutPlan:
     pending_records: int
     pending_bytes: int
     oldest_pending_ms: int | None
+    # The budget ran out: how many shards were left before their tip or end.
+    out_of_time: bool = False
+    unfinished_shards: int = 0
 
 
 def readable_shards(shards: list[Shard], positions: dict[str, ShardPosition]) -> list[Shard]:
@@ -76,10 +88,12 @@ def plan_cuts(
     threshold: int,
     cut_partial: Callable[[int | None], bool],
     threads: int = 8,
+    deadline: float | None = None,
 ) -> CutPlan:
     """Cut full batches (at most MAX_CUTS_PER_TICK), then a partial one if `cut_partial`.
 
-    `cut_partial` gets the arrival time (epoch ms) of the oldest pending record.
+    `cut_partial` gets the arrival time (epoch ms) of the oldest pending record. Reading
+    stops at `deadline` (`time.monotonic()`), after each shard's first read.
     """
     buffers = [
         _ShardBuffer(shard, positions[shard.shard_id].last_sequence)
@@ -89,25 +103,34 @@ def plan_cuts(
     ]
     by_bytes = unit == "bytes"
 
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
     def fill(buffer: _ShardBuffer) -> None:
-        while not (buffer.at_tip or buffer.ended):
+        while not (buffer.at_tip or buffer.ended or buffer.stopped):
             have = buffer.size if by_bytes else len(buffer.records)
             if have >= threshold:
                 return
+            if buffer.reads and out_of_time():
+                buffer.stopped = True
+                return
             last = buffer.records[-1].sequence if buffer.records else buffer.after
             read = reader.read(
-                buffer.shard.shard_id,
+                buffer.shard,
                 after=last,
                 since=since if last is None else None,
                 max_records=None if by_bytes else threshold - have,
                 max_bytes=threshold - have if by_bytes else None,
+                deadline=deadline,
             )
+            buffer.reads += 1
             buffer.records.extend(read.records)
             buffer.millis_behind = read.millis_behind
             buffer.ended = read.reached_end
-            # Fewer than asked for, and not at the end: the read stopped at the tip.
+            buffer.stopped = read.stopped_early
+            # Fewer than asked for, not at the end, not stopped: the read is at the tip.
             got = read.bytes if by_bytes else len(read.records)
-            buffer.at_tip = not read.reached_end and got < threshold - have
+            buffer.at_tip = not (read.reached_end or read.stopped_early) and got < threshold - have
 
     cuts: list[list[ShardRange]] = []
     retired: list[str] = []
@@ -126,14 +149,21 @@ def plan_cuts(
             if pending and cut_partial(oldest):
                 cuts.append(_take(buffers, None, by_bytes))
                 continue
+            spent = out_of_time()
+            if pending and spent and not cuts:
+                # Not even one batch fits the budget: land what was read, to make progress.
+                cuts.append(_take(buffers, None, by_bytes))
+                continue
             return CutPlan(
                 cuts,
                 retired,
                 sum(len(b.records) for b in buffers),
                 sum(b.size for b in buffers),
                 oldest,
+                out_of_time=spent,
+                unfinished_shards=sum(not (b.at_tip or b.ended) for b in buffers),
             )
-    return CutPlan(cuts, retired, 0, 0, None)
+    return CutPlan(cuts, retired, 0, 0, None, out_of_time=out_of_time())
 
 
 def _take(buffers: list[_ShardBuffer], threshold: int | None, by_bytes: bool) -> list[ShardRange]:

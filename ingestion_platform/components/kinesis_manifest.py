@@ -9,6 +9,12 @@ id (`000042-20261126T101502`).
 
 The sensor's positions are derived from this table, not kept in its cursor: a reset or
 restarted sensor continues after the last cut, never re-cutting or skipping a record.
+
+Rows with an empty partition key are bookkeeping: a retired shard, the origin of a source
+that starts at LATEST (`*`), and the stream's identity (`@stream`: its creation time in
+`first_arrival`). A stream deleted and created again under the same name starts a new
+epoch at the `cut_at` of its `@stream` row: positions and unlanded partitions are read from
+that epoch only, so the new stream is read from its start.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.warehouse import Warehouse, quote_identifier
 
 MANIFEST_TABLE = "_partitions"
+STREAM_ROW = "@stream"
+ORIGIN_ROW = "*"
+# The epoch of a manifest written before streams were told apart: every row is in it.
+FIRST_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = (
     "partition_key varchar not null, shard_id varchar not null, first_sequence varchar, "
     "last_sequence varchar, records bigint, bytes bigint, first_arrival timestamptz, "
@@ -91,13 +101,16 @@ def ensure(connection: duckdb.DuckDBPyConnection, dataset: str) -> None:
     connection.execute(f"create table if not exists {relation(dataset)} ({_COLUMNS})")
 
 
-def positions(connection: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, ShardPosition]:
+def positions(
+    connection: duckdb.DuckDBPyConnection, dataset: str, epoch: datetime = FIRST_EPOCH
+) -> dict[str, ShardPosition]:
     """Each shard's last cut sequence number, and whether its end was cut and landed."""
     ensure(connection, dataset)
     rows = connection.execute(
         "select shard_id, max(lpad(last_sequence, 64, '0')), bool_or(shard_ended), "  # noqa: S608
         f"bool_and(landed_at is not null) from {relation(dataset)} "
-        "group by shard_id"
+        "where cut_at >= ? and shard_id not in (?, ?) group by shard_id",
+        [epoch, STREAM_ROW, ORIGIN_ROW],
     ).fetchall()
     return {
         shard: ShardPosition(
@@ -107,13 +120,16 @@ def positions(connection: duckdb.DuckDBPyConnection, dataset: str) -> dict[str, 
     }
 
 
-def unlanded_keys(connection: duckdb.DuckDBPyConnection, dataset: str) -> list[str]:
+def unlanded_keys(
+    connection: duckdb.DuckDBPyConnection, dataset: str, epoch: datetime = FIRST_EPOCH
+) -> list[str]:
     """Partitions cut but not landed yet, in cut order (the only ones a tick may re-request)."""
     ensure(connection, dataset)
     rows = connection.execute(
         f"select partition_key from {relation(dataset)} where partition_key <> '' "  # noqa: S608
-        "group by partition_key having bool_and(landed_at is null) "
-        "order by min(cut_at), partition_key"
+        "group by partition_key having bool_and(landed_at is null) and min(cut_at) >= ? "
+        "order by min(cut_at), partition_key",
+        [epoch],
     ).fetchall()
     return [key for (key,) in rows]
 
@@ -173,19 +189,56 @@ def retire(connection: duckdb.DuckDBPyConnection, dataset: str, shard_ids: list[
 
 
 def origin(connection: duckdb.DuckDBPyConnection, dataset: str) -> datetime | None:
-    """When a source that starts at LATEST was first watched (None before that)."""
+    """Where a source that starts at LATEST starts: when it was first watched, or when the
+    stream was created again (None before the first tick)."""
+    return _latest(connection, dataset, ORIGIN_ROW)[0]
+
+
+def record_origin(
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    at: datetime,
+    cut_at: datetime | None = None,
+) -> None:
+    _bookkeeping(connection, dataset, ORIGIN_ROW, at, cut_at or at)
+
+
+def stream_identity(
+    connection: duckdb.DuckDBPyConnection, dataset: str
+) -> tuple[datetime | None, datetime | None]:
+    """(creation time of the stream read, start of its epoch); (None, None) if not known."""
+    return _latest(connection, dataset, STREAM_ROW)
+
+
+def record_stream(
+    connection: duckdb.DuckDBPyConnection, dataset: str, created: datetime, epoch: datetime
+) -> None:
+    _bookkeeping(connection, dataset, STREAM_ROW, created, epoch)
+
+
+def _latest(
+    connection: duckdb.DuckDBPyConnection, dataset: str, shard_id: str
+) -> tuple[datetime | None, datetime | None]:
     row = fetch_row(
         connection,
-        f"select min(first_arrival) from {relation(dataset)} where shard_id = '*'",  # noqa: S608
+        f"select first_arrival, cut_at from {relation(dataset)} where shard_id = ? "  # noqa: S608
+        "order by cut_at desc limit 1",
+        [shard_id],
     )
-    return row[0] if row else None
+    return (row[0], row[1]) if row else (None, None)
 
 
-def record_origin(connection: duckdb.DuckDBPyConnection, dataset: str, at: datetime) -> None:
+def _bookkeeping(
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    shard_id: str,
+    at: datetime,
+    cut_at: datetime,
+) -> None:
     connection.execute(
         f"insert into {relation(dataset)} (partition_key, shard_id, first_arrival, cut_at, "  # noqa: S608
-        "landed_at) values ('', '*', ?, ?, ?)",
-        [at, at, at],
+        "landed_at) values ('', ?, ?, ?, ?)",
+        [shard_id, at, cut_at, cut_at],
     )
 
 
@@ -212,3 +265,21 @@ def mark_landed(connection: duckdb.DuckDBPyConnection, dataset: str, key: str) -
         f"update {relation(dataset)} set landed_at = $1 where partition_key = $2",  # noqa: S608
         [datetime.now(UTC), key],
     )
+
+
+def cut_ends(
+    connection: duckdb.DuckDBPyConnection, dataset: str, keys: list[str], cut_since: datetime
+) -> dict[str, str]:
+    """Per shard, the end of the newest range among partitions `keys` cut since `cut_since`.
+
+    For the lag measure: it reads only the ranges of partitions Dagster knows, never the
+    sensor's positions, so a cut that never became a partition counts as waiting.
+    """
+    ensure(connection, dataset)
+    rows = connection.execute(
+        "select shard_id, max(lpad(last_sequence, 64, '0')) "  # noqa: S608
+        f"from {relation(dataset)} where partition_key in (select unnest(?)) "
+        "and cut_at >= ? and last_sequence is not null group by shard_id",
+        [keys, cut_since],
+    ).fetchall()
+    return {shard: last.lstrip("0") or "0" for shard, last in rows}

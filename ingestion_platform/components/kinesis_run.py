@@ -5,21 +5,26 @@ number; a time partition reads every shard from the window's start to its end by
 time. Before anything is deleted, the read is checked against the slice: records that have
 passed the stream's retention fail the run with the date they were lost from, and the rows
 landed earlier stay as they were.
+
+Reading holds no warehouse lock (and the asset joins no pool): a slow or hung peer delays
+only its own run. The warehouse is held for the landing transaction alone. The run logs
+its progress every few seconds while it reads.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from ingestion_platform.components import kinesis_manifest as manifest
 from ingestion_platform.components.kinesis_manifest import ShardRange
-from ingestion_platform.connectors.kinesis import KinesisReader, ShardRead
+from ingestion_platform.connectors.kinesis import KinesisReader, Shard, ShardRead
 from ingestion_platform.connectors.kinesis_decode import Decoding, decode
 from ingestion_platform.stream_landing import StreamLandingReport, land_stream_slice
 from ingestion_platform.warehouse import Warehouse
@@ -45,6 +50,39 @@ class LandingTarget:
     max_record_bytes: int
     column_types: dict[str, str]
     threads: int = 8
+    log: Callable[[str], None] = field(default=lambda message: None)
+    progress_interval_seconds: float = 5.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}.{self.table}"
+
+
+class ReadProgress:
+    """Counts records read per shard, across threads; logs them every `interval` seconds."""
+
+    def __init__(self, target: LandingTarget, total: int | None) -> None:
+        self.target = target
+        self.total = total
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.logged = self.started
+        self.lock = threading.Lock()
+
+    def __call__(self, shard_id: str, records: int) -> None:
+        with self.lock:
+            self.counts[shard_id] = self.counts.get(shard_id, 0) + records
+            now = time.monotonic()
+            if now - self.logged < self.target.progress_interval_seconds:
+                return
+            self.logged = now
+            read = sum(self.counts.values())
+            of = f" of {self.total:,}" if self.total is not None else ""
+            shards = ", ".join(f"{shard}: {n:,}" for shard, n in sorted(self.counts.items()))
+            self.target.log(
+                f"{self.target.label}: read {read:,}{of} records so far ({shards}) in "
+                f"{now - self.started:.1f}s"
+            )
 
 
 def _retention_error(stream: str, hours: int, oldest: datetime, now: datetime) -> str:
@@ -73,11 +111,16 @@ def land_size_partition(
     if oldest < now - timedelta(hours=hours):
         raise RetentionExceeded(_retention_error(reader.address.name, hours, oldest, now))
 
+    # A closed shard's range is read past the empty pages some peers give before its end.
+    listed: dict[str, Shard] = {shard.shard_id: shard for shard in reader.shards()}
+    progress = ReadProgress(target, sum(r.records for r in ranges))
+
     def read(shard_range: ShardRange) -> ShardRead:
         return reader.read(
-            shard_range.shard_id,
+            listed.get(shard_range.shard_id, shard_range.shard_id),
             at=shard_range.first_sequence,
             through=shard_range.last_sequence,
+            on_page=progress,
         )
 
     reads = _parallel(read, ranges, target.threads)
@@ -105,12 +148,12 @@ def land_time_window(
     hours = reader.retention_hours()
     if start < now - timedelta(hours=hours):
         raise RetentionExceeded(_retention_error(reader.address.name, hours, start, now))
-    shards = reader.shards()
+    progress = ReadProgress(target, None)
 
-    def read(shard_id: str) -> ShardRead:
-        return reader.read(shard_id, since=start, before=end)
+    def read(shard: Shard) -> ShardRead:
+        return reader.read(shard, since=start, before=end, on_page=progress)
 
-    reads = _parallel(read, [s.shard_id for s in shards], target.threads)
+    reads = _parallel(read, reader.shards(), target.threads)
     for shard_read in reads:
         # AT_TIMESTAMP starts at the first record at or after `start`; keep the window exact.
         start_ms = int(start.timestamp() * 1000)
@@ -155,6 +198,9 @@ def _land(
     for shard_read in reads:
         # The decoded Arrow table holds every payload now; free the raw records.
         shard_read.records = []
+    target.log(
+        f"{target.label}: landing {decoded.records_read:,} records ({decoded.bytes_read:,} bytes)"
+    )
     return land_stream_slice(
         warehouse=target.warehouse,
         dataset=target.dataset,

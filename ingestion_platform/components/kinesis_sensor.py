@@ -2,10 +2,12 @@
 
 Each tick reads the shards from their last cut positions (kept in `<source>._partitions`,
 not in the cursor), cuts every full batch, writes the cuts to the manifest in one
-transaction, and only then adds the partitions and requests their runs. If the tick dies in
-between, the next tick finds manifest keys the instance does not know yet and requests them
-again (the run key is the partition key, so nothing runs twice). The cursor only remembers
-how long the last tick took; `max_wait` counts from the oldest pending record's arrival.
+transaction, and only then adds the partitions and requests their runs. A cut becomes final
+only with its run: if the tick is never committed (`dagster sensor preview`, a daemon that
+dies first), the next tick finds manifest keys with no run yet and offers them again (the
+run key is the partition key, so nothing runs twice). The cursor only remembers how long
+the last tick took; `max_wait` counts from the oldest pending record's arrival. A tick
+stops reading once its time budget is spent and says how much remains.
 """
 
 import json
@@ -14,11 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from ingestion_platform.batching import BatchSpec
 from ingestion_platform.components import kinesis_manifest as manifest
 from ingestion_platform.components.declaration import SourceContext
-from ingestion_platform.components.kinesis_cuts import plan_cuts
+from ingestion_platform.components.kinesis_cuts import CutPlan, plan_cuts
+from ingestion_platform.components.kinesis_identity import current_epoch
 from ingestion_platform.connectors.kinesis import KinesisReader
 from ingestion_platform.warehouse import WarehouseResource
 
@@ -59,6 +63,7 @@ def build_stream_sensor(
     minimum_interval_seconds: int,
     running: bool,
     source: SourceContext,
+    tick_budget_seconds: float,
 ) -> dg.SensorDefinition:
     """A sensor cutting `spec.size_threshold` records (or bytes) across all shards."""
     unit = "bytes" if spec.size_unit == "bytes" else "records"
@@ -83,13 +88,18 @@ def build_stream_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> dg.SensorResult:
         state = json.loads(context.cursor or "{}")
-        reader, start_at = open_stream()
         started = time.monotonic()
+        reader, start_at = open_stream()
+        shards = reader.shards()
+        created = reader.created_at()
         try:
             with manifest.sensor_connection(warehouse.get()) as connection:
                 manifest.ensure(connection, dataset)
-                positions = manifest.positions(connection, dataset)
-                unlanded = manifest.unlanded_keys(connection, dataset)
+                epoch = current_epoch(
+                    connection, dataset, reader.address.name, created, shards, start_at.latest
+                )
+                positions = manifest.positions(connection, dataset, epoch.start)
+                unlanded = manifest.unlanded_keys(connection, dataset, epoch.start)
                 cut_so_far = manifest.key_count(connection, dataset)
                 since = start_at.timestamp()
                 if start_at.latest:
@@ -99,7 +109,7 @@ def build_stream_sensor(
                         manifest.record_origin(connection, dataset, since)
         except manifest.WarehouseBusy as busy:
             return dg.SensorResult(skip_reason=dg.SkipReason(str(busy)), cursor=context.cursor)
-        shards = reader.shards()
+        notes = [epoch.recreated_note] if epoch.recreated_note else []
         max_wait = spec.max_wait_seconds
 
         def cut_partial(oldest_ms: int | None) -> bool:
@@ -119,7 +129,12 @@ def build_stream_sensor(
             unit=unit,
             threshold=spec.size_threshold,
             cut_partial=cut_partial,
+            deadline=started + tick_budget_seconds,
         )
+        if plan.out_of_time:
+            notes.append(_budget_note(plan, unit))
+        for note in notes:
+            context.log.warning(note)
         cut_at = datetime.now(UTC)
         new_keys = [
             partition_key(cut_so_far + index + 1, cut_at) for index in range(len(plan.cuts))
@@ -128,7 +143,7 @@ def build_stream_sensor(
             try:
                 with manifest.sensor_connection(warehouse.get()) as connection:
                     connection.execute("begin")
-                    if manifest.positions(connection, dataset) != positions:
+                    if manifest.positions(connection, dataset, epoch.start) != positions:
                         # Another evaluation cut meanwhile: ranges must never overlap.
                         connection.execute("rollback")
                         return dg.SensorResult(
@@ -146,12 +161,9 @@ def build_stream_sensor(
             except manifest.WarehouseBusy as busy:
                 return dg.SensorResult(skip_reason=dg.SkipReason(str(busy)), cursor=context.cursor)
         state["last_tick_seconds"] = round(time.monotonic() - started, 3)
-        # Cut by an earlier tick that died before its runs were requested.
-        unrequested = [
-            key
-            for key in unlanded
-            if not context.instance.has_dynamic_partition(partitions_def.name, key)
-        ]
+        # Cut by an earlier evaluation whose tick was never committed (a preview, a daemon
+        # that died): offered again until a run exists for it.
+        unrequested = [key for key in unlanded if not _has_run(context.instance, key)]
         keys = unrequested + new_keys
         cursor = json.dumps(state, sort_keys=True)
         if not keys:
@@ -163,11 +175,12 @@ def build_stream_sensor(
             if max_wait and plan.oldest_pending_ms is not None:
                 due = datetime.fromtimestamp(plan.oldest_pending_ms / 1000 + max_wait, UTC)
                 message += f"; max_wait cuts at {due:%H:%M:%S} UTC"
+            message = "; ".join([*notes, message])
             return dg.SensorResult(skip_reason=dg.SkipReason(message), cursor=cursor)
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    run_key=f"{partitions_def.name}:{key}",
+                    run_key=_run_key(key),
                     partition_key=key,
                     asset_selection=[asset_key],
                 )
@@ -175,6 +188,24 @@ def build_stream_sensor(
             ],
             dynamic_partitions_requests=[partitions_def.build_add_request(keys)],
             cursor=cursor,
+        )
+
+    def _run_key(key: str) -> str:
+        return f"{partitions_def.name}:{key}"
+
+    def _has_run(instance: dg.DagsterInstance, key: str) -> bool:
+        if not instance.has_dynamic_partition(partitions_def.name, key):
+            return False
+        runs = dg.RunsFilter(tags={RUN_KEY_TAG: _run_key(key)})
+        return bool(instance.get_run_ids(filters=runs, limit=1))
+
+    def _budget_note(plan: CutPlan, unit: str) -> str:
+        held = plan.pending_bytes if unit == "bytes" else plan.pending_records
+        return (
+            f"tick budget of {tick_budget_seconds:g}s spent after cutting {len(plan.cuts)} "
+            f"partition(s): {held:,} {unit} read and not cut yet, and "
+            f"{plan.unfinished_shards} shard(s) not read to their tip; the next tick goes on "
+            "from there"
         )
 
     return _stream_sensor

@@ -7,6 +7,10 @@ warehouse (`<source>._partitions`, kinesis_manifest.py). With a time batch (`eve
 `cron:`) each window of arrival time is a partition, landed once it has closed. Either way
 one asset, `<source>/<table>`, lands a partition's exact records in one DuckDB transaction,
 unique on (shard id, sequence number): a re-run or a killed run never duplicates or loses one.
+
+The asset joins no `duckdb_warehouse` pool: a run spends its time reading the stream, and a
+slow or hung peer holding the pool's one slot would stop every other source from landing.
+The warehouse's lock still serialises the landing transaction itself.
 """
 
 import time
@@ -17,6 +21,7 @@ import dagster as dg
 
 from ingestion_platform.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.components.declaration import Setting, SourceContext
+from ingestion_platform.components.kinesis_lag import kinesis_lag_measure
 from ingestion_platform.components.kinesis_run import (
     LandingTarget,
     land_size_partition,
@@ -25,9 +30,15 @@ from ingestion_platform.components.kinesis_run import (
     wait_for_window,
 )
 from ingestion_platform.components.kinesis_sensor import StartAt, build_stream_sensor
-from ingestion_platform.connectors.kinesis import KinesisReader, StreamAddress, make_client
+from ingestion_platform.connectors.kinesis import (
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    KinesisReader,
+    StreamAddress,
+    make_client,
+)
 from ingestion_platform.health import HealthSpec, asset_health, landing_checks
-from ingestion_platform.warehouse import WAREHOUSE_POOL, WarehouseResource
+from ingestion_platform.lag import lag_defs
+from ingestion_platform.warehouse import WarehouseResource
 
 # Kinesis accepts records of up to 1 MiB.
 DEFAULT_MAX_RECORD_BYTES = 1_048_576
@@ -50,6 +61,12 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
     read_threads: int = 8
     automation: Literal["running", "stopped"] = "stopped"
     sensor_interval_seconds: int = 30
+    # A call Kinesis leaves unanswered this long fails the run (or tick), naming the call.
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
+    # A sensor tick stops reading after this long (the daemon gives it 60 s in all).
+    tick_budget_seconds: float = 30
+    # How often a run logs the records it has read so far.
+    progress_interval_seconds: float = 5
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -59,8 +76,25 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
         partitions = self.batch.partitions_def(f"{source.name}__{table}")
         asset = self._asset(source, table, partitions)
         running = self.automation == "running"
+        lag = lag_defs(
+            source=source.name,
+            measures={
+                asset.key: kinesis_lag_measure(
+                    source=source,
+                    open_reader=lambda: self._reader(source),
+                    partitions_def=partitions,
+                    asset_key=asset.key,
+                    start_at=StartAt(self.start_at),
+                    unit="bytes" if self._by_bytes else "records",
+                    cap=1 if self.batch.is_time else self.batch.size_threshold,
+                )
+            },
+            batch=self.batch,
+            health=self.health,
+            sensor_interval_seconds=self.sensor_interval_seconds,
+        )
         if self.batch.is_time:
-            return scheduled_definitions(source.name, [asset], running)
+            return dg.Definitions.merge(scheduled_definitions(source.name, [asset], running), lag)
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
 
         def open_stream() -> tuple[KinesisReader, StartAt]:
@@ -76,8 +110,13 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             source=source,
             minimum_interval_seconds=self.sensor_interval_seconds,
             running=running,
+            tick_budget_seconds=self.tick_budget_seconds,
         )
-        return dg.Definitions(assets=[asset], sensors=[sensor])
+        return dg.Definitions.merge(dg.Definitions(assets=[asset], sensors=[sensor]), lag)
+
+    @property
+    def _by_bytes(self) -> bool:
+        return not self.batch.is_time and self.batch.size_unit == "bytes"
 
     def _check(self, source: SourceContext) -> None:
         if not self.batch.is_time and self.batch.size_unit == "files":
@@ -95,6 +134,11 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
                 ) from None
         if self.max_record_bytes <= 0:
             raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
+        for name, example in (("read_timeout_seconds", "10"), ("tick_budget_seconds", "30")):
+            if getattr(self, name) <= 0:
+                raise source.error(name, "must be positive", f"e.g. {example}")
+        if self.progress_interval_seconds < 0:
+            raise source.error("progress_interval_seconds", "must not be negative", "e.g. 5")
         if self.kpl and self.decoding == "raw":
             raise source.error(
                 "kpl", "de-aggregated raw bytes have no columns to tell records apart", "use json"
@@ -111,7 +155,8 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
         region = source.resolve(self.region, "region") if self.region else None
         endpoint = source.resolve(self.endpoint_url, "endpoint_url") if self.endpoint_url else None
         address = StreamAddress(self.stream, region, endpoint)
-        return KinesisReader(make_client(address), address)
+        client = make_client(address, self.read_timeout_seconds)
+        return KinesisReader(client, address, read_timeout=self.read_timeout_seconds)
 
     def _asset(
         self, source: SourceContext, table: str, partitions_def: dg.PartitionsDefinition
@@ -129,7 +174,6 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             description=f"Records of the Kinesis stream {self.stream}{self._where()} (stream "
             f"source), one partition per {boundary}; bad records go to {source.name}._quarantine.",
             partitions_def=partitions_def,
-            pool=WAREHOUSE_POOL,
             metadata={"source_file": source.defs_file},
             **asset_health(  # type: ignore[arg-type]
                 dg.AssetKey([source.name, table]),
@@ -167,6 +211,8 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             max_record_bytes=self.max_record_bytes,
             column_types=dict(self.columns or {}),
             threads=self.read_threads,
+            log=context.log.info,
+            progress_interval_seconds=self.progress_interval_seconds,
         )
         key = context.partition_key
         # A table's first landing creates its columns; only later additions are drift.
