@@ -32,6 +32,7 @@ from ingestion_platform.components.kinesis_run import (
 from ingestion_platform.components.kinesis_sensor import StartAt, build_stream_sensor
 from ingestion_platform.connectors.kinesis import (
     DEFAULT_READ_TIMEOUT_SECONDS,
+    Backoff,
     KinesisReader,
     StreamAddress,
     make_client,
@@ -81,7 +82,8 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             measures={
                 asset.key: kinesis_lag_measure(
                     source=source,
-                    open_reader=lambda: self._reader(source),
+                    # Few retries: the lag sensor measures every source in turn.
+                    open_reader=lambda: self._reader(source, Backoff(attempts=3)),
                     partitions_def=partitions,
                     asset_key=asset.key,
                     start_at=StartAt(self.start_at),
@@ -151,12 +153,12 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
         endpoint = self.endpoint_url
         return f" at {endpoint}" if isinstance(endpoint, str) else f" at ${endpoint.env}"
 
-    def _reader(self, source: SourceContext) -> KinesisReader:
+    def _reader(self, source: SourceContext, backoff: Backoff | None = None) -> KinesisReader:
         region = source.resolve(self.region, "region") if self.region else None
         endpoint = source.resolve(self.endpoint_url, "endpoint_url") if self.endpoint_url else None
         address = StreamAddress(self.stream, region, endpoint)
         client = make_client(address, self.read_timeout_seconds)
-        return KinesisReader(client, address, read_timeout=self.read_timeout_seconds)
+        return KinesisReader(client, address, backoff, read_timeout=self.read_timeout_seconds)
 
     def _asset(
         self, source: SourceContext, table: str, partitions_def: dg.PartitionsDefinition
