@@ -162,3 +162,18 @@ def test_a_table_that_never_landed_counts_the_last_few_windows_only() -> None:
 
     assert (lag.waiting, lag.oldest_waiting_at) == (3, datetime(2026, 12, 1, tzinfo=UTC))
     assert (caught_up.waiting, caught_up.oldest_waiting_at) == (0, None)
+
+
+def test_every_landing_table_of_every_kind_has_the_source_lag_check() -> None:
+    from ingestion_platform.demo.definitions import defs as demo_defs
+
+    graph = demo_defs().resolve_asset_graph()
+    tables = sorted(key.to_user_string() for key in graph.get_all_asset_keys())
+    without = [
+        table
+        for table in tables
+        if dg.AssetCheckKey(dg.AssetKey.from_user_string(table), SOURCE_LAG)
+        not in graph.asset_check_keys
+    ]
+    assert len(tables) >= 9  # one source of each kind at least, most with several tables
+    assert without == []
