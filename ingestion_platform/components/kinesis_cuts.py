@@ -163,7 +163,16 @@ def plan_cuts(
                 out_of_time=spent,
                 unfinished_shards=sum(not (b.at_tip or b.ended) for b in buffers),
             )
-    return CutPlan(cuts, retired, 0, 0, None, out_of_time=out_of_time())
+    # MAX_CUTS_PER_TICK reached: the next tick goes on after these cuts.
+    return CutPlan(
+        cuts,
+        retired,
+        sum(len(b.records) for b in buffers),
+        sum(b.size for b in buffers),
+        None,
+        out_of_time=out_of_time(),
+        unfinished_shards=sum(not (b.at_tip or b.ended) for b in buffers),
+    )
 
 
 def _take(buffers: list[_ShardBuffer], threshold: int | None, by_bytes: bool) -> list[ShardRange]:
