@@ -5,7 +5,9 @@ text. DuckDB validates and types it in C++: `json_group_structure` infers the sl
 columns, `json_transform` turns every row into them. Then one transaction adds new
 columns (widening a column whose values changed type), deletes the slice's rows and
 quarantined records, inserts both again, and runs the caller's bookkeeping (the stream
-manifest marks the partition landed). A failed or killed run leaves every table as it was;
+manifest marks the partition landed). The columns are inferred and invalid records found
+in a private in-memory DuckDB before the warehouse is locked: the lock covers the
+transaction, not the slice's analysis. A failed or killed run leaves every table as it was;
 a re-run gives identical rows, because the slice is exact and keyed by `_batch_key`.
 
 Bad records share the files' quarantine shape (file_landing.py): the `file` column holds
@@ -81,6 +83,16 @@ def land_stream_slice(
     loaded_at = datetime.now(UTC)
     schema = quote_identifier(dataset)
     relation = f"{schema}.{quote_identifier(table)}"
+    bad = list(decoded.bad)
+    inferred: dict[str, Any] = {}
+    if decoding != "raw":
+        staging = duckdb.connect(config={"memory_limit": warehouse.memory_limit})
+        try:
+            staging.register("slice_rows", decoded.rows)
+            bad += _invalid_json(staging)
+            inferred = infer_structure(staging, decoded.rows)
+        finally:
+            staging.close()
     with warehouse.exclusive():
         connection = warehouse.open_writer()
         try:
@@ -88,14 +100,12 @@ def land_stream_slice(
             connection.execute(f"create schema if not exists {schema}")
             quarantine = ensure_quarantine(connection, dataset)
             connection.register("slice_rows", decoded.rows)
-            bad = list(decoded.bad)
             if decoding == "raw":
                 select = "select payload as data, * exclude (payload) from slice_rows"
                 report.new_columns = _create_raw(connection, relation, select)
             else:
-                bad += _invalid_json(connection)
                 select, report.new_columns = _evolve(
-                    connection, dataset, table, relation, decoded.rows, column_types
+                    connection, dataset, table, relation, inferred, column_types
                 )
             delete_slices(connection, dataset, [table, QUARANTINE_TABLE], [batch_key])
             stamp = f"$1 as {quote_identifier(BATCH_KEY_COLUMN)}, $2::timestamptz as " + (
@@ -171,7 +181,7 @@ def _evolve(
     dataset: str,
     table: str,
     relation: str,
-    rows: pa.Table,
+    inferred: dict[str, Any],
     column_types: dict[str, str],
 ) -> tuple[str, list[str]]:
     """The slice's query, after creating the table or adding and widening its columns.
@@ -188,7 +198,6 @@ def _evolve(
             [dataset, table],
         ).fetchall()
     }
-    inferred = infer_structure(connection, rows)
     select = _typed_select(inferred, column_types)
     incoming = _describe(connection, select)
     if not existing:
