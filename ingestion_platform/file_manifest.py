@@ -125,8 +125,12 @@ class ManifestStore:
                 markers[name.rsplit("/", 1)[1]] = CutMarker.parse(value)
         return markers
 
-    def cut_versions(self, entries: Iterable[FileEntry]) -> set[str]:
-        """The version ids among `entries` whose cut is final: its run was created."""
+    def cut_state(self, entries: Iterable[FileEntry]) -> tuple[set[str], dict[str, CutMarker]]:
+        """(version ids whose cut is final, orphaned markers by version id) among `entries`.
+
+        A cut is final once a run with its run key exists; its markers are then rewritten
+        without the run key, so later ticks ask the run storage only about recent cuts.
+        """
         markers = self.cut_markers(entries)
         asked = sorted({m.run_key for m in markers.values() if m.run_key is not None})
         created: set[str] = set()
@@ -135,11 +139,14 @@ class ManifestStore:
                 dg.RunsFilter(tags={RUN_KEY_TAG: asked[start : start + _LOOKUP_CHUNK]})
             )
             created.update(run.tags[RUN_KEY_TAG] for run in runs)
-        return {
-            version
-            for version, marker in markers.items()
-            if marker.run_key is None or marker.run_key in created
+        final = {v for v, m in markers.items() if m.run_key is None or m.run_key in created}
+        confirmed = {
+            f"{self.prefix}/cut/{v}": m.key for v, m in markers.items() if m.run_key in created
         }
+        if confirmed:
+            self.storage.set_cursor_values(confirmed)
+        orphans = {v: m for v, m in markers.items() if v not in final}
+        return final, orphans
 
 
 @dataclass(frozen=True)

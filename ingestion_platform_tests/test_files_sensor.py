@@ -54,6 +54,41 @@ def test_a_preview_that_is_never_committed_consumes_no_file(
     ]
 
 
+def test_a_tick_never_committed_is_asked_for_again_as_it_was(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("id\n1\n")
+    (inbox / "b.csv").write_text("id\n2\n")
+    defs = _defs(tmp_path, inbox, settle="0s", batch={"files": 2})
+    # The daemon adds the tick's partition, then dies before it creates the run.
+    died = evaluate(defs, instance)
+    (key,) = keys(died)
+    for request in died.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    # A file copied in with an old mtime sorts first: planned afresh, a.csv and b.csv would
+    # split across two batches while the partition above still holds both.
+    older = inbox / "z.csv"
+    older.write_text("id\n3\n")
+    hour_ago = time.time() - 3600
+    os.utime(older, (hour_ago, hour_ago))
+
+    again = tick(defs, instance)  # the cursor the daemon last committed
+    assert keys(again) == [key]
+    assert [r.run_key for r in again.run_requests or []] == [
+        r.run_key for r in died.run_requests or []
+    ]
+    (inbox / "y.csv").write_text("id\n4\n")
+    (rest,) = keys(tick(defs, instance, again.cursor))
+    for partition in (key, rest):
+        materialize(defs, partition_key=partition, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _batch_key from inbox.orders order by id") == [
+        (1, key),
+        (2, key),
+        (3, rest),
+        (4, rest),
+    ]
+
+
 def test_a_dropped_file_lands_with_settle_and_max_wait_together(
     tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -3,9 +3,9 @@
 A file is complete when its done-marker exists (`x.csv.done`), or once its size and mtime
 stayed the same across checks for the settle time; temp names (`x.csv.part`) never are.
 Which versions (path, size, mtime) were already cut lives in the Dagster instance
-(file_manifest.py), so the cursor only holds files still settling (capped) and since when
-a partial size batch has waited: it stays small however many files the folder holds, and
-a file copied in with an old mtime is still noticed.
+(file_manifest.py; final only once the run that lands it exists), so the cursor only holds
+files not yet cut (capped) and since when a partial size batch has waited: it stays small
+however many files the folder holds, and a file copied in with an old mtime is noticed.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import dagster as dg
 
 from ingestion_platform.batching import BatchSpec, parse_duration
 from ingestion_platform.components.declaration import SourceContext
-from ingestion_platform.connectors.file_entries import FileEntry, FileFilter, walk_order
-from ingestion_platform.file_manifest import (
-    ManifestEntry,
-    ManifestStore,
-    size_partition_key,
-    version_id,
+from ingestion_platform.components.file_cuts import (
+    orphan_cuts,
+    plan_size_cuts,
+    size_cuts,
+    time_cuts,
 )
+from ingestion_platform.connectors.file_entries import FileEntry, FileFilter
+from ingestion_platform.file_manifest import ManifestStore, version_id
 
 # Files settling at once; past this the oldest observations are dropped (they settle again).
 MAX_SETTLING = 2000
-MAX_CUTS_PER_TICK = 50
 # Refused names remembered so each is warned about once, not on every tick.
 MAX_REFUSED = 100
 REFUSED_TAG = "ingestion_platform/refused_names"
@@ -122,79 +122,6 @@ def stable_files(
     return stable
 
 
-@dataclass(frozen=True)
-class Cut:
-    """A partition to request: its key, its manifest, and the run key that asks for it once."""
-
-    key: str
-    entries: list[ManifestEntry]
-    run_key: str
-
-
-def plan_size_cuts(
-    pending: list[FileEntry], spec: BatchSpec, cursor: SensorCursor, now: float
-) -> list[list[FileEntry]]:
-    """Groups of N files (or ≥ N bytes), oldest first; a partial group waits for max_wait."""
-    groups: list[list[FileEntry]] = []
-    group: list[FileEntry] = []
-    size = 0
-    threshold = spec.size_threshold
-    for entry in walk_order(pending):
-        group.append(entry)
-        size += entry.size if spec.size_unit == "bytes" else 1
-        if size >= threshold:
-            groups.append(group)
-            group, size = [], 0
-            if len(groups) == MAX_CUTS_PER_TICK:
-                return groups
-    if not group:
-        cursor.waiting_since = None
-        return groups
-    cursor.waiting_since = cursor.waiting_since or now
-    max_wait = spec.max_wait_seconds
-    if max_wait is not None and now - cursor.waiting_since >= max_wait:
-        groups.append(group)
-        cursor.waiting_since = None
-    return groups
-
-
-def size_cuts(store: ManifestStore, groups: list[list[FileEntry]], name: str) -> list[Cut]:
-    cuts = []
-    for group in groups:
-        key = size_partition_key(group)
-        cuts.append(Cut(key, [ManifestEntry.of(e) for e in group], f"{name}:{key}"))
-    return cuts
-
-
-def time_cuts(
-    store: ManifestStore,
-    pending: list[FileEntry],
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    name: str,
-    now: float,
-) -> tuple[list[Cut], list[FileEntry]]:
-    """A cut per closed window that gained files (late files re-cut their window)."""
-    by_window: dict[str, list[FileEntry]] = {}
-    early: list[FileEntry] = []
-    start = partitions_def.start.timestamp()
-    for entry in pending:
-        if entry.mtime < start:
-            early.append(entry)
-            continue
-        key = partitions_def.get_partition_key_for_timestamp(entry.mtime)
-        if partitions_def.time_window_for_partition_key(key).end.timestamp() <= now:
-            by_window.setdefault(key, []).append(entry)
-    cuts = []
-    for key, entries in sorted(by_window.items())[:MAX_CUTS_PER_TICK]:
-        known = {e.path: e for e in store.get(key) or []}
-        for entry in entries:  # a newer version of a file replaces the older one
-            known[entry.path] = ManifestEntry.of(entry)
-        manifest = sorted(known.values(), key=lambda e: (e.mtime, e.path))
-        digest = size_partition_key([e.listed() for e in manifest])
-        cuts.append(Cut(key, manifest, f"{name}:{key}:{digest.rsplit('@', 1)[1]}"))
-    return cuts, early
-
-
 def _partial_batch_note(
     spec: BatchSpec,
     pending: list[FileEntry],
@@ -256,7 +183,12 @@ def build_files_sensor(
         tags = {REFUSED_TAG: str(len(listing.refused))}
         store = ManifestStore(context.instance, name)
         wanted = [e for e in listing.files if component.rules.wanted(e.path)]
-        done = store.cut_versions(wanted)
+        done, orphans = store.cut_state(wanted)
+        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+            again = []  # a window's key and manifest come out the same when re-cut
+        else:
+            again = orphan_cuts(store, orphans, {version_id(e) for e in wanted})
+        done |= {version_id(e) for cut in again for e in cut.entries}
         uncut = [e for e in wanted if version_id(e) not in done]
         pending = stable_files(uncut, listing.names, component.rules, settle, cursor, now)
         if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
@@ -264,7 +196,8 @@ def build_files_sensor(
             for entry in early:
                 context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
         else:
-            cuts = size_cuts(store, plan_size_cuts(pending, component.batch, cursor, now), name)
+            planned = plan_size_cuts(pending, component.batch, cursor, now)
+            cuts = again + size_cuts(store, planned, name)
         # Files not landed yet (settling, unmarked, a partial batch, an open window).
         waiting = {e.path for e in listing.files if component.rules.wanted(e.path)}
         waiting -= {e.path for e in wanted if version_id(e) in done}
