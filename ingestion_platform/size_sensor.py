@@ -6,6 +6,12 @@ requests. The high-water mark is not kept in the sensor cursor: it is the end of
 newest partition key, which lives in the Dagster instance. Resetting the sensor therefore
 never re-cuts or skips data; the cursor only remembers since when a partial batch has
 been waiting (for `max_wait`).
+
+A cut is final only together with its run. Dagster commits a tick by adding its partitions
+first and creating the runs after: a daemon that dies in between leaves partitions that no
+run will ever land, past the high-water mark. The newest partitions with no run of their
+run key are therefore asked for again, under the same key and run key. (A preview adds
+nothing, so it consumes nothing.)
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from ingestion_platform.batching import BatchSpec, CursorSlice, latest_slice_end
 from ingestion_platform.pending import Pending
@@ -118,6 +125,8 @@ def build_size_sensor(
         with open_measure() as measure:
             for stream in streams:
                 keys = context.instance.get_dynamic_partitions(stream.partitions_def.name)
+                again = _orphans(context.instance, stream, keys)
+                run_requests.extend(_requests(stream, again))
                 plan = plan_cuts(
                     after=latest_slice_end(keys),
                     measure=lambda after, n, s=stream.name: measure(s, after, n),
@@ -160,11 +169,33 @@ def _remember(waiting: dict[str, float], stream: str, since: float | None) -> No
         waiting[stream] = since
 
 
+def _orphans(instance: dg.DagsterInstance, stream: SizeStream, keys: list[str]) -> list[str]:
+    """The newest partitions, after the newest one whose run exists, that have no run.
+
+    Only the last few ticks' worth is looked at, and only past a partition with a run (or
+    from the first partition), so a run deleted long ago is never asked for again.
+    """
+    recent = keys[-2 * MAX_CUTS_PER_TICK :]
+    if not recent:
+        return []
+    asked = {_run_key(stream, key): key for key in recent}
+    runs = instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: list(asked)}))
+    created = {asked[run.tags[RUN_KEY_TAG]] for run in runs if run.tags[RUN_KEY_TAG] in asked}
+    if not created and len(keys) > len(recent):
+        return []  # runs older than these were deleted: nothing tells what died
+    newest = max((recent.index(key) for key in created), default=-1)
+    return recent[newest + 1 :]
+
+
+def _run_key(stream: SizeStream, key: str) -> str:
+    # The key is the slice itself, so a run key built from it is never reused.
+    return f"{stream.partitions_def.name}:{key}"
+
+
 def _requests(stream: SizeStream, keys: list[str]) -> Iterator[dg.RunRequest]:
     for key in keys:
         yield dg.RunRequest(
-            # The key is the slice itself, so a run key built from it is never reused.
-            run_key=f"{stream.partitions_def.name}:{key}",
+            run_key=_run_key(stream, key),
             partition_key=key,
             asset_selection=stream.asset_keys,
         )

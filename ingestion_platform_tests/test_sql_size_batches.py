@@ -12,6 +12,8 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.test_utils import create_run_for_test
 
 from ingestion_platform.components.sql_database import SqlDatabaseSource
 from ingestion_platform.demo import shop
@@ -30,15 +32,31 @@ def _attributes(url: str, **batch: Any) -> dict[str, Any]:
     }
 
 
+def _evaluate(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorResult:
+    """Evaluate the size sensor and throw its tick away, as `dagster sensor preview` does."""
+    (sensor,) = [s for s in defs.sensors or [] if s.name == "shop__size_sensor"]
+    result = sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _add_partitions(result: dg.SensorResult, instance: dg.DagsterInstance) -> None:
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
 def _tick(
     defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
 ) -> dg.SensorResult:
-    (sensor,) = [s for s in defs.sensors or [] if s.name == "shop__size_sensor"]
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    result = sensor(context)
-    assert isinstance(result, dg.SensorResult)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    """Evaluate the size sensor and commit its tick as the daemon does: first the partitions
+    it adds, then a run per request tagged with its run key."""
+    result = _evaluate(defs, instance, cursor)
+    _add_partitions(result, instance)
+    for request in result.run_requests or []:
+        tags = {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "shop__size_sensor"}
+        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags)
     return result
 
 
@@ -72,6 +90,31 @@ def test_sensor_cuts_a_partition_per_full_batch_and_waits_for_the_rest(
     third = _tick(defs, instance, second.cursor)
     assert [r.partition_key for r in third.run_requests] == ["1000..1500"]
     assert instance.get_dynamic_partitions(PARTITIONS) == ["..500", "500..1000", "1000..1500"]
+
+
+def test_a_cut_is_final_only_with_its_run(
+    sqlite_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    shop.create_shop(sa.create_engine(sqlite_url), SEED)
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(sqlite_url))
+    cut = ["..500", "500..1000"]
+
+    preview = _evaluate(defs, instance)  # `dagster sensor preview`: nothing is kept
+    assert [r.partition_key for r in preview.run_requests] == cut
+    # The daemon adds the tick's partitions, then dies before it creates the runs.
+    died = _evaluate(defs, instance)
+    _add_partitions(died, instance)
+
+    again = _tick(defs, instance)  # the cursor the daemon last committed
+    assert [(r.partition_key, r.run_key) for r in again.run_requests] == [
+        (r.partition_key, r.run_key) for r in died.run_requests
+    ]
+    assert instance.get_dynamic_partitions(PARTITIONS) == cut
+    with sa.create_engine(sqlite_url).begin() as connection:
+        shop.append_events(connection, 300, first_id=1251, rng=random.Random(1), seed=SEED)
+    after = _tick(defs, instance, again.cursor)  # final now: only the new rows
+    assert [r.partition_key for r in after.run_requests] == ["1000..1500"]
+    assert instance.get_dynamic_partitions(PARTITIONS) == [*cut, "1000..1500"]
 
 
 def test_max_wait_cuts_a_partial_batch_once_it_has_waited_long_enough(
