@@ -176,14 +176,19 @@ def test_the_lag_sees_a_sensor_that_never_cuts(
     defs = _defs(tmp_path, inbox, settle="1s", batch={"files": 5, "max_wait": "2s"})
     dropped = inbox / "dropped.csv"
     dropped.write_text("id\n1\n")
+    # Copied in ten minutes ago (a lag check's grace is at least five).
     old = time.time() - 600
     os.utime(dropped, (old, old))
-    cursor = None
+    cursor, ages = None, []
     for _ in range(3):
         result = tick(defs, instance, cursor)
         assert keys(result) == []
         cursor = result.cursor
+        evaluation = _lag(defs, instance)
+        assert (evaluation.passed, evaluation.metadata["waiting_files"].value) == (False, 1)
+        ages.append(evaluation.metadata["oldest_waiting_seconds"].value)
+        time.sleep(0.5)
 
-    evaluation = _lag(defs, instance)
-    assert not evaluation.passed
+    assert ages == sorted(set(ages)) and ages[0] >= 600  # the same file, older each time
+    assert evaluation.metadata["detail"].value == {"oldest_file": "dropped.csv"}
     assert evaluation.description.startswith("1 files wait at the source; the oldest for 0:10:")
