@@ -123,6 +123,8 @@ class ThrottledProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
+        self._stalled = threading.Event()
+        self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -139,6 +141,8 @@ class ThrottledProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, throttled: bool) -> None:
         try:
             while chunk := source.recv(32768):
+                while throttled and self._stalled.is_set() and not self._closed.is_set():
+                    time.sleep(0.05)  # a hung partner: the bytes are held, nothing is closed
                 sink.sendall(chunk)
                 if throttled and self.rate:
                     time.sleep(len(chunk) / self.rate)
@@ -157,7 +161,12 @@ class ThrottledProxy:
                 pass
             end.close()
 
+    def stall(self) -> None:
+        """From now on, forward nothing the server sends, keeping every connection open."""
+        self._stalled.set()
+
     def close(self) -> None:
+        self._closed.set()
         self._listener.close()
         self.drop()
 

@@ -188,11 +188,12 @@ def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows
     (key,) = keys(tick(defs, instance))
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert not (sshd.root / "a.csv").exists()
-    assert (sshd.root / ".archive" / "a.csv").read_text() == "id\n1\n2\n"
+    (archived,) = (sshd.root / ".archive").iterdir()  # a.csv.<mtime>-<version>
+    assert archived.name.startswith("a.csv.") and archived.read_text() == "id\n1\n2\n"
     result = materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert warehouse.count("partner", "orders", batch=key) == 2
     files = result.get_asset_materialization_events()[0].materialization.metadata["files"]
-    assert files.value[0]["archived_to"] == ".archive/a.csv"
+    assert files.value[0]["archived_to"] == f".archive/{archived.name}"
     assert keys(tick(defs, instance)) == []  # the archive is never listed as new
 
     # A bad file fails the run before anything moves: the file stays where it was.
@@ -206,7 +207,7 @@ def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows
         instance=instance,
         raise_on_error=False,
     )
-    assert "b.csv.gz cannot be read" in failure_message(failed)
+    assert "b.csv.gz is not a complete gzip file" in failure_message(failed)
     assert (sshd.root / "b.csv.gz").exists()
 
 
@@ -305,6 +306,101 @@ def test_scp_only_server_lists_fetches_and_archives(
         (1, "a", "p.csv"),
         (2, "b", "p.csv"),
     ]
-    assert (scp_sshd.root / ".archive" / "p.csv").exists()
+    assert [p.name[:6] for p in (scp_sshd.root / ".archive").iterdir()] == ["p.csv."]
     materialize(defs, partition_key=key, resources=resources, instance=instance)  # replay
     assert warehouse.count("partner", "orders", batch=key) == 2
+
+
+def test_scp_refuses_a_symlink_whose_chain_leaves_the_folder_as_sftp_does(
+    tmp_path: Path,
+    sshd: Sshd,
+    scp_sshd: Sshd,  # serves the same folder, without SFTP
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    resources: dict,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "orders_good.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(1000)))
+    root = scp_sshd.root
+    os.symlink(outside, root / "sub")  # a folder link out of the watched folder
+    os.symlink("sub/orders_good.csv", root / "chain.csv")  # whose text looks inside
+    (root / "own.csv").write_text("id\n1\n")
+    (root / "inner").mkdir()
+    (root / "inner" / "x.csv").write_text("id\n2\n")
+    os.symlink("inner/x.csv", root / "inner_link.csv")
+    refused = {
+        "chain.csv": "it is a symlink pointing out of the folder",
+        "sub": "it is a symlink pointing out of the folder",
+    }
+    for transport, server in (("scp", scp_sshd), ("sftp", sshd)):
+        component = SftpFileSource.resolve_from_yaml(
+            yaml.safe_dump(server.attributes(transport=transport))
+        )
+        files = component.open_files(SourceContext("partner", "defs.yaml"))
+        try:
+            listing = files.list(recursive=True)
+            assert listing.refused == refused, transport
+            assert sorted(f.path for f in listing.files) == [
+                "inner/x.csv", "inner_link.csv", "own.csv"
+            ], transport  # fmt: skip
+            assert files.stat("chain.csv") is None  # a replay cannot reach it either
+        finally:
+            files.close()
+
+    defs = _defs(tmp_path, scp_sshd, transport="scp", batch={"files": 10, "max_wait": "0s"})
+    capfd.readouterr()
+    first = tick(defs, instance)
+    assert sorted(line.split(" - WARNING - ")[1] for line in _refused_lines(capfd)) == [
+        "partner: refused 'chain.csv': it is a symlink pointing out of the folder",
+        "partner: refused 'sub': it is a symlink pointing out of the folder",
+    ]
+    (key,) = keys(first)
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _file from partner.orders order by id") == [
+        (1, "own.csv"),
+        (2, "inner_link.csv"),
+    ]
+
+
+def test_a_stalled_transfer_fails_naming_the_source_within_transfer_timeout(
+    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    big = sshd.root / "big.csv"
+    big.write_text("id,pad\n" + "".join(f"{i},{'x' * 90}\n" for i in range(100_000)))
+    proxy = ThrottledProxy(sshd.port, rate=2e6)
+    defs = _defs(tmp_path, sshd, port=proxy.port, transfer_timeout="1s")
+    (key,) = keys(tick(defs, instance))
+    staging = warehouse.path.parent / ".staging"
+
+    def stall_once_data_flows() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if [p for p in staging.rglob("*big.csv") if p.stat().st_size > 100_000]:
+                proxy.stall()  # the partner stops sending, the connection stays open
+                return
+            time.sleep(0.01)
+
+    staller = threading.Thread(target=stall_once_data_flows)
+    staller.start()
+    try:
+        failed = materialize(
+            defs, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+        )
+    finally:
+        staller.join()
+        proxy.close()
+    assert failure_message(failed) == (
+        "ingestion_platform.components.declaration.SourceFailure: source 'partner' "
+        f"({tmp_path / 'partner' / 'defs.yaml'}): downloading big.csv stalled: no data for 1s. "
+        "Fix: check the server and the network, or raise transfer_timeout if it is only slow"
+    )
+    assert not warehouse.table_exists("partner", "orders")
+
+
+def test_the_file_asset_holds_no_warehouse_pool_slot_while_it_transfers(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    (asset,) = list(_defs(tmp_path, sshd).assets or [])
+    assert isinstance(asset, dg.AssetsDefinition) and asset.op.pool is None

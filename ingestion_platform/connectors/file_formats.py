@@ -96,8 +96,10 @@ class FormatOptions:
     @property
     def _buffer_size(self) -> int:
         # DuckDB's default buffer is 16 lines long: 256 MB per reader at 16 MB a line, over
-        # the warehouse's memory limit. Two lines is what DuckDB needs (and its 32 MB default).
-        return max(2 * self.max_line_size + 1, 32 * 10**6)
+        # the warehouse's memory limit; two lines are enough. Whole MiB: with an odd size
+        # (32,000,001) DuckDB 1.5 silently dropped a row of a 36 MB file.
+        mib = 1 << 20
+        return -(-max(2 * self.max_line_size, 32 * mib) // mib) * mib
 
     def line_options(self) -> str:
         """Options that read a JSON Lines file as one text value per line."""

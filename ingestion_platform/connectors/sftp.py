@@ -19,8 +19,8 @@ import asyncio
 import os
 import posixpath
 import stat
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+import time
+from collections.abc import Callable
 
 import asyncssh
 import paramiko
@@ -45,7 +45,6 @@ FETCH_ATTEMPTS = 3
 MAX_REQUESTS = 128
 
 Progress = Callable[[str, int, int], None]
-T = TypeVar("T")
 
 
 class SftpFiles:
@@ -186,23 +185,10 @@ async def fetch_with_asyncssh(
     resumed = 0
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         try:
-            async with asyncssh.connect(
-                settings.host, settings.port, **asyncssh_options(settings)
-            ) as connection:
-                async with connection.start_sftp_client() as sftp:
-                    while pending:
-                        entry, local = pending[0]
-                        resumed += good.get(local, 0)
-                        await _download(sftp, posixpath.join(root, entry.path), entry, local,
-                                        good, progress, stall_seconds)  # fmt: skip
-                        pending.pop(0)
+            resumed += await _watched(settings, root, pending, good, progress, stall_seconds)
             return resumed
-        except TimeoutError:
-            raise TransferStalled(
-                f"downloading {pending[0][0].path} stalled: no data for {stall_seconds:g}s. "
-                "Fix: check the server and the network, or raise transfer_timeout if it is "
-                "only slow"
-            ) from None
+        except TransferStalled:
+            raise
         except (OSError, asyncssh.Error) as error:
             gone = isinstance(error, FileNotFoundError | asyncssh.SFTPNoSuchFile)
             if attempt == FETCH_ATTEMPTS or gone:
@@ -213,6 +199,57 @@ async def fetch_with_asyncssh(
     return resumed
 
 
+async def _watched(
+    settings: SshSettings,
+    root: str,
+    pending: list[tuple[FileEntry, str]],
+    good: dict[str, int],
+    progress: Progress,
+    stall_seconds: float,
+) -> int:
+    """One connection's downloads, aborted when no byte arrives for `stall_seconds`.
+
+    Aborted, not closed: a close waits for the server's answer, which a hung server never
+    sends. Every pending read then fails at once."""
+    last = [time.monotonic()]
+    connections: list[asyncssh.SSHClientConnection] = []
+
+    def moved(path: str, done: int, total: int) -> None:
+        last[0] = time.monotonic()
+        progress(path, done, total)
+
+    async def session() -> int:
+        kept = 0
+        async with asyncssh.connect(
+            settings.host, settings.port, **asyncssh_options(settings)
+        ) as connection:
+            connections.append(connection)
+            async with connection.start_sftp_client() as sftp:
+                while pending:
+                    entry, local = pending[0]
+                    kept += good.get(local, 0)
+                    last[0] = time.monotonic()
+                    await _download(sftp, posixpath.join(root, entry.path), entry, local,
+                                    good, moved)  # fmt: skip
+                    pending.pop(0)
+        return kept
+
+    task = asyncio.ensure_future(session())
+    while not task.done():
+        await asyncio.wait({task}, timeout=min(1.0, stall_seconds / 4))
+        if not task.done() and time.monotonic() - last[0] > stall_seconds:
+            for connection in connections:
+                connection.abort()
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            raise TransferStalled(
+                f"downloading {pending[0][0].path} stalled: no data for {stall_seconds:g}s. "
+                "Fix: check the server and the network, or raise transfer_timeout if it is "
+                "only slow"
+            )
+    return task.result()
+
+
 async def _download(
     sftp: asyncssh.SFTPClient,
     remote: str,
@@ -220,24 +257,18 @@ async def _download(
     local: str,
     good: dict[str, int],
     progress: Progress,
-    stall_seconds: float,
 ) -> None:
     start = good.get(local, 0)
-    opened = await asyncio.wait_for(
-        sftp.open(remote, "rb", max_requests=MAX_REQUESTS), stall_seconds
-    )
-    async with opened as source:
-        _same_version(entry, await asyncio.wait_for(source.stat(), stall_seconds), start)
+    async with sftp.open(remote, "rb", max_requests=MAX_REQUESTS) as source:
+        _same_version(entry, await source.stat(), start)
         out = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             os.ftruncate(out, start)  # drop blocks written past a hole before the drop
             ahead: dict[int, int] = {}  # blocks past the contiguous prefix: start -> end
             mark = start
             if entry.size > start:
-                blocks = await asyncio.wait_for(
-                    source.read_parallel(entry.size - start, start), stall_seconds
-                )
-                async for offset, data in _within(blocks, stall_seconds):
+                blocks = await source.read_parallel(entry.size - start, start)
+                async for offset, data in blocks:
                     os.pwrite(out, data, offset)
                     ahead[offset] = offset + len(data)
                     while mark in ahead:
@@ -246,17 +277,7 @@ async def _download(
                     progress(entry.path, mark, entry.size)
         finally:
             os.close(out)
-        _same_version(entry, await asyncio.wait_for(source.stat(), stall_seconds), start)
-
-
-async def _within(blocks: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
-    """The blocks as they come; TimeoutError when none comes for `seconds`."""
-    iterator = aiter(blocks)
-    while True:
-        try:
-            yield await asyncio.wait_for(anext(iterator), seconds)
-        except StopAsyncIteration:
-            return
+        _same_version(entry, await source.stat(), start)
 
 
 def _same_version(entry: FileEntry, attrs: asyncssh.SFTPAttrs, resumed_at: int) -> None:
