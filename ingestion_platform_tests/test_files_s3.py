@@ -265,10 +265,22 @@ def test_archive_after_landing_moves_the_object_and_a_replay_reads_the_copy(
     (key,) = keys(first)
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="incoming/")["Contents"]
-    assert [o["Key"] for o in listed] == ["incoming/.archive/orders.csv"]
+    (archived,) = [o["Key"] for o in listed]  # named per version: orders.csv.<mtime>-<hash>
+    assert archived.startswith("incoming/.archive/orders.csv.")
     assert keys(tick(defs, instance, first.cursor)) == []  # the archive is not data
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert rows(warehouse, "select id from partner_s3.orders order by id") == [(1,), (2,)]
+
+    # A re-upload is archived beside the first copy, never onto it: both replay exactly.
+    s3.put_object(Bucket=bucket, Key="incoming/orders.csv", Body=b"id\n7\n8\n9\n")
+    (again,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=again, resources=resources, instance=instance)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="incoming/")["Contents"]
+    assert len(listed) == 2 and archived in [o["Key"] for o in listed]
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id from partner_s3.orders order by id") == [
+        (1,), (2,), (7,), (8,), (9,)
+    ]  # fmt: skip
 
 
 def test_a_missing_bucket_and_missing_credentials_fail_the_tick_with_the_fix(
