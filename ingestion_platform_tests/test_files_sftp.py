@@ -364,13 +364,20 @@ def test_scp_refuses_a_symlink_whose_chain_leaves_the_folder_as_sftp_does(
     ]
 
 
+@pytest.mark.parametrize("transport", ["sftp", "scp"])
 def test_a_stalled_transfer_fails_naming_the_source_within_transfer_timeout(
-    tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+    tmp_path: Path,
+    transport: str,
+    request: pytest.FixtureRequest,
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    resources,
 ) -> None:
-    big = sshd.root / "big.csv"
+    server: Sshd = request.getfixturevalue("sshd" if transport == "sftp" else "scp_sshd")
+    big = server.root / "big.csv"
     big.write_text("id,pad\n" + "".join(f"{i},{'x' * 90}\n" for i in range(100_000)))
-    proxy = ThrottledProxy(sshd.port, rate=2e6)
-    defs = _defs(tmp_path, sshd, port=proxy.port, transfer_timeout="1s")
+    proxy = ThrottledProxy(server.port, rate=2e6)
+    defs = _defs(tmp_path, server, port=proxy.port, transfer_timeout="1s", transport=transport)
     (key,) = keys(tick(defs, instance))
     staging = warehouse.path.parent / ".staging"
 
