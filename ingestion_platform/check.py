@@ -59,7 +59,7 @@ def _check_file(defs_file: Path, shown: str) -> list[str]:
         if component is None:
             problems.append(
                 f"{shown}:{_line(document, ['type'])}: type: no component "
-                f"{value.get('type')!r}. Fix: write the type as the README's source reference "
+                f"{value.get('type')!r}. Fix: write the type as the docs' source reference "
                 "does, e.g. ingestion_platform.components.sql_database.SqlDatabaseSource."
             )
             continue
@@ -114,7 +114,7 @@ def _pydantic_problem(error: pydantic.ValidationError, defs_file: Path, shown: s
 
 
 def _schema_problem(error: ValidationError) -> tuple[list[str | int], str]:
-    """Where a schema error is, and what is wrong with the fix, in the README's words."""
+    """Where a schema error is, and what is wrong with the fix, in the docs' words."""
     path = list(error.absolute_path)
     if error.validator in ("anyOf", "oneOf") and error.context:
         # The `{{ template }}` alternative Dagster allows for any model is not the user's aim.
@@ -139,7 +139,7 @@ def _schema_problem(error: ValidationError) -> tuple[list[str | int], str]:
         return path, f"{error.instance!r} is not a {error.validator_value}. Fix: write a " + (
             f"{error.validator_value} here."
         )
-    return path, f"{error.message}. Fix: see the source reference in README.md."
+    return path, f"{error.message}. Fix: see the source reference in docs/sources/."
 
 
 def _component_type(name: Any) -> type | None:

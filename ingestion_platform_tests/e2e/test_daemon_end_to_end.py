@@ -10,7 +10,7 @@
 - A schedule tick: a source batched every minute lands the newest closed minute exactly,
   started by the daemon alone.
 - A `duckdb_warehouse` slot held by a run that died outside the daemon blocks the queue, as
-  `dagster instance concurrency get` shows, until it is freed (README, "Troubleshooting").
+  `dagster instance concurrency get` shows, until it is freed (docs/troubleshooting.md).
 - A run whose code server does not answer while it is dequeued (the server frozen with
   SIGSTOP past the gRPC timeout) goes back to the queue and lands once the server answers.
 """

@@ -47,7 +47,7 @@ SEED = shop.ShopSeed(customers=40, orders=400, events=2500, days=6)
 
 
 def postgres_storage(url: str) -> dict[str, Any]:
-    """The production profile's `storage:` section (README, "Run it in production").
+    """The production profile's `storage:` section (docs/operations.md).
 
     dagster-postgres's SQL is written for psycopg2 (a bare postgresql:// URL would pick
     SQLAlchemy 2.1's default, psycopg 3, and storing an event fails), hence the driver.
