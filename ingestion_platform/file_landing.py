@@ -36,7 +36,7 @@ from ingestion_platform.connectors.file_formats import (
     unreadable_reason,
 )
 from ingestion_platform.connectors.file_records import raw_records
-from ingestion_platform.connectors.file_types import settle_types
+from ingestion_platform.connectors.file_types import canonical_types, settle_types
 from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
@@ -67,6 +67,14 @@ class FileLandingReport:
     duration_seconds: float = 0.0
     # A table's first landing creates its columns; only later additions are schema drift.
     table_created: bool = False
+
+
+class ColumnRetypeError(ValueError):
+    """A declared type the table's existing values of that column cannot be converted to."""
+
+    def __init__(self, column: str, problem: str) -> None:
+        super().__init__(problem)
+        self.column = column
 
 
 class _FileFailed(Exception):
@@ -227,7 +235,27 @@ def _settle_types(
             [source, table],
         ).fetchall()
     )
-    declared = reads[0].options.declared if reads else {}
+    declared = canonical_types(connection, reads[0].options.declared) if reads else {}
+    relation = f"{quote_identifier(source)}.{quote_identifier(table)}"
+    for name, kind in declared.items():
+        column = names.get(name, name)
+        if existing.get(column, kind) == kind:
+            continue
+        # A column landed before it was declared (or declared otherwise) takes the declared
+        # type now, or the landing stops: its old values are never cast to NULL.
+        try:
+            connection.execute(
+                f"alter table {relation} alter {quote_identifier(column)} type {kind}"
+            )
+        except duckdb.Error as error:
+            connection.execute("rollback")
+            first = str(error).strip().splitlines()[0].split(": ", 1)[-1]
+            raise ColumnRetypeError(
+                name,
+                f"the table {source}.{table} holds {column} as {existing[column]}, and its "
+                f"landed values do not all convert to {kind} ({first})",
+            ) from None
+        existing[column] = kind
     settle_types(reads, names, existing, declared)
 
 

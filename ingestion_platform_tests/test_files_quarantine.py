@@ -348,3 +348,42 @@ def test_declared_column_types_win_in_every_format(
         ("3", "3.25"),
         ("4", "8.00"),
     ]
+
+
+def test_a_declared_type_converts_the_landed_column_or_stops_naming_the_field(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("id,amount,code\n1,12.5,A1\n")
+    os.utime(inbox / "a.csv", (1_700_000_000, 1_700_000_000))
+    (first,) = keys(tick(_defs(tmp_path, inbox), instance))
+    materialize(_defs(tmp_path, inbox), partition_key=first, resources=resources, instance=instance)
+    (inbox / "b.csv").write_text("id,amount,code\n2,7,B2\n")
+    declared = _defs(tmp_path, inbox, columns={"amount": "DECIMAL(12,2)"})
+    (second,) = keys(tick(declared, instance))
+    materialize(declared, partition_key=second, resources=resources, instance=instance)
+    assert ("amount", "DECIMAL(12,2)") in _types(warehouse, "inbox")
+    assert rows(warehouse, "select id, amount::varchar from inbox.orders order by id") == [
+        (1, "12.50"),
+        (2, "7.00"),
+    ]
+
+    (inbox / "c.csv").write_text("id,amount,code\n3,1,7\n")
+    strict = _defs(tmp_path, inbox, columns={"code": "BIGINT"})
+    (third,) = keys(tick(strict, instance))
+    failed = materialize(
+        strict, partition_key=third, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert failure_message(failed) == (
+        "ingestion_platform.components.declaration.DeclarationError: "
+        f"{tmp_path / 'inbox' / 'defs.yaml'}: columns.code: the table inbox.orders holds code "
+        "as VARCHAR, and its landed values do not all convert to BIGINT (Could not convert "
+        "string 'A1' to INT64). Fix: fix or remove those rows, or declare a type that holds them."
+    )
+    assert warehouse.count("inbox", "orders") == 2  # nothing of the failed landing
+
+    with pytest.raises(Exception) as wrong:
+        _defs(tmp_path / "w", inbox, columns={"amount": "DECIMEL(12,2)"})
+    assert str(wrong.value).endswith(
+        "columns.amount: 'DECIMEL(12,2)' is not a DuckDB type. Fix: e.g. BIGINT, DOUBLE, "
+        "DECIMAL(12,2), DATE, TIMESTAMPTZ or VARCHAR."
+    )

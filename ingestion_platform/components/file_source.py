@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 
 from ingestion_platform.batching import BatchSpec, CheckedBatch, parse_bytes, parse_duration
@@ -47,12 +48,13 @@ from ingestion_platform.connectors.file_formats import (
     plan_reads,
     unread_rows,
 )
+from ingestion_platform.connectors.file_types import canonical_types
 from ingestion_platform.connectors.local_files import LocalFiles
 from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.connectors.scp import ScpFiles
 from ingestion_platform.connectors.sftp import SftpFiles
 from ingestion_platform.connectors.ssh_connection import SshSettings
-from ingestion_platform.file_landing import land_files
+from ingestion_platform.file_landing import ColumnRetypeError, land_files
 from ingestion_platform.file_manifest import ManifestEntry, ManifestStore, version_id
 from ingestion_platform.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.lag import lag_defs
@@ -169,6 +171,17 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                 raise ValueError(f"must be positive, got {self.max_line_size!r}")
         except ValueError as error:
             raise source.error("max_line_size", str(error), "e.g. max_line_size: 64MB") from None
+        if self.columns:
+            with duckdb.connect() as probe:
+                for column, kind in self.columns.items():
+                    try:
+                        canonical_types(probe, {column: kind})
+                    except ValueError:
+                        raise source.error(
+                            f"columns.{column}",
+                            f"{kind!r} is not a DuckDB type",
+                            "e.g. BIGINT, DOUBLE, DECIMAL(12,2), DATE, TIMESTAMPTZ or VARCHAR",
+                        ) from None
         if self.after_landing == "archive" and not self.archive_folder.strip("/"):
             raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
 
@@ -264,6 +277,12 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                     )
                 except UnreadableFile as error:
                     raise _bad_file_error(source, str(error)) from None
+                except ColumnRetypeError as error:
+                    raise source.error(
+                        f"columns.{error.column}",
+                        str(error),
+                        "fix or remove those rows, or declare a type that holds them",
+                    ) from None
             # Only after the commit: a failed run leaves every file where it was.
             manifest = self._after_landing(files, store, key, manifest, context)
         finally:

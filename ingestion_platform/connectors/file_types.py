@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import duckdb
+
+from ingestion_platform.connectors.duckdb_results import fetch_row
 from ingestion_platform.connectors.sql_quoting import quote_identifier as _ident
 
 # Sniffed over the first rows of each file: enough for a majority, one pass over little data.
@@ -82,3 +85,18 @@ def settle_types(
                 or (chosen_type(totals[column]) if column in totals else own)
             )
         read.columns = settled
+
+
+def canonical_types(
+    connection: duckdb.DuckDBPyConnection, declared: Mapping[str, str]
+) -> dict[str, str]:
+    """Declared types as DuckDB names them (`TIMESTAMPTZ` → `TIMESTAMP WITH TIME ZONE`), so
+    they compare with the table's; ValueError naming the column for a type DuckDB lacks."""
+    named = {}
+    for column, kind in declared.items():
+        try:
+            row = fetch_row(connection, f"select typeof(cast(null as {kind}))")  # noqa: S608
+        except duckdb.Error:
+            raise ValueError(f"{column}: {kind!r} is not a DuckDB type") from None
+        named[column] = str(row[0]) if row else kind
+    return named
