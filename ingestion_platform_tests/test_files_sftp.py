@@ -411,3 +411,23 @@ def test_the_file_asset_holds_no_warehouse_pool_slot_while_it_transfers(
 ) -> None:
     (asset,) = list(_defs(tmp_path, sshd).assets or [])
     assert isinstance(asset, dg.AssetsDefinition) and asset.op.pool is None
+
+
+def test_a_listing_the_server_never_answers_fails_as_a_stall_not_a_hang(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    proxy = ThrottledProxy(sshd.port)
+    attributes = sshd.attributes(port=proxy.port, transfer_timeout="1s")
+    component = SftpFileSource.resolve_from_yaml(yaml.safe_dump(attributes))
+    files = component.open_files(SourceContext("partner", "defs.yaml"))
+    try:
+        proxy.stall()
+        with pytest.raises(ConnectionError) as stalled:
+            files.list(recursive=False)
+    finally:
+        proxy.close()
+        files.close()
+    assert str(stalled.value) == (
+        f"the server answered nothing for 1s (list in {sshd.root}). Fix: check the server and "
+        "the network, or raise transfer_timeout if it is only slow"
+    )

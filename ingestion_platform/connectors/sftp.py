@@ -16,11 +16,13 @@ fails at once (TransferStalled), never retried: a hung partner must not hold the
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import posixpath
 import stat
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncssh
 import paramiko
@@ -47,6 +49,26 @@ MAX_REQUESTS = 128
 Progress = Callable[[str, int, int], None]
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _answering(method: _Method) -> _Method:
+    """A request the server never answers (the channel's timeout) fails as TransferStalled."""
+
+    @functools.wraps(method)
+    def wrapper(self: SftpFiles, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except TimeoutError:
+            raise TransferStalled(
+                f"the server answered nothing for {self.stall_seconds:g}s ({method.__name__} "
+                f"in {self.root}). Fix: check the server and the network, or raise "
+                "transfer_timeout if it is only slow"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 class SftpFiles:
     """A watched folder on an SFTP server."""
 
@@ -60,6 +82,7 @@ class SftpFiles:
         self._sftp.get_channel().settimeout(stall_seconds)  # type: ignore[union-attr]
         self._real_root = self._sftp.normalize(self.root)
 
+    @_answering
     def list(self, recursive: bool) -> Listing:
         listing = Listing()
         folders = [""]
@@ -99,6 +122,7 @@ class SftpFiles:
             return None
         return self._sftp.stat(real)
 
+    @_answering
     def stat(self, path: str) -> FileEntry | None:
         check_name(path)
         try:
@@ -120,6 +144,7 @@ class SftpFiles:
             fetch_with_asyncssh(self.settings, self.root, pairs, progress, self.stall_seconds)
         )
 
+    @_answering
     def move(self, path: str, target: str) -> None:
         check_name(path)
         check_name(target)
@@ -139,6 +164,7 @@ class SftpFiles:
         for path in reversed(missing):
             self._sftp.mkdir(path)
 
+    @_answering
     def remove(self, path: str) -> None:
         check_name(path)
         self._sftp.remove(posixpath.join(self.root, path))
