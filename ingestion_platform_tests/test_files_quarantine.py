@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from ingestion_platform.components.file_source import LocalFileSource
@@ -387,3 +388,32 @@ def test_a_declared_type_converts_the_landed_column_or_stops_naming_the_field(
         "columns.amount: 'DECIMEL(12,2)' is not a DuckDB type. Fix: e.g. BIGINT, DOUBLE, "
         "DECIMAL(12,2), DATE, TIMESTAMPTZ or VARCHAR."
     )
+
+
+def test_parquet_values_that_do_not_fit_a_declared_type_are_quarantined(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    with duckdb.connect() as writer:
+        values = "(1, 1.5::double), (2, 1e15::double), (3, 2.25::double)"
+        target = inbox / "a.parquet"
+        writer.execute(
+            f"copy (select * from (values {values}) t(order_id, amount)) to '{target}' "  # noqa: S608
+            "(format parquet)"
+        )
+    defs = _defs(tmp_path, inbox, columns={"amount": "DECIMAL(12,2)"})
+    (key,) = keys(tick(defs, instance))
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select order_id, amount::varchar from inbox.orders order by 1") == [
+        (1, "1.50"),
+        (3, "2.25"),
+    ]
+    assert _quarantine(warehouse) == [
+        (
+            "a.parquet",
+            2,
+            "amount",
+            "amount: 1000000000000000.0 does not fit DECIMAL(12,2)",
+            "order_id=2, amount=1000000000000000.0",
+        )
+    ]
+    assert _metadata(result)["rows_read"] == 3
