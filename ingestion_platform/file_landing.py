@@ -32,10 +32,9 @@ from ingestion_platform.connectors.file_formats import (
     bad_rows,
     csv_row_fix,
     select_rows,
-    unread_rows,
-    unreadable_reason,
 )
 from ingestion_platform.connectors.file_records import raw_records
+from ingestion_platform.connectors.file_sniff import unread_rows, unreadable_reason
 from ingestion_platform.connectors.file_types import canonical_types, settle_types
 from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine

@@ -45,9 +45,8 @@ from ingestion_platform.connectors.file_formats import (
     DEFAULT_MAX_LINE_SIZE,
     FormatOptions,
     UnreadableFile,
-    plan_reads,
-    unread_rows,
 )
+from ingestion_platform.connectors.file_sniff import plan_reads, unread_rows
 from ingestion_platform.connectors.file_types import canonical_types
 from ingestion_platform.connectors.local_files import LocalFiles
 from ingestion_platform.connectors.s3 import S3Files, s3_client

@@ -17,7 +17,8 @@ import dagster as dg
 
 from ingestion_platform.components.file_run import Transfer, stage_files, staging_folder
 from ingestion_platform.components.glue_run import Finished, Window, render
-from ingestion_platform.connectors.file_formats import FormatOptions, plan_reads
+from ingestion_platform.connectors.file_formats import FormatOptions
+from ingestion_platform.connectors.file_sniff import plan_reads
 from ingestion_platform.connectors.glue import JobRun
 from ingestion_platform.connectors.s3 import S3Files, s3_client
 from ingestion_platform.file_landing import FileLandingReport, land_files

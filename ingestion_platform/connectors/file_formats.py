@@ -8,8 +8,8 @@ for JSON Lines every line is read as text first, so a line that is not a JSON ob
 quarantined with its line number while the others are parsed by `json_transform` with the
 structure of all valid lines.
 
-Column types follow one rule whatever the order of arrival (connectors/file_types.py): the
-sniff profiles each column's values as text, and the landing settles the types before reading.
+Files are planned first (connectors/file_sniff.py); column types follow one rule whatever
+the order of arrival (connectors/file_types.py), settled by the landing before reading.
 
 Every row gets `_file` and `_row`: its record number in the file (1 = first data record;
 for JSON Lines the line number). A file with no data records yields no columns, so an
@@ -18,25 +18,12 @@ empty or header-only file lands 0 rows without typing the table's columns as tex
 
 from __future__ import annotations
 
-import gzip
 import json
 import posixpath
-import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-import duckdb
-
-from ingestion_platform.connectors.duckdb_results import fetch_row
-from ingestion_platform.connectors.file_records import count_records
-from ingestion_platform.connectors.file_types import (
-    JSON_SCALARS,
-    PROFILE_ROWS,
-    Profile,
-    profile_sql,
-    split_profile,
-)
+from ingestion_platform.connectors.file_types import Profile
 from ingestion_platform.connectors.sql_quoting import quote_identifier as _ident
 from ingestion_platform.connectors.sql_quoting import quote_literal as literal
 
@@ -50,7 +37,7 @@ _SUFFIXES: dict[str, Format] = {
     ".json": "jsonl",
     ".parquet": "parquet",
 }
-_IS_OBJECT = "json_type(try_cast(line as json)) = 'OBJECT'"
+IS_OBJECT = "json_type(try_cast(line as json)) = 'OBJECT'"
 _INTEGERS = {
     f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "", "BIG", "HUGE")
 }
@@ -131,134 +118,9 @@ class FileRead:
         return not self.columns
 
 
-def plan_read(
-    connection: duckdb.DuckDBPyConnection, local: str, label: str, options: FormatOptions
-) -> FileRead:
-    """Sniff a staged file's columns; UnreadableFile if it cannot be read at all."""
-    fmt = options.format_of(label)
-    read = FileRead(local, label, fmt, {}, options)
-    if local.endswith(".gz"):
-        _check_gzip(local, label)
-    try:
-        _sniff(connection, read)
-    except duckdb.Error as error:
-        raise UnreadableFile(unreadable_reason(error, read)) from None
-    return read
-
-
-def _check_gzip(local: str, label: str) -> None:
-    """DuckDB reads a truncated gzip stream up to where it stops, without a word: a cut
-    transfer would land part of a file. Python's reader checks the end and the CRC."""
-    try:
-        with gzip.open(local, "rb") as stream:
-            while stream.read(1 << 23):
-                pass
-    except (OSError, EOFError, zlib.error) as error:
-        raise UnreadableFile(f"{label} is not a complete gzip file ({error})") from None
-
-
-def unreadable_reason(error: BaseException, read: FileRead) -> str:
-    """Why a file cannot be read, naming the remote file (never the staging path) and, when
-    a setting would read it, that setting."""
-    text = str(error)
-    too_long = re.search(r"Maximum line size of (\d+) bytes exceeded\. Actual Size:(\d+)", text)
-    if too_long:
-        limit, actual = (int(n) for n in too_long.groups())
-        wanted = -(-actual * 2 // 10**6)  # twice the line, in whole MB
-        return (
-            f"{read.label} has a line of {actual:,} bytes, longer than max_line_size "
-            f"({limit:,} bytes). Fix: raise max_line_size in the source's defs.yaml, e.g. "
-            f"max_line_size: {wanted}MB"
-        )
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    reason = lines[0]
-    if "CSV Error on Line" in reason and len(lines) > 2:  # the next line quotes the data
-        reason = f"{reason}: {lines[2]}"
-    return reason.replace(read.local_path, read.label)
-
-
-def plan_reads(
-    staged: list[tuple[str, str]], options: FormatOptions
-) -> tuple[list[FileRead], dict[str, str]]:
-    """Plan every staged (local path, label) file: the readable ones, and why the others
-    cannot be read (by label)."""
-    reads: list[FileRead] = []
-    unreadable: dict[str, str] = {}
-    with duckdb.connect() as sniffer:
-        for local, label in staged:
-            try:
-                reads.append(plan_read(sniffer, local, label, options))
-            except UnreadableFile as error:
-                unreadable[label] = str(error)
-    return reads, unreadable
-
-
-def unread_rows(local: str, label: str, options: FormatOptions) -> int:
-    """What a file quarantined whole counts as: its records, as far as they can be told."""
-    try:
-        fmt = options.format_of(label)
-    except UnreadableFile:
-        fmt = "csv"
-    if fmt == "parquet":
-        return 1
-    quote = options.quote or None if fmt == "csv" else None
-    return count_records(local, quote, options.header and fmt == "csv")
-
-
-def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
-    """Fill `read.columns` (and the text profile of its scalar columns); none when empty."""
-    path, options = literal(read.local_path), read.options
-    if read.format == "parquet":
-        source = f"read_parquet({path})"
-        if connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
-            described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
-            read.columns = {name: kind for name, kind, *_ in described}
-            read.own_types = dict(read.columns)
-        return
-    if read.format == "jsonl":
-        lines = (
-            f"select line from read_csv({path}, columns={{'line': 'VARCHAR'}}, "  # noqa: S608
-            f"{options.line_options()}) where {_IS_OBJECT}"
-        )
-        structure = fetch_row(
-            connection,
-            f"select json_group_structure(try_cast(line as json)) from ({lines})",  # noqa: S608
-        )
-        if structure is None or structure[0] is None:
-            return
-        probe = (
-            f"select s.* from (select json_transform('{{}}', {literal(str(structure[0]))}) as s)"  # noqa: S608
-        )
-        described = connection.execute(f"describe {probe}").fetchall()
-        read.columns = {name: kind for name, kind, *_ in described}
-        scalars = [name for name, kind in read.columns.items() if kind in JSON_SCALARS]
-        if scalars:
-            text = literal(_json_structure(dict.fromkeys(scalars, "VARCHAR")))
-            relation = (
-                f"(select s.* from (select json_transform(line, {text}) as s "  # noqa: S608
-                f"from ({lines}) limit {PROFILE_ROWS}))"
-            )
-            row = fetch_row(connection, profile_sql(relation, scalars))
-            read.profile = split_profile(tuple(row or ()), scalars)
-        return
-    # Every value as text: the types are settled at landing from the values' profile.
-    source = f"read_csv({path}, {options._csv_options()}, ignore_errors=true, all_varchar=true)"
-    if not connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
-        return
-    described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
-    read.columns = {name: kind for name, kind, *_ in described}
-    relation = f"(select * from {source} limit {PROFILE_ROWS})"  # noqa: S608
-    row = fetch_row(connection, profile_sql(relation, list(read.columns)))
-    read.profile = split_profile(tuple(row or ()), list(read.columns))
-
-
 def _struct(columns: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
     pairs = columns.items() if isinstance(columns, dict) else columns
     return "{" + ", ".join(f"{literal(name)}: {literal(kind)}" for name, kind in pairs) + "}"
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0]
 
 
 def select_rows(read: FileRead, names: dict[str, str], rejects: str) -> str:
@@ -322,15 +184,15 @@ def _parquet_any_bad(read: FileRead) -> str:
     return " or ".join(_parquet_bad(read, name) for name in read.columns) or "false"
 
 
-def _json_structure(columns: dict[str, str]) -> str:
+def json_structure(columns: dict[str, str]) -> str:
     return json.dumps({name: kind for name, kind in columns.items()})
 
 
 def _parsed_lines(read: FileRead) -> str:
     """The file's JSON object lines: `_row` (line number), the line, `s` with every column
     converted to its type, and `r` with every column's value as JSON text."""
-    typed = literal(_json_structure(read.columns))
-    raw = literal(_json_structure(dict.fromkeys(read.columns, "JSON")))
+    typed = literal(json_structure(read.columns))
+    raw = literal(json_structure(dict.fromkeys(read.columns, "JSON")))
     # Filters may be evaluated after projections: only object lines reach json_transform.
     lines = (
         f"select line, row_number() over () as _row from read_csv({literal(read.local_path)}, "  # noqa: S608
@@ -338,7 +200,7 @@ def _parsed_lines(read: FileRead) -> str:
     )
     return (
         f"select _row, line, json_transform(j, {typed}) as s, json_transform(j, {raw}) as r "  # noqa: S608
-        f"from (select _row, line, case when {_IS_OBJECT} then line end as j from ({lines})) "
+        f"from (select _row, line, case when {IS_OBJECT} then line end as j from ({lines})) "
         "where j is not null"
     )
 
