@@ -35,7 +35,11 @@ from ingestion_platform.connectors.file_formats import (
 )
 from ingestion_platform.connectors.file_records import raw_records
 from ingestion_platform.connectors.file_sniff import unread_rows, unreadable_reason
-from ingestion_platform.connectors.file_types import canonical_types, settle_types
+from ingestion_platform.connectors.file_types import (
+    canonical_types,
+    landing_choices,
+    settle_types,
+)
 from ingestion_platform.connectors.sql_quoting import quote_literal
 from ingestion_platform.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.warehouse import (
@@ -255,6 +259,20 @@ def _settle_types(
                 f"landed values do not all convert to {kind} ({first})",
             ) from None
         existing[column] = kind
+    fixed = {names.get(name, name) for name in declared}
+    for column, kind in landing_choices(reads, names).items():
+        if kind == "VARCHAR" or existing.get(column) != "VARCHAR" or column in fixed:
+            continue
+        # Created before any value arrived (text by default): the first values choose.
+        has_values = fetch_row(
+            connection,
+            f"select 1 from {relation} where {quote_identifier(column)} is not null limit 1",  # noqa: S608
+        )
+        if not has_values:
+            connection.execute(
+                f"alter table {relation} alter {quote_identifier(column)} type {kind}"
+            )
+            existing[column] = kind
     settle_types(reads, names, existing, declared)
 
 

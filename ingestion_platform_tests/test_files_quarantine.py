@@ -417,3 +417,25 @@ def test_parquet_values_that_do_not_fit_a_declared_type_are_quarantined(
         )
     ]
     assert _metadata(result)["rows_read"] == 3
+
+
+def test_a_column_empty_in_the_first_file_takes_its_type_from_the_first_values(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("order_id,discount\n1,\n2,\n")
+    os.utime(inbox / "a.csv", (1_700_000_000, 1_700_000_000))
+    (inbox / "b.csv").write_text("order_id,discount\n3,0.5\n4,1\n")
+    defs = _defs(tmp_path, inbox)
+    for key in keys(tick(defs, instance)):  # a.csv first: discount has no value yet
+        materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert ("discount", "DOUBLE") in rows(
+        warehouse,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'inbox' and table_name = 'orders'",
+    )
+    assert rows(warehouse, "select order_id, discount from inbox.orders order by 1") == [
+        (1, None),
+        (2, None),
+        (3, 0.5),
+        (4, 1.0),
+    ]

@@ -1,9 +1,10 @@
 """One rule for a file column's type, whatever order the files arrive in.
 
-A column declared in `columns:` has the declared type. Otherwise a column the table already
-has keeps the table's type, and a new column takes the type that most of its values in the
-landing that adds it cast to (the narrowest on a tie) among BIGINT, DOUBLE, BOOLEAN, DATE and
-TIMESTAMPTZ, or VARCHAR when no type holds more than half of them. A value that does not
+A column declared in `columns:` has the declared type. Otherwise a column keeps the type
+chosen by the first landing that had values for it: the type most of those values cast to
+(the narrowest on a tie) among BIGINT, DOUBLE, BOOLEAN, DATE and TIMESTAMPTZ, or VARCHAR
+when no type holds more than half of them. (A column created with no value yet is VARCHAR
+until a landing brings values.) A value that does not
 cast to its column's type goes to quarantine with its reason: a column is never widened to
 text because of a few bad values, and CSV and JSON Lines give the same types for the same
 values.
@@ -60,6 +61,18 @@ def chosen_type(profile: Profile) -> str:
     return "VARCHAR"
 
 
+def landing_choices(reads: list, names: Mapping[str, str]) -> dict[str, str]:
+    """Warehouse column → the type this landing's values choose (profiles summed over its
+    files); only columns with at least one value."""
+    totals: dict[str, Profile] = {}
+    for read in reads:
+        for name, counts in read.profile.items():
+            column = names[name]
+            total = totals.setdefault(column, [0] * len(counts))
+            totals[column] = [a + b for a, b in zip(total, counts, strict=True)]
+    return {column: chosen_type(total) for column, total in totals.items() if total[0]}
+
+
 def settle_types(
     reads: list,
     names: Mapping[str, str],
@@ -67,13 +80,8 @@ def settle_types(
     declared: Mapping[str, str],
 ) -> None:
     """Give every read's columns their one type: declared, else the table's, else the type
-    the landing's values choose (profiles summed over its files), else the file's own."""
-    totals: dict[str, Profile] = {}
-    for read in reads:
-        for name, counts in read.profile.items():
-            column = names[name]
-            total = totals.setdefault(column, [0] * len(counts))
-            totals[column] = [a + b for a, b in zip(total, counts, strict=True)]
+    the landing's values choose, else the file's own (VARCHAR for a column with no value)."""
+    chosen = landing_choices(reads, names)
     for read in reads:
         settled = {}
         for name, own in read.columns.items():
@@ -82,7 +90,8 @@ def settle_types(
                 declared.get(name)
                 or declared.get(column)
                 or existing.get(column)
-                or (chosen_type(totals[column]) if column in totals else own)
+                or chosen.get(column)
+                or ("VARCHAR" if name in read.profile else own)
             )
         read.columns = settled
 
