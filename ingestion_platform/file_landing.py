@@ -17,6 +17,7 @@ a killed run leaves the warehouse as it was.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -247,12 +248,12 @@ def _settle_types(
         # A column landed before it was declared (or declared otherwise) takes the declared
         # type now, or the landing stops: its old values are never cast to NULL.
         try:
-            connection.execute(
-                f"alter table {relation} alter {quote_identifier(column)} type {kind}"
-            )
+            _retype(connection, relation, column, kind)
         except duckdb.Error as error:
             connection.execute("rollback")
             first = str(error).strip().splitlines()[0].split(": ", 1)[-1]
+            # The lake's copy (_retype) names the column it casts from; the file's ALTER not.
+            first = re.sub(r" when casting from source column \S+", "", first)
             raise ColumnRetypeError(
                 name,
                 f"the table {source}.{table} holds {column} as {existing[column]}, and its "
@@ -269,11 +270,31 @@ def _settle_types(
             f"select 1 from {relation} where {quote_identifier(column)} is not null limit 1",  # noqa: S608
         )
         if not has_values:
-            connection.execute(
-                f"alter table {relation} alter {quote_identifier(column)} type {kind}"
-            )
+            _retype(connection, relation, column, kind)
             existing[column] = kind
     settle_types(reads, names, existing, declared)
+
+
+def _retype(connection: duckdb.DuckDBPyConnection, relation: str, column: str, kind: str) -> None:
+    """Change `column` to `kind`, converting its values; raises if one does not convert.
+
+    A DuckLake alters a column's type only by widening it, so there the values are copied
+    into a new column of the type (the same strict cast), which then takes the old one's
+    name and moves to the end of the table.
+    """
+    quoted = quote_identifier(column)
+    in_lake = fetch_row(
+        connection,
+        "select type = 'ducklake' from duckdb_databases() where database_name = current_database()",
+    ) == (True,)
+    if not in_lake:
+        connection.execute(f"alter table {relation} alter {quoted} type {kind}")
+        return
+    staged = quote_identifier(f"_retyped_{column}")
+    connection.execute(f"alter table {relation} add column {staged} {kind}")
+    connection.execute(f"update {relation} set {staged} = cast({quoted} as {kind})")  # noqa: S608
+    connection.execute(f"alter table {relation} drop column {quoted}")
+    connection.execute(f"alter table {relation} rename column {staged} to {quoted}")
 
 
 def _keep_raw_bytes(
