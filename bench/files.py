@@ -21,11 +21,11 @@ import dagster as dg
 import duckdb
 import paramiko
 
-from ingestion_platform.components.file_source import SftpFileSource
-from ingestion_platform.connectors.file_entries import FileEntry
-from ingestion_platform.connectors.sftp import SftpFiles
-from ingestion_platform.connectors.ssh_connection import SshSettings
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.core.warehouse import WarehouseResource
+from ingestion_platform.sources.files.component import SftpFileSource
+from ingestion_platform.sources.files.connectors.entries import FileEntry
+from ingestion_platform.sources.files.connectors.sftp import SftpFiles
+from ingestion_platform.sources.files.connectors.ssh import SshSettings
 from ingestion_platform_tests.files_helpers import keys, tick
 from ingestion_platform_tests.sources import build_source
 from ingestion_platform_tests.sshd import start_sshd

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo import kinesis_producer
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.kinesis_emulators import client, create_stream, declare, start_moto
 from ingestion_platform_tests.kinesis_emulators import tick as sensor_tick
 

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingestion_platform.connectors.rate_budget import Rate, RateBudget
-from ingestion_platform.connectors.shared_budget import SharedRateBudget
+from ingestion_platform.sources.api.connectors.rate_budget import Rate, RateBudget
+from ingestion_platform.sources.api.connectors.shared_budget import SharedRateBudget
 
 # Windows of a nanosecond: the budget never makes a slot wait, yet keeps `limit` stamps
 # (10 = requests_per_second: 10; 500 = requests_per_minute: 500, the largest state).

@@ -222,7 +222,7 @@ def platform_assets(workdir: Path, requests_per_second: int | None) -> list[Any]
     import yaml
     from dagster.components.core.component_tree import ComponentTree
 
-    from ingestion_platform.components.rest_api import RestApiSource
+    from ingestion_platform.sources.api.component import RestApiSource
 
     attributes = yaml.safe_load(DEFS_YAML.read_text())["attributes"]
     limits = dict(attributes["limits"])
@@ -308,7 +308,7 @@ def run_platform(
 ) -> dict[str, Any]:
     import dagster as dg
 
-    from ingestion_platform.warehouse import WarehouseResource
+    from ingestion_platform.core.warehouse import WarehouseResource
 
     duckdb_path = workdir / f"{label}-{time.monotonic_ns()}.duckdb"
     resources = {"warehouse": WarehouseResource(path=str(duckdb_path))}

@@ -36,7 +36,7 @@ MULTIPROCESS_DEFS = """
 from pathlib import Path
 import dagster as dg
 import ingestion_platform.demo.defs as demo_sources
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.core.warehouse import WarehouseResource
 
 @dg.definitions
 def defs() -> dg.Definitions:

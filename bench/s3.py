@@ -32,10 +32,10 @@ import duckdb
 from boto3.s3.transfer import TransferConfig
 
 from bench.files import timed
-from ingestion_platform.components.file_source import S3FileSource
-from ingestion_platform.connectors.s3 import s3_client
-from ingestion_platform.connectors.s3_download import MiB, download_object
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.sources.files.component import S3FileSource
+from ingestion_platform.sources.files.connectors.s3 import s3_client
+from ingestion_platform.sources.files.connectors.s3_download import MiB, download_object
 from ingestion_platform_tests.files_helpers import keys, tick
 from ingestion_platform_tests.kinesis_emulators import start_moto
 from ingestion_platform_tests.sources import build_source

@@ -174,8 +174,8 @@ def platform_definitions(url: str, table: str, duckdb_path: str, source_root: st
     import yaml
     from dagster.components.core.component_tree import ComponentTree
 
-    from ingestion_platform.components.sql_database import SqlDatabaseSource
-    from ingestion_platform.warehouse import WarehouseResource
+    from ingestion_platform.core.warehouse import WarehouseResource
+    from ingestion_platform.sources.sql.component import SqlDatabaseSource
 
     attrs = {
         "connection": url,
@@ -223,7 +223,7 @@ def dlt_steps() -> list[tuple[Any, str, str]]:
 def platform_steps() -> list[tuple[Any, str, str]]:
     """The platform's two timed steps: dlt's schema migration, then the streamed insert (which
     includes reading every batch after the first from the source)."""
-    from ingestion_platform import arrow_landing
+    from ingestion_platform.sources.sql import landing as arrow_landing
 
     return [(arrow_landing, "_migrate", "schema"), (arrow_landing, "_commit", "read+write")]
 

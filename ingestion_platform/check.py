@@ -27,8 +27,8 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_shared.yaml_utils.source_position import ValueAndSourcePositionTree
 from jsonschema import Draft202012Validator, ValidationError
 
-from ingestion_platform.components.declaration import DeclarationError
-from ingestion_platform.defs_yaml import parse_with_source_positions
+from ingestion_platform.core.declaration import DeclarationError
+from ingestion_platform.core.defs_yaml import parse_with_source_positions
 
 
 def check_project(project: Path) -> tuple[int, list[str]]:
@@ -60,7 +60,7 @@ def _check_file(defs_file: Path, shown: str) -> list[str]:
             problems.append(
                 f"{shown}:{_line(document, ['type'])}: type: no component "
                 f"{value.get('type')!r}. Fix: write the type as the docs' source reference "
-                "does, e.g. ingestion_platform.components.sql_database.SqlDatabaseSource."
+                "does, e.g. ingestion_platform.sources.sql.component.SqlDatabaseSource."
             )
             continue
         model = component.get_model_cls()  # type: ignore[attr-defined]

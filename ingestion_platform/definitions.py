@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingestion_platform.defs_yaml import libyaml_declarations
-from ingestion_platform.plain_templates import plain_strings_unrendered
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.core.defs_yaml import libyaml_declarations
+from ingestion_platform.core.plain_templates import plain_strings_unrendered
+from ingestion_platform.core.warehouse import WarehouseResource
 
 
 def platform_definitions(declared: dg.Definitions) -> dg.Definitions:
@@ -32,8 +32,8 @@ def load_declared_sources(path_within_project: Path) -> dg.Definitions:
     # every declaration it would find up front leaves nothing to walk; the declarations are
     # the tree's own, and a reload that invalidates a folder drops them with the rest of its
     # cache (bench/README.md, "Definitions at scale"). The declarations are read with libyaml
-    # and attribute strings without a template are not compiled as one (defs_yaml.py,
-    # plain_templates.py), each through one Dagster name swapped while this runs. None of it
+    # and attribute strings without a template are not compiled as one (core/defs_yaml.py,
+    # core/plain_templates.py), each through one Dagster name swapped while this runs. None of it
     # is documented API: test_definitions.py checks that this loads what
     # `load_from_defs_folder` loads and that each swap answers as the original, so an upgrade
     # that changes them fails there.

@@ -15,9 +15,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from ingestion_platform.core.ducklake import CATALOG_ENV, DATA_PATH_ENV
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.music import CATALOG, SECRET
 
 # Fixtures that start their own peers: an OpenSSH sshd, and the Kinesis emulators.

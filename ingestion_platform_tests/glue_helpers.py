@@ -23,9 +23,9 @@ from typing import Any
 
 import dagster as dg
 
-from ingestion_platform.components.glue_job import GlueJobSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.glue_worker import aws_client, create_job, orders, slow_job_runs
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.glue.component import GlueJobSource
 from ingestion_platform_tests.sources import build_source
 
 JOB = "orders_export"

@@ -31,9 +31,9 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.storage.tags import RUN_KEY_TAG
 from dagster._core.test_utils import create_run_for_test
 
-from ingestion_platform.components.kinesis_source import KinesisStreamSource
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo import kinesis_producer
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.sources.kinesis.component import KinesisStreamSource
 from ingestion_platform_tests.sources import build_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import yaml
 from dagster.components.core.component_tree import ComponentTree
 from filelock import Timeout
 
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 
 
 def build_source(

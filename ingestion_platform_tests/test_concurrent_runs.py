@@ -10,9 +10,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source
 
 SEED = shop.ShopSeed(customers=40, orders=4000, events=10, days=6)
@@ -22,8 +22,8 @@ RUN_ONE = textwrap.dedent(
     import sys, yaml, dagster as dg
     from pathlib import Path
     from ingestion_platform_tests.sources import build_source
-    from ingestion_platform.components.sql_database import SqlDatabaseSource
-    from ingestion_platform.warehouse import WarehouseResource
+    from ingestion_platform.sources.sql.component import SqlDatabaseSource
+    from ingestion_platform.core.warehouse import WarehouseResource
 
     folder, warehouse, partition, range_end = Path(sys.argv[1]), *sys.argv[2:5]
     attributes = yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]
@@ -58,7 +58,7 @@ def test_a_backfill_and_single_partitions_run_at_once_without_lock_errors(
     build_source(SqlDatabaseSource, folder, attributes)
     runs = [("2026-11-01", "2026-11-03"), ("2026-11-04", "-"), ("2026-11-05", "-"),
             ("2026-11-06", "-")]  # fmt: skip
-    # Added to, not replaced: the lake-contract run puts its DuckDB there (ducklake.py).
+    # Added to, not replaced: the lake-contract run puts its DuckDB there (core/ducklake.py).
     paths = [os.environ.get("PYTHONPATH", ""), str(Path(__file__).parents[1])]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     processes = [

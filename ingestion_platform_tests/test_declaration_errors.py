@@ -27,7 +27,7 @@ def defs():
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 """
 BROKEN = """
-type: ingestion_platform.components.sql_database.SqlDatabaseSource
+type: ingestion_platform.sources.sql.component.SqlDatabaseSource
 attributes:
   connection: sqlite:///shop.sqlite
   tables:
@@ -64,7 +64,7 @@ def test_dg_check_defs_names_the_file_line_field_and_fix(tmp_path: Path) -> None
     assert "'a positive number of rows, e.g. `rows: 100000`' was expected" in output
 
 
-SQL = "ingestion_platform.components.sql_database.SqlDatabaseSource"
+SQL = "ingestion_platform.sources.sql.component.SqlDatabaseSource"
 SQL_HEAD = f"type: {SQL}\nattributes:\n  connection: sqlite:///shop.sqlite\n"
 TABLE = "  tables:\n    - name: orders\n      cursor: id\n"
 DECLARATIONS = {

@@ -14,8 +14,8 @@ from dagster.components.core import decl
 from dagster.components.resolved.context import ResolutionContext
 from dagster_shared.yaml_utils import parse_yamls_with_source_position
 
-from ingestion_platform.defs_yaml import libyaml_declarations, parse_with_source_positions
-from ingestion_platform.plain_templates import plain_strings_unrendered
+from ingestion_platform.core.defs_yaml import libyaml_declarations, parse_with_source_positions
+from ingestion_platform.core.plain_templates import plain_strings_unrendered
 
 PROJECT = Path(__file__).parents[1]
 
@@ -63,7 +63,7 @@ def test_the_deployed_code_location_holds_only_the_users_sources(tmp_path: Path)
 
 def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path) -> None:
     listed = _list("ingestion_platform.demo.definitions", tmp_path)
-    # Each source kind adds its `<source>__lag` sensor (lag.py); these kinds have theirs.
+    # Each source kind adds its `<source>__lag` sensor (core/lag.py); these kinds have theirs.
     lag = {name for name in listed["sensors"] if name.endswith("__lag")}
     assert {"music__lag", "shop__lag", "shop_events__lag"} <= lag
     listed["sensors"] = [name for name in listed["sensors"] if name not in lag]
@@ -143,7 +143,7 @@ print(json.dumps([
 # reads itself or hands to Dagster.
 TEMPLATED_SHOP = (
     "# A copy of the demo shop whose values go through every path of the fast loader.\r\n"
-    "type: ingestion_platform.components.sql_database.SqlDatabaseSource\r\n"
+    "type: ingestion_platform.sources.sql.component.SqlDatabaseSource\r\n"
     "attributes:\r\n"
     "  connection: \"sqlite:///{{ 'data' }}/demo/shop.sqlite\"\r\n"
     "  cursor: updated_at\r\n"
@@ -160,7 +160,7 @@ def _project(tmp_path: Path) -> Path:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "loaders"\nversion = "0"\n[tool.dg]\ndirectory_type = "project"\n'
         '[tool.dg.project]\nroot_module = "loaders"\n'
-        'registry_modules = ["ingestion_platform.components.*"]\n'
+        'registry_modules = ["ingestion_platform.sources.*.component"]\n'
     )
     package = tmp_path / "loaders"
     for folder in (package, package / "defs"):
@@ -237,7 +237,7 @@ for declaration in json.loads(sys.argv[3]):
 print(json.dumps(results))
 """
 SHOP_HEAD = (
-    "type: ingestion_platform.components.sql_database.SqlDatabaseSource\n"
+    "type: ingestion_platform.sources.sql.component.SqlDatabaseSource\n"
     "attributes:\n"
     "  connection: sqlite:///shop.sqlite\n"
 )

@@ -27,13 +27,13 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)```yaml[^\n]*\n(?P<body>.*?)^(?P=indent)
 SOURCE_NAME = re.compile(r"^#\s*defs/(?P<name>\w+)/defs\.ya?ml\s*$", re.M)
 ENV_NAME = re.compile(r"\{\s*env:\s*(?P<name>\w+)\s*\}")
 SOURCE_TYPES = {
-    "ingestion_platform.components.sql_database.SqlDatabaseSource",
-    "ingestion_platform.components.rest_api.RestApiSource",
-    "ingestion_platform.components.file_source.SftpFileSource",
-    "ingestion_platform.components.file_source.LocalFileSource",
-    "ingestion_platform.components.file_source.S3FileSource",
-    "ingestion_platform.components.kinesis_source.KinesisStreamSource",
-    "ingestion_platform.components.glue_job.GlueJobSource",
+    "ingestion_platform.sources.sql.component.SqlDatabaseSource",
+    "ingestion_platform.sources.api.component.RestApiSource",
+    "ingestion_platform.sources.files.component.SftpFileSource",
+    "ingestion_platform.sources.files.component.LocalFileSource",
+    "ingestion_platform.sources.files.component.S3FileSource",
+    "ingestion_platform.sources.kinesis.component.KinesisStreamSource",
+    "ingestion_platform.sources.glue.component.GlueJobSource",
 }
 
 
@@ -80,7 +80,7 @@ def _load(example: Example, project: Path, index: int) -> dg.Definitions:
     (project / "pyproject.toml").write_text(
         f'[project]\nname = "{package}"\nversion = "0"\n[tool.dg]\ndirectory_type = "project"\n'
         f'[tool.dg.project]\nroot_module = "{package}"\n'
-        'registry_modules = ["ingestion_platform.components.*"]\n'
+        'registry_modules = ["ingestion_platform.sources.*.component"]\n'
     )
     folder = project / package / "defs" / example.source
     folder.mkdir(parents=True)
@@ -144,7 +144,7 @@ def test_a_broken_example_is_caught_and_named(tmp_path: Path) -> None:
     page.parent.mkdir(parents=True)
     page.write_text(
         "# Broken\n\nText.\n\n  ```yaml\n  # defs/shop/defs.yaml\n"
-        "  type: ingestion_platform.components.sql_database.SqlDatabaseSource\n"
+        "  type: ingestion_platform.sources.sql.component.SqlDatabaseSource\n"
         "  attributes:\n    connection: sqlite:///shop.sqlite\n"
         "    tables: [{name: orders, cursor: id}]\n    batch: {rows: 10}\n"
         "    chunk_sise: 5\n  ```\n"

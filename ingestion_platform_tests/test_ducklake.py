@@ -22,11 +22,11 @@ import dlt
 import pytest
 import sqlalchemy as sa
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.core.ducklake import DATA_PATH_ENV, DuckLake
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo import shop
-from ingestion_platform.ducklake import DATA_PATH_ENV, DuckLake
-from ingestion_platform.landing import land_slice
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.sources.api.landing import land_slice
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import (
     build_source,
     failure_message,
@@ -37,7 +37,7 @@ from ingestion_platform_tests.sources import (
 HOLD_THE_LOCK = textwrap.dedent(
     """
     import sys, time
-    from ingestion_platform.warehouse import WarehouseResource
+    from ingestion_platform.core.warehouse import WarehouseResource
     with WarehouseResource(path=sys.argv[1]).get().exclusive():
         print("held", flush=True)
         time.sleep(600)

@@ -15,8 +15,8 @@ import boto3
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.file_source import S3FileSource, SftpFileSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files.component import S3FileSource, SftpFileSource
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, materialize
 from ingestion_platform_tests.sshd import Sshd

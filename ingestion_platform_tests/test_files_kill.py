@@ -18,8 +18,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.file_source import SftpFileSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files.component import SftpFileSource
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, materialize, warehouse_lock_is_free
 from ingestion_platform_tests.sshd import Sshd, ThrottledProxy
@@ -28,8 +28,8 @@ CHILD = """
 import json, sys
 from pathlib import Path
 import dagster as dg
-from ingestion_platform.components.file_source import SftpFileSource
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.sources.files.component import SftpFileSource
+from ingestion_platform.core.warehouse import WarehouseResource
 from ingestion_platform_tests.sources import build_source, materialize, warehouse_lock_is_free
 folder, attributes, home, key, warehouse = json.loads(sys.argv[1])
 defs = build_source(SftpFileSource, Path(folder), attributes)

@@ -9,8 +9,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ingestion_platform.components.file_source import LocalFileSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files.component import LocalFileSource
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
@@ -185,7 +185,7 @@ def test_a_line_over_max_line_size_quarantines_the_file_naming_it_the_cause_and_
         raise_on_error=False,
     )  # fmt: skip
     assert failure_message(failed) == (
-        f"ingestion_platform.components.declaration.DeclarationError: "
+        f"ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'f' / 'inbox' / 'defs.yaml'}: max_line_size: export.csv has a line of "
         "3,000,004 bytes, longer than max_line_size (2,000,000 bytes). Fix: e.g. "
         "max_line_size: 7MB."
@@ -215,7 +215,7 @@ def test_on_bad_file_fail_names_the_defs_file_the_field_and_a_fix(
     )
     message = failure_message(failed)
     assert message.startswith(
-        "ingestion_platform.components.declaration.DeclarationError: "
+        "ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'inbox' / 'defs.yaml'}: on_bad_file: a.parquet cannot be read: "
     )
     assert message.endswith(
@@ -375,7 +375,7 @@ def test_a_declared_type_converts_the_landed_column_or_stops_naming_the_field(
         strict, partition_key=third, resources=resources, instance=instance, raise_on_error=False
     )
     assert failure_message(failed) == (
-        "ingestion_platform.components.declaration.DeclarationError: "
+        "ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'inbox' / 'defs.yaml'}: columns.code: the table inbox.orders holds code "
         "as VARCHAR, and its landed values do not all convert to BIGINT (Could not convert "
         "string 'A1' to INT64). Fix: fix or remove those rows, or declare a type that holds them."

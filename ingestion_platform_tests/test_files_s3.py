@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingestion_platform.components.file_source import S3FileSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files.component import S3FileSource
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 

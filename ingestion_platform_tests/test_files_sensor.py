@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components import file_sensor
-from ingestion_platform.components.file_source import LocalFileSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files import sensor as file_sensor
+from ingestion_platform.sources.files.component import LocalFileSource
 from ingestion_platform_tests.files_helpers import evaluate, keys, rows, tick
 from ingestion_platform_tests.sources import build_source, materialize
 

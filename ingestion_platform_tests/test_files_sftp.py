@@ -11,10 +11,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from ingestion_platform.components.declaration import SourceContext, SourceFailure
-from ingestion_platform.components.file_source import SftpFileSource
-from ingestion_platform.connectors.file_entries import UnsafeName
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.declaration import SourceContext, SourceFailure
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.files.component import SftpFileSource
+from ingestion_platform.sources.files.connectors.entries import UnsafeName
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 from ingestion_platform_tests.sshd import Sshd, ThrottledProxy, keygen
@@ -399,7 +399,7 @@ def test_a_stalled_transfer_fails_naming_the_source_within_transfer_timeout(
         staller.join()
         proxy.close()
     assert failure_message(failed) == (
-        "ingestion_platform.components.declaration.SourceFailure: source 'partner' "
+        "ingestion_platform.core.declaration.SourceFailure: source 'partner' "
         f"({tmp_path / 'partner' / 'defs.yaml'}): downloading big.csv stalled: no data for 1s. "
         "Fix: check the server and the network, or raise transfer_timeout if it is only slow"
     )

@@ -15,10 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import DeclarationError
-from ingestion_platform.components.glue_run import MARKER_ARGUMENT, RunRecord, RunRecords
+from ingestion_platform.core.declaration import DeclarationError
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.glue_worker import aws_client, serve, slow_job_runs
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.glue.run import MARKER_ARGUMENT, RunRecord, RunRecords
 from ingestion_platform_tests.glue_helpers import (
     JOB,
     GlueWorld,

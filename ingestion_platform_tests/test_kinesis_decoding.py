@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import DeclarationError, SourceFailure
-from ingestion_platform.connectors.kinesis_decode import aggregate
+from ingestion_platform.core.declaration import DeclarationError, SourceFailure
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.kinesis_producer import put
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.kinesis.connectors.decode import aggregate
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     create_stream,
@@ -194,7 +194,7 @@ def test_a_missing_endpoint_variable_fails_only_the_run_naming_it(
         raise_on_error=False,
     )
     assert failure_message(result) == (
-        "ingestion_platform.components.declaration.DeclarationError: "
+        "ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'clicks' / 'defs.yaml'}: endpoint_url: environment variable "
         "CLICKS_TEST_ENDPOINT is not set (source 'clicks'). Fix: export CLICKS_TEST_ENDPOINT "
         "before running this source's assets."

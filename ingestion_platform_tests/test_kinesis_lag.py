@@ -8,12 +8,16 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import SourceContext
-from ingestion_platform.components.kinesis_lag import kinesis_lag_measure
-from ingestion_platform.components.kinesis_sensor import StartAt
-from ingestion_platform.connectors.kinesis import KinesisReader, StreamAddress, make_client
-from ingestion_platform.lag import SOURCE_LAG, LagRule, evaluate
-from ingestion_platform.warehouse import WAREHOUSE_PATH_ENV, Warehouse, WarehouseResource
+from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.lag import SOURCE_LAG, LagRule, evaluate
+from ingestion_platform.core.warehouse import WAREHOUSE_PATH_ENV, Warehouse, WarehouseResource
+from ingestion_platform.sources.kinesis.connectors.kinesis import (
+    KinesisReader,
+    StreamAddress,
+    make_client,
+)
+from ingestion_platform.sources.kinesis.lag import kinesis_lag_measure
+from ingestion_platform.sources.kinesis.sensor import StartAt
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     create_stream,

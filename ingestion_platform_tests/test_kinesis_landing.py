@@ -12,8 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.connectors.kinesis import Backoff, KinesisReader, StreamAddress, make_client
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.kinesis.connectors.kinesis import (
+    Backoff,
+    KinesisReader,
+    StreamAddress,
+    make_client,
+)
 from ingestion_platform_tests.kinesis_emulators import (
     FaultProxy,
     client,
@@ -113,7 +118,7 @@ def test_a_replay_past_retention_fails_clearly_and_keeps_the_landed_slice(
     assert not result.success
     message = failure_message(result)
     assert re.fullmatch(
-        r"ingestion_platform.components.kinesis_run.RetentionExceeded: "
+        r"ingestion_platform.sources.kinesis.run.RetentionExceeded: "
         r"records before 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ are no longer "
         rf"in stream '{stream}' \(retention 24 h\), and this partition starts at "
         r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ; the landed rows of this partition were kept",
@@ -138,7 +143,7 @@ def test_kill_9_during_a_load_then_a_rerun_loses_and_duplicates_nothing(
         f"""
         import dagster as dg
         from pathlib import Path
-        from ingestion_platform.warehouse import WarehouseResource
+        from ingestion_platform.core.warehouse import WarehouseResource
         from ingestion_platform_tests.kinesis_emulators import declare
         defs = declare(Path({str(tmp_path)!r}), {moto_endpoint!r}, {stream!r},
                        batch={{"records": 20000}})

@@ -9,10 +9,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.kinesis_source import KinesisStreamSource
-from ingestion_platform.connectors import kinesis
-from ingestion_platform.connectors.kinesis_retry import Backoff
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.kinesis.component import KinesisStreamSource
+from ingestion_platform.sources.kinesis.connectors import kinesis
+from ingestion_platform.sources.kinesis.connectors.retry import Backoff
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     create_stream,
@@ -69,7 +69,7 @@ def test_a_read_that_never_answers_times_out_naming_the_source(
         took = time.monotonic() - started
     assert not result.success
     assert failure_message(result) == (
-        "ingestion_platform.components.declaration.SourceFailure: source 'clicks' "
+        "ingestion_platform.core.declaration.SourceFailure: source 'clicks' "
         f"({tmp_path}/clicks/defs.yaml): Kinesis did not answer DescribeStreamSummary within "
         f"1s (read_timeout_seconds) at {proxy.endpoint} in region us-east-1. Fix: check that "
         "the endpoint is up and answers, or raise `read_timeout_seconds`"
@@ -172,7 +172,7 @@ def test_http_500s_past_the_retries_fail_naming_the_source_and_the_fix(
             defs, partition_key=key, resources=resources, instance=instance, raise_on_error=False
         )
     assert failure_message(result) == (
-        "ingestion_platform.components.declaration.SourceFailure: source 'clicks' "
+        "ingestion_platform.core.declaration.SourceFailure: source 'clicks' "
         f"({tmp_path}/clicks/defs.yaml): Kinesis answered GetRecords with HTTP 500 "
         "(InternalFailure.: We encountered an internal error.) 10 times in a row at "
         f"{proxy.endpoint} in region us-east-1. Fix: the service is failing; re-run the "

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     create_stream,
@@ -238,7 +238,7 @@ def test_a_tick_skips_instead_of_waiting_behind_a_long_load(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ingestion_platform.components import kinesis_manifest
+    from ingestion_platform.sources.kinesis import manifest as kinesis_manifest
 
     monkeypatch.setattr(kinesis_manifest, "SENSOR_LOCK_TIMEOUT_SECONDS", 0.2)
     put_events(client(moto_endpoint), stream, 1, 100)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from ingestion_platform.batching import BatchSpec
-from ingestion_platform.health import HealthSpec
-from ingestion_platform.lag import SOURCE_LAG, LagRule, SourceLag, lag_defs, lag_tick
-from ingestion_platform.window_lag import closed_windows_lag
+from ingestion_platform.core.batching import BatchSpec
+from ingestion_platform.core.health import HealthSpec
+from ingestion_platform.core.lag import SOURCE_LAG, LagRule, SourceLag, lag_defs, lag_tick
+from ingestion_platform.core.window_lag import closed_windows_lag
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 KEY = dg.AssetKey(["src", "orders"])

@@ -20,7 +20,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_docker import DockerRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from ingestion_platform.file_manifest import ManifestEntry, ManifestStore
+from ingestion_platform.sources.files.manifest import ManifestEntry, ManifestStore
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEPLOY = PROJECT / "deploy"

@@ -12,8 +12,12 @@ import time
 from multiprocessing import Queue
 from pathlib import Path
 
-from ingestion_platform.connectors.rate_budget import Rate, RateBudget
-from ingestion_platform.connectors.shared_budget import SharedRateBudget, _decode, _encode
+from ingestion_platform.sources.api.connectors.rate_budget import Rate, RateBudget
+from ingestion_platform.sources.api.connectors.shared_budget import (
+    SharedRateBudget,
+    _decode,
+    _encode,
+)
 
 
 def test_no_window_ever_holds_more_than_the_limit_despite_jitter() -> None:

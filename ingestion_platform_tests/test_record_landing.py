@@ -6,8 +6,8 @@ from typing import Any
 
 import dlt
 
-from ingestion_platform.landing import land_slice
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.api.landing import land_slice
 
 
 def _land(warehouse: Warehouse, key: str, records: list[dict[str, Any]], **hints: Any) -> Any:

@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 import requests
 
-from ingestion_platform.components.rest_api import RestApiSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.api.component import RestApiSource
 from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
 from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import (
@@ -24,7 +24,7 @@ from ingestion_platform_tests.sources import (
     with_warehouse,
 )
 
-ERROR = "ingestion_platform.components.rest_api_errors.ApiSourceError"
+ERROR = "ingestion_platform.sources.api.errors.ApiSourceError"
 
 
 def _albums(day: str, days: int = 1) -> list[str]:

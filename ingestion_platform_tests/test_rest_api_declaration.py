@@ -16,7 +16,7 @@ from dagster.components.testing.utils import create_defs_folder_sandbox
 
 from ingestion_platform_tests.music import music_attributes
 
-TYPE = "ingestion_platform.components.rest_api.RestApiSource"
+TYPE = "ingestion_platform.sources.api.component.RestApiSource"
 PYPROJECT = """
 [project]
 name = "broken_project"

@@ -11,11 +11,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import SourceContext, SourceFailure
-from ingestion_platform.components.rest_api import RestApiSource
-from ingestion_platform.components.rest_api_lag import api_lag_measures
+from ingestion_platform.core.declaration import SourceContext, SourceFailure
+from ingestion_platform.core.lag import LagMeasure
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.lag import LagMeasure
+from ingestion_platform.sources.api.component import RestApiSource
+from ingestion_platform.sources.api.lag import api_lag_measures
 from ingestion_platform_tests.music import CATALOG, SECRET
 from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import build_source, materialize

@@ -17,15 +17,15 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.declaration import SourceContext
-from ingestion_platform.components.rest_api import RestApiSource
+from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.music_api import MusicApiServer
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.api.component import RestApiSource
 from ingestion_platform_tests.music import CATALOG, DAY, SECRET
 from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
-ERROR = "ingestion_platform.components.rest_api_errors.ApiSourceError"
+ERROR = "ingestion_platform.sources.api.errors.ApiSourceError"
 RATE = 5
 
 
@@ -161,8 +161,8 @@ RUN_ONE = textwrap.dedent(
     import sys, yaml, dagster as dg
     from pathlib import Path
     from ingestion_platform_tests.sources import build_source
-    from ingestion_platform.components.rest_api import RestApiSource
-    from ingestion_platform.warehouse import WarehouseResource
+    from ingestion_platform.sources.api.component import RestApiSource
+    from ingestion_platform.core.warehouse import WarehouseResource
 
     folder, warehouse, day = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     attributes = yaml.safe_load((folder / "defs.yaml").read_text())["attributes"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.components.rest_api import RestApiSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.api.component import RestApiSource
 from ingestion_platform_tests.music import CATALOG
 from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import build_source, materialize

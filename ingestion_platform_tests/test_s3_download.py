@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from ingestion_platform.connectors.s3_download import (
+from ingestion_platform.sources.files.connectors.s3_download import (
     DownloadFailed,
     MiB,
     ObjectChanged,
@@ -23,7 +23,7 @@ from ingestion_platform.connectors.s3_download import (
 from ingestion_platform_tests.flaky_proxy import FlakyProxy
 from ingestion_platform_tests.kinesis_emulators import start_moto
 
-LOGGER = "ingestion_platform.connectors.s3_download"
+LOGGER = "ingestion_platform.sources.files.connectors.s3_download"
 
 
 pytestmark = pytest.mark.usefixtures("aws_env")  # moto's credentials and region, from the env

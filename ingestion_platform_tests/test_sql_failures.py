@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from dlt.common.configuration.container import Container
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 SEED = shop.ShopSeed(customers=20, orders=300, events=10, days=4)
@@ -70,7 +70,8 @@ def test_unreachable_database_fails_naming_the_source_without_the_password(
 
     message = failure_message(result)
     assert message == (
-        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'shop': "
+        "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
+        "source 'shop': "
         "cannot connect to postgresql://loader:***@127.0.0.1:1/shop: connection failed: "
         'connection to server at "127.0.0.1", port 1 failed: Connection refused. Fix: check '
         f"that the database is up and that `connection` in {tmp_path / 'shop' / 'defs.yaml'} "
@@ -95,7 +96,7 @@ def test_unknown_table_names_the_file_the_field_and_the_tables_there_are(
         raise_on_error=False,
     )
     assert failure_message(result) == (
-        f"ingestion_platform.components.declaration.DeclarationError: "
+        f"ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'shop' / 'defs.yaml'}: tables[1].name: table 'ordres' does not exist in "
         f"{sqlite_url}. Fix: use one of: customers, order_events, orders."
     )
@@ -223,7 +224,8 @@ def test_a_source_failing_mid_read_rolls_back_the_batches_already_written(
     )
 
     assert failure_message(result) == (
-        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'shop': "
+        "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
+        "source 'shop': "
         "reading table 'order_ratios' failed: division by zero. Nothing was landed"
     )
     assert warehouse.query("select * from shop.order_ratios order by id") == before

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ingestion_platform.components.declaration import SourceContext, SourceFailure
-from ingestion_platform.components.sql_database import SqlDatabaseSource
-from ingestion_platform.components.sql_lag import sql_lag_measure
-from ingestion_platform.lag import SOURCE_LAG
+from ingestion_platform.core.declaration import SourceContext, SourceFailure
+from ingestion_platform.core.lag import SOURCE_LAG
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
+from ingestion_platform.sources.sql.lag import sql_lag_measure
 from ingestion_platform_tests.sources import build_source, materialize
 
 # (id, cursor): 2 rows on Nov 1st, 3 on the 2nd, 4 on the 3rd, 1 with no cursor at all.

@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 metadata = sa.MetaData()
@@ -153,7 +153,7 @@ def test_fallback_cursor_columns_must_exist(
         raise_on_error=False,
     )
     assert failure_message(result).startswith(
-        "ingestion_platform.components.declaration.DeclarationError: "
+        "ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'tickets' / 'defs.yaml'}: tables[0].cursor: column 'closed_at' of table "
         "'tickets' does not exist in "
     )

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 import yaml
 from dagster.components.core.component_tree import ComponentTree
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
-from ingestion_platform.connectors.sql_database import SourceDatabaseError
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
+from ingestion_platform.sources.sql.connectors.sql_database import SourceDatabaseError
 from ingestion_platform_tests.sources import failure_message, materialize
 
 SEED = shop.ShopSeed(customers=30, orders=200, events=10, days=3)
@@ -25,7 +25,7 @@ DAY = "2026-11-02"
 def _load(folder: Path, attributes: dict[str, Any]) -> tuple[SqlDatabaseSource, Any]:
     """Load the component as `dg` does (`load`, which knows its defs.yaml) and its context."""
     folder.mkdir(parents=True, exist_ok=True)
-    document = {"type": "ingestion_platform.components.sql_database.SqlDatabaseSource"}
+    document = {"type": "ingestion_platform.sources.sql.component.SqlDatabaseSource"}
     (folder / "defs.yaml").write_text(yaml.safe_dump({**document, "attributes": attributes}))
     context = ComponentTree.for_test().load_context.for_path(folder)
     model = SqlDatabaseSource.model().model_validate(attributes)
@@ -112,7 +112,7 @@ def test_a_schema_table_without_the_cursor_column_fails_naming_the_source_cursor
         raise_on_error=False,
     )
     assert failure_message(result) == (
-        "ingestion_platform.components.declaration.DeclarationError: "
+        "ingestion_platform.core.declaration.DeclarationError: "
         f"{tmp_path / 'sales' / 'defs.yaml'}: cursor: column 'updated_at' of table "
         f"'order_events' does not exist in {sales_url}. Fix: use one of: id, kind, order_id, "
         "recorded_at."

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster._core.test_utils import create_run_for_test
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source, materialize
 
 SEED = shop.ShopSeed(customers=10, orders=100, events=1250, days=3)

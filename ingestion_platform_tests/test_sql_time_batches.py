@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source, materialize, with_warehouse
 
 SEED = shop.ShopSeed(customers=50, orders=600, events=10, days=6)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
-from ingestion_platform.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 DAY = "2026-11-02"
@@ -208,7 +208,8 @@ def test_a_type_no_reader_can_read_fails_naming_column_type_and_fix(
     result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
 
     assert failure_message(result) == (
-        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'src': reading "
+        "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
+        "source 'src': reading "
         "table 'typed' failed: column 'spans' has type INTERVAL[], which neither ConnectorX nor "
         "the pyarrow backend can read. Fix: read the table through a view that casts the column "
         "to text, e.g. `cast(spans as text[])`. Nothing was landed"
@@ -236,7 +237,8 @@ def test_a_pyarrow_backend_read_failing_mid_way_keeps_the_message_shape(
     result = _land(postgres_url, tmp_path, resources, instance, backend="pyarrow", chunk_size=10)
 
     assert failure_message(result) == (
-        "ingestion_platform.connectors.sql_database.SourceDatabaseError: source 'src': reading "
+        "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
+        "source 'src': reading "
         "table 'typed' failed: division by zero. Nothing was landed"
     )
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import ingestion_platform
-from ingestion_platform.ducklake import CATALOG_ENV, DATA_PATH_ENV, LakeConfigError
-from ingestion_platform.warehouse import WarehouseResource
+from ingestion_platform.core.ducklake import CATALOG_ENV, DATA_PATH_ENV, LakeConfigError
+from ingestion_platform.core.warehouse import WarehouseResource
 
 
 def _writer_settings(resource: WarehouseResource) -> tuple[str, bool]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingestion_platform.components.sql_database import SqlDatabaseSource
 from ingestion_platform.definitions import platform_definitions
+from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform_tests.sources import build_source
 
 SOURCE = "minute_shop"

@@ -37,11 +37,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from ingestion_platform.batching import ASSET_JOB
+from ingestion_platform.core.batching import ASSET_JOB
+from ingestion_platform.core.warehouse import WAREHOUSE_POOL
 from ingestion_platform.demo import glue_worker, s3_drops, shop
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.demo.sftp_partner import partner_file
-from ingestion_platform.warehouse import WAREHOUSE_POOL
 from ingestion_platform_tests.e2e import minute_source
 from ingestion_platform_tests.e2e.dagster_dev import DAGSTER, DEMO_WORKSPACE, DagsterDev, free_port
 from ingestion_platform_tests.e2e.test_ui_end_to_end import (

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.e2e.dagster_dev import DagsterDev
 
 pytestmark = pytest.mark.e2e

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
-from ingestion_platform.warehouse import Warehouse
 from ingestion_platform_tests.conftest import POSTGRES_ADMIN_URL, _fresh_database
 from ingestion_platform_tests.e2e.dagster_dev import PROJECT, DagsterDev
 

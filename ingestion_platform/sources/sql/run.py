@@ -1,0 +1,114 @@
+"""What a database run reports: its slice, its log lines, its metadata and its checks.
+
+A single-run backfill lands many partitions with one query; each partition's
+materialisation carries only its own rows, bytes and window (partition_metadata), while
+the whole range's figures (duration, NULL-cursor rows, drift) go to the log and the in-run
+health checks, never onto a partition where a sum over partitions would count them twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from ingestion_platform.core.batching import CursorSlice
+from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.health import landing_checks
+from ingestion_platform.core.materialization import landing_metadata, partition_metadata
+from ingestion_platform.sources.api.landing import LandingReport
+from ingestion_platform.sources.sql.connectors.sql_database import SliceBounds
+
+
+def run_slice(context: dg.AssetExecutionContext, is_time: bool) -> tuple[list[str], SliceBounds]:
+    """The run's partition keys and the cursor range they cover together."""
+    if is_time:
+        window = context.partition_time_window
+        return list(context.partition_keys), SliceBounds.window(window.start, window.end)
+    cut = CursorSlice.from_key(context.partition_key)
+    return [cut.key], SliceBounds.after(cut.lo, cut.hi)
+
+
+def report_landing(
+    context: dg.AssetExecutionContext,
+    source: SourceContext,
+    table: str,
+    report: LandingReport,
+    keys: list[str],
+    bounds: SliceBounds,
+    cursor: str,
+    unseen: int,
+    landed: int,
+    fallback: str | None = None,
+) -> dg.MaterializeResult:
+    """Log the landing, put each partition's own figures on it, and return the run's."""
+    _log_landing(context, source, table, report, keys, cursor, unseen, fallback)
+    if len(keys) > 1:
+        # Dagster copies a result's metadata onto every partition of the run, so a
+        # multi-partition run's result carries none: each partition gets only its own.
+        metadata: dict[str, Any] = {}
+        for key in keys:
+            lower, upper = _key_bounds(context, key)
+            context.add_asset_metadata(
+                partition_metadata(report, table, key, lower, upper), partition_key=key
+            )
+    else:
+        metadata = landing_metadata(report, table, bounds.lower, bounds.upper)
+        metadata["rows_null_cursor"] = unseen
+    # A table's first landing creates every column; only later additions are drift.
+    drifted = report.new_columns.get(table, []) if report.table_existed else []
+    checks = landing_checks(
+        context.asset_key,
+        read=report.rows,
+        quarantined=0,
+        landed=landed,
+        new_columns=drifted,
+        null_cursor=unseen,
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _log_landing(
+    context: dg.AssetExecutionContext,
+    source: SourceContext,
+    table: str,
+    report: LandingReport,
+    keys: list[str],
+    cursor: str,
+    unseen: int,
+    fallback: str | None,
+) -> None:
+    name = f"{source.name}.{table}"
+    superseded = (
+        f"; {report.superseded_rows} older versions of their keys removed from other partitions"
+        if report.superseded_rows
+        else ""
+    )
+    context.log.info(
+        f"{name}: landed {report.rows} rows for {len(keys)} partition(s) in "
+        f"{report.duration_seconds:.2f}s{superseded}"
+    )
+    if unseen:
+        if fallback:
+            fix = (
+                f"add a fallback column in {source.defs_file}, e.g. "
+                f"`cursor: [{cursor}, {fallback}]`"
+            )
+        else:
+            fix = (
+                f"table {table!r} has no other column of the cursor's type to fall back on: "
+                f"give those rows a {cursor}, or add such a column and list it after {cursor} "
+                f"in {source.defs_file}"
+            )
+        context.log.warning(
+            f"{name}: {unseen} source rows have a NULL cursor ({cursor}), so no partition "
+            f"can hold them and they were not landed. Fix: {fix}"
+        )
+
+
+def _key_bounds(context: dg.AssetExecutionContext, key: str) -> tuple[Any, Any]:
+    """The window of one partition of a multi-partition (backfill) run."""
+    partitions_def = context.assets_def.partitions_def
+    assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+    window = partitions_def.time_window_for_partition_key(key)
+    return window.start, window.end
