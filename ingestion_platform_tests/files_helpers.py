@@ -25,16 +25,24 @@ def evaluate(
 
 
 def tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: str | None = None,
+    status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED,
 ) -> dg.SensorResult:
     """Evaluate the files sensor and commit its tick as the daemon does: the dynamic
-    partitions it adds and a run per request, tagged with the request's run key."""
+    partitions it adds and a run per request, with the request's tags and run key, in
+    `status` (started: the sensor's next tick is not held behind it)."""
     result = evaluate(defs, instance, cursor)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     for request in result.run_requests or []:
-        tags = {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: files_sensor(defs).name}
-        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags)
+        tags = {
+            **request.tags,
+            RUN_KEY_TAG: request.run_key,
+            SENSOR_NAME_TAG: files_sensor(defs).name,
+        }
+        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags, status=status)
     return result
 
 

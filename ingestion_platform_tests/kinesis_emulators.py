@@ -242,10 +242,12 @@ def tick(
     warehouse_path: Path,
     cursor: str | None = None,
     log: list[str] | None = None,
+    status: DagsterRunStatus = DagsterRunStatus.STARTED,
 ) -> dg.SensorResult:
     """One sensor evaluation against a real instance, committed as the daemon commits a tick:
-    its partitions added and a (not yet started) run recorded for each request, under its run
-    key. The test materialises the partitions itself. `log` collects what the tick logged."""
+    its partitions added and a run recorded for each request (in `status`, started unless
+    told: a waiting run holds the next cuts), under its run key and tags. The test
+    materialises the partitions itself. `log` collects what the tick logged."""
     sensor = size_sensor(defs)
     with dg.build_sensor_context(
         instance=instance,
@@ -264,8 +266,8 @@ def tick(
         create_run_for_test(
             instance,
             job_name="__ASSET_JOB",
-            status=DagsterRunStatus.NOT_STARTED,
-            tags={RUN_KEY_TAG: run.run_key, "dagster/partition": run.partition_key},
+            status=status,
+            tags={**run.tags, RUN_KEY_TAG: run.run_key, "dagster/partition": run.partition_key},
         )
     return result
 

@@ -102,6 +102,29 @@ def test_json_values_that_do_not_fit_the_column_type_are_quarantined_not_nulled(
     assert checks["schema_drift"].metadata["new_columns"].value == ["extra"]
     assert not checks["unplaced_rows"].passed
     assert checks["unplaced_rows"].metadata["quarantine_share"].value == 0.625
+    # The check shows why, and which rows, without a trip to the warehouse.
+    unplaced = checks["unplaced_rows"].metadata
+    assert unplaced["quarantine_top_reasons"].value == {
+        "not valid JSON": 2,
+        "a JSON value that is not an object": 1,
+        'amount: "oops" does not fit DOUBLE; n: 2.7 does not fit BIGINT': 1,
+        'id: "x" does not fit BIGINT': 1,
+    }
+    assert unplaced["quarantine_sample"].value.splitlines() == [
+        "| where | reason | raw value |",
+        "|---|---|---|",
+        '| b.jsonl:1 | amount: "oops" does not fit DOUBLE; n: 2.7 does not fit BIGINT '
+        '| `{"id": 2, "amount": "oops", "n": 2.7}` |',
+        "| b.jsonl:3 | not valid JSON | `not json` |",
+        '| b.jsonl:4 | id: "x" does not fit BIGINT | `{"id": "x", "amount": null}` |',
+        "| c.jsonl:1 | not valid JSON | `garbage` |",
+        "| c.jsonl:2 | a JSON value that is not an object | `[1, 2]` |",
+    ]
+    query = unplaced["quarantine_query"].value
+    assert query == (
+        f'select * from "inbox"."_quarantine" where _batch_key in (\'{key}\') order by file, line'
+    )
+    assert len(rows(warehouse, query)) == 5
 
 
 def test_csv_row_is_the_record_number_across_quoted_newlines_and_rejects(

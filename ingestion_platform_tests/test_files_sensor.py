@@ -14,7 +14,7 @@ import pytest
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files import sensor as file_sensor
 from ingestion_platform.sources.files.component import LocalFileSource
-from ingestion_platform_tests.files_helpers import evaluate, keys, rows, tick
+from ingestion_platform_tests.files_helpers import evaluate, files_sensor, keys, rows, tick
 from ingestion_platform_tests.sources import build_source, materialize
 
 
@@ -120,7 +120,8 @@ def test_the_cursor_holds_only_what_waits_however_many_files_are_kept(
     assert keys(first) == []
     time.sleep(1.1)
     second = tick(defs, instance, first.cursor)
-    assert len(keys(second)) == 3
+    # Three full batches at once: one partition of all 300 (core/backlog.py).
+    assert [key.split("@")[0] for key in keys(second)] == ["kept_000.csv+299"]
 
     later = tick(defs, instance, second.cursor)
     assert keys(later) == []
@@ -192,3 +193,31 @@ def test_the_lag_sees_a_sensor_that_never_cuts(
     assert ages == sorted(set(ages)) and ages[0] >= 600  # the same file, older each time
     assert evaluation.metadata["detail"].value == {"oldest_file": "dropped.csv"}
     assert evaluation.description.startswith("1 files wait at the source; the oldest for 0:10:")
+
+
+def test_files_wait_while_a_run_of_the_sensor_waits_then_land_in_one_partition(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, inbox, settle="0s")
+    (inbox / "a.csv").write_text("id\n1\n")
+    first = tick(defs, instance, status=dg.DagsterRunStatus.NOT_STARTED)
+    assert [key.split("@")[0] for key in keys(first)] == ["a.csv"]
+    sensor_name = files_sensor(defs).name
+    assert first.run_requests[0].tags["ingestion_platform/stream"] == sensor_name.removesuffix(
+        "__sensor"
+    )
+
+    for name in ("b.csv", "c.csv"):
+        (inbox / name).write_text("id\n2\n")
+    held = tick(defs, instance, first.cursor)
+    assert keys(held) == []
+    assert held.skip_reason is not None
+    assert held.skip_reason.skip_message.startswith(
+        f"{sensor_name.removesuffix('__sensor')}: holding new cuts while 1 run(s) of it wait "
+        "to start; what is pending then lands in one run; no new partition: 2 complete file(s)"
+    )
+    (run,) = instance.get_runs()
+    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+    instance.run_storage.handle_run_event(run.run_id, started)
+    after = tick(defs, instance, held.cursor)
+    assert [key.split("@")[0] for key in keys(after)] == ["b.csv+1"]

@@ -44,13 +44,14 @@ def test_sensor_cuts_exactly_n_records_across_four_shards_and_lands_them_once(
     put_events(kinesis, stream, 1, 250)
     defs = declare(tmp_path, moto_endpoint, stream)
 
+    # Two full batches at once: behind, so one partition holds both (core/backlog.py).
     first = tick(defs, instance, warehouse_path)
     keys = [request.partition_key for request in first.run_requests]
-    assert len(keys) == 2
-    assert keys[0].startswith("000001-") and keys[1].startswith("000002-")
+    assert len(keys) == 1
+    assert keys[0].startswith("000001-")
     rows = manifest_rows(warehouse)
     assert {row[1] for row in rows} == {f"shardId-00000000000{n}" for n in range(4)}
-    assert [sum(r[4] for r in rows if r[0] == key) for key in keys] == [100, 100]
+    assert [sum(r[4] for r in rows if r[0] == key) for key in keys] == [200]
 
     # 50 pending: below the threshold, nothing is cut.
     second = tick(defs, instance, warehouse_path, first.cursor)
@@ -63,12 +64,44 @@ def test_sensor_cuts_exactly_n_records_across_four_shards_and_lands_them_once(
         materialize(defs, partition_key=key, resources=resources, instance=instance)
     landed = event_ids(warehouse)
     assert len(landed) == 200 and len(set(landed)) == 200
-    assert [len(event_ids(warehouse, key)) for key in keys] == [100, 100]
+    assert [len(event_ids(warehouse, key)) for key in keys] == [200]
     (duplicates,) = warehouse.query(
         "select count(*) from (select _shard_id, _sequence_number from clicks.events "
         "group by all having count(*) > 1)"
     )[0:1]
     assert duplicates == (0,)
+
+
+def test_records_wait_while_a_run_of_the_stream_waits_then_land_in_one_partition(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance,
+) -> None:
+    kinesis = client(moto_endpoint)
+    put_events(kinesis, stream, 1, 100)
+    defs = declare(tmp_path, moto_endpoint, stream)
+    first = tick(defs, instance, warehouse_path, status=dg.DagsterRunStatus.NOT_STARTED)
+    assert len(first.run_requests) == 1
+    stream_tag = first.run_requests[0].tags["ingestion_platform/stream"]
+
+    put_events(kinesis, stream, 101, 250)
+    held = tick(defs, instance, warehouse_path, first.cursor)
+    assert held.run_requests == []
+    assert held.skip_reason is not None
+    assert held.skip_reason.skip_message == (
+        f"{stream_tag}: holding new cuts while 1 run(s) of it wait to start; what is pending "
+        "then lands in one run"
+    )
+    (run,) = instance.get_runs()
+    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+    instance.run_storage.handle_run_event(run.run_id, started)
+
+    after = tick(defs, instance, warehouse_path, held.cursor)
+    (key,) = [request.partition_key for request in after.run_requests]
+    assert sum(row[4] for row in manifest_rows(warehouse) if row[0] == key) == 200
 
 
 def test_replaying_a_partition_gives_identical_rows(

@@ -48,15 +48,18 @@ def _add_partitions(result: dg.SensorResult, instance: dg.DagsterInstance) -> No
 
 
 def _tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    cursor: str | None = None,
+    status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED,
 ) -> dg.SensorResult:
     """Evaluate the size sensor and commit its tick as the daemon does: first the partitions
-    it adds, then a run per request tagged with its run key."""
+    it adds, then a run per request with its tags and run key (in `status`)."""
     result = _evaluate(defs, instance, cursor)
     _add_partitions(result, instance)
     for request in result.run_requests or []:
-        tags = {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "shop__size_sensor"}
-        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags)
+        tags = {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: "shop__size_sensor"}
+        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags, status=status)
     return result
 
 
@@ -72,12 +75,10 @@ def test_sensor_cuts_a_partition_per_full_batch_and_waits_for_the_rest(
 ) -> None:
     defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(events_url))
 
+    # Two full batches pending: the runs are behind, so one run lands both as one slice.
     first = _tick(defs, instance)
-    assert [r.partition_key for r in first.run_requests] == ["..500", "500..1000"]
-    assert [r.run_key for r in first.run_requests] == [
-        f"{PARTITIONS}:..500",
-        f"{PARTITIONS}:500..1000",
-    ]
+    assert [r.partition_key for r in first.run_requests] == ["..1000"]
+    assert [r.run_key for r in first.run_requests] == [f"{PARTITIONS}:..1000"]
     # 250 rows remain: below the threshold, so the next tick cuts nothing.
     second = _tick(defs, instance, first.cursor)
     assert second.run_requests == []
@@ -89,7 +90,7 @@ def test_sensor_cuts_a_partition_per_full_batch_and_waits_for_the_rest(
         shop.append_events(connection, 300, first_id=1251, rng=random.Random(1), seed=SEED)
     third = _tick(defs, instance, second.cursor)
     assert [r.partition_key for r in third.run_requests] == ["1000..1500"]
-    assert instance.get_dynamic_partitions(PARTITIONS) == ["..500", "500..1000", "1000..1500"]
+    assert instance.get_dynamic_partitions(PARTITIONS) == ["..1000", "1000..1500"]
 
 
 def test_a_cut_is_final_only_with_its_run(
@@ -97,7 +98,7 @@ def test_a_cut_is_final_only_with_its_run(
 ) -> None:
     shop.create_shop(sa.create_engine(sqlite_url), SEED)
     defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(sqlite_url))
-    cut = ["..500", "500..1000"]
+    cut = ["..1000"]
 
     preview = _evaluate(defs, instance)  # `dagster sensor preview`: nothing is kept
     assert [r.partition_key for r in preview.run_requests] == cut
@@ -115,6 +116,34 @@ def test_a_cut_is_final_only_with_its_run(
     after = _tick(defs, instance, again.cursor)  # final now: only the new rows
     assert [r.partition_key for r in after.run_requests] == ["1000..1500"]
     assert instance.get_dynamic_partitions(PARTITIONS) == [*cut, "1000..1500"]
+
+
+def test_new_rows_wait_while_a_run_of_the_table_waits_then_land_in_one_run(
+    sqlite_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    shop.create_shop(sa.create_engine(sqlite_url), SEED)
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(sqlite_url))
+    queued = dg.DagsterRunStatus.NOT_STARTED  # created, not started: as waiting as queued
+    first = _tick(defs, instance, status=queued)
+    assert [r.partition_key for r in first.run_requests] == ["..1000"]
+    assert first.run_requests[0].tags == {"ingestion_platform/stream": PARTITIONS}
+
+    with sa.create_engine(sqlite_url).begin() as connection:
+        shop.append_events(connection, 1000, first_id=1251, rng=random.Random(1), seed=SEED)
+    held = _tick(defs, instance, first.cursor)
+    assert held.run_requests == []
+    assert held.skip_reason is not None
+    assert held.skip_reason.skip_message == (
+        f"{PARTITIONS}: holding new cuts while 1 run(s) of it wait to start; what is "
+        "pending then lands in one run"
+    )
+    (run,) = instance.get_runs()
+    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
+    instance.run_storage.handle_run_event(run.run_id, started)
+    # Started: the 1,250 rows that waited (two full batches and a part) land in one run.
+    after = _tick(defs, instance, held.cursor)
+    assert [r.partition_key for r in after.run_requests] == ["1000..2000"]
+    assert instance.get_dynamic_partitions(PARTITIONS) == ["..1000", "1000..2000"]
 
 
 def test_max_wait_cuts_a_partial_batch_once_it_has_waited_long_enough(
@@ -149,7 +178,11 @@ def test_size_partitions_land_exactly_their_rows_and_replay_identically(
     instance: dg.DagsterInstance,
 ) -> None:
     defs = build_source(SqlDatabaseSource, tmp_path / "shop", _attributes(events_url))
-    keys = [r.partition_key for r in _tick(defs, instance).run_requests]
+    first = _tick(defs, instance)
+    with sa.create_engine(events_url).begin() as connection:
+        shop.append_events(connection, 300, first_id=1251, rng=random.Random(2), seed=SEED)
+    keys = [r.partition_key for r in [*first.run_requests, *_tick(defs, instance).run_requests]]
+    assert keys == ["..1000", "1000..1500"]
     for key in keys:
         materialize(defs, partition_key=key, resources=resources, instance=instance)
 
@@ -159,12 +192,12 @@ def test_size_partitions_land_exactly_their_rows_and_replay_identically(
         )
         return [row[0] for row in rows]
 
-    assert landed("..500") == list(range(1, 501))
-    assert landed("500..1000") == list(range(501, 1001))
+    assert landed("..1000") == list(range(1, 1001))
+    assert landed("1000..1500") == list(range(1001, 1501))
 
-    # Days later, more rows exist; replaying the first slice still reads exactly 1..500.
+    # Days later, more rows exist; replaying the first slice still reads exactly 1..1000.
     with sa.create_engine(events_url).begin() as connection:
-        shop.append_events(connection, 300, first_id=1251, rng=random.Random(2), seed=SEED)
-    materialize(defs, partition_key="..500", resources=resources, instance=instance)
-    assert landed("..500") == list(range(1, 501))
-    assert warehouse.count("shop", "order_events") == 1000
+        shop.append_events(connection, 300, first_id=1551, rng=random.Random(3), seed=SEED)
+    materialize(defs, partition_key="..1000", resources=resources, instance=instance)
+    assert landed("..1000") == list(range(1, 1001))
+    assert warehouse.count("shop", "order_events") == 1500

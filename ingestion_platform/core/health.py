@@ -22,6 +22,7 @@ import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
 
 from ingestion_platform.core.batching import BatchSpec, parse_duration
+from ingestion_platform.core.quarantine import QuarantineSummary
 
 ROWS_RECONCILE = "rows_reconcile"
 SCHEMA_DRIFT = "schema_drift"
@@ -91,13 +92,29 @@ def landing_checks(
     new_columns: Sequence[str],
     null_cursor: int = 0,
     warn_share: float = 0.0,
+    quarantine: QuarantineSummary | None = None,
 ) -> list[dg.AssetCheckResult]:
     """The in-run check results of one landing (`new_columns`: added to an existing table)."""
+    extra = quarantine_metadata(quarantine) if quarantine is not None else {}
     return [
         reconcile_result(asset_key, read, quarantined, landed),
         drift_result(asset_key, new_columns),
-        unplaced_result(asset_key, read, null_cursor, quarantined, warn_share),
+        unplaced_result(asset_key, read, null_cursor, quarantined, warn_share, extra),
     ]
+
+
+def quarantine_metadata(summary: QuarantineSummary) -> dict[str, dg.MetadataValue]:
+    """The quarantine's top reasons, a few rejected rows and the query that lists them all."""
+    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    sample = "\n".join(
+        ["| where | reason | raw value |", "|---|---|---|"]
+        + [f"| {cell(w)} | {cell(r)} | `{cell(v)}` |" for w, r, v in summary.sample]
+    )
+    return {
+        "quarantine_top_reasons": dg.MetadataValue.json(dict(summary.reasons)),
+        "quarantine_sample": dg.MetadataValue.md(sample),
+        "quarantine_query": dg.MetadataValue.text(summary.query),
+    }
 
 
 def reconcile_result(
@@ -133,7 +150,7 @@ def drift_result(
 
 def unplaced_result(
     asset_key: dg.AssetKey, read: int, null_cursor: int = 0, quarantined: int = 0,
-    warn_share: float = 0.0,
+    warn_share: float = 0.0, extra: dict[str, dg.MetadataValue] | None = None,
 ) -> dg.AssetCheckResult:  # fmt: skip
     share = quarantined / read if read else 0.0
     return dg.AssetCheckResult(
@@ -145,6 +162,7 @@ def unplaced_result(
             "rows_null_cursor": null_cursor,
             "rows_quarantined": quarantined,
             "quarantine_share": dg.MetadataValue.float(round(share, 6)),
+            **(extra or {}),
         },
     )
 

@@ -7,6 +7,10 @@ newest partition key, which lives in the Dagster instance. Resetting the sensor 
 never re-cuts or skips data; the cursor only remembers since when a partial batch has
 been waiting (for `max_wait`).
 
+While a run of a stream is queued or starting, its new data is not cut; once the run has
+started, everything pending (up to MAX_BATCHES_PER_RUN batches) is cut as one slice, so a
+source that falls behind lands more per run instead of queueing more runs (core/backlog.py).
+
 A cut is final only together with its run. Dagster commits a tick by adding its partitions
 first and creating the runs after: a daemon that dies in between leaves partitions that no
 run will ever land, past the high-water mark. The newest partitions with no run of their
@@ -27,11 +31,17 @@ from typing import Any
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
+from ingestion_platform.core.backlog import (
+    MAX_BATCHES_PER_RUN,
+    held_note,
+    stream_tags,
+    waiting_runs,
+)
 from ingestion_platform.core.batching import BatchSpec, CursorSlice, latest_slice_end
 from ingestion_platform.core.pending import Pending
 
-# A backlog is cut into several full batches per tick, but never unboundedly many.
-MAX_CUTS_PER_TICK = 20
+# A backlog is landed as one slice of at most this many full batches (core/backlog.py).
+MAX_CUTS_PER_TICK = MAX_BATCHES_PER_RUN
 
 
 Measure = Callable[[str, Any, int], Pending]
@@ -127,6 +137,10 @@ def build_size_sensor(
                 keys = context.instance.get_dynamic_partitions(stream.partitions_def.name)
                 again = _orphans(context.instance, stream, keys)
                 run_requests.extend(_requests(stream, again))
+                held = waiting_runs(context.instance, stream.partitions_def.name)
+                if held or again:
+                    waits.append(held_note(stream.partitions_def.name, held + len(again)))
+                    continue
                 plan = plan_cuts(
                     after=latest_slice_end(keys),
                     measure=lambda after, n, s=stream.name: measure(s, after, n),
@@ -135,7 +149,9 @@ def build_size_sensor(
                     now=time.time(),
                 )
                 _remember(waiting, stream.name, plan.waiting_since)
-                new_keys = [cut.key for cut in plan.cuts]
+                # Several full batches pending means the runs fell behind: one run lands
+                # them all, as one slice (core/backlog.py).
+                new_keys = [coalesce(plan.cuts).key] if plan.cuts else []
                 if new_keys:
                     partition_requests.append(stream.partitions_def.build_add_request(new_keys))
                 run_requests.extend(_requests(stream, new_keys))
@@ -160,6 +176,11 @@ def build_size_sensor(
         )
 
     return _size_sensor
+
+
+def coalesce(cuts: list[CursorSlice]) -> CursorSlice:
+    """Consecutive slices as the one slice that covers them."""
+    return CursorSlice(cuts[0].lo, cuts[-1].hi)
 
 
 def _remember(waiting: dict[str, float], stream: str, since: float | None) -> None:
@@ -198,6 +219,7 @@ def _requests(stream: SizeStream, keys: list[str]) -> Iterator[dg.RunRequest]:
             run_key=_run_key(stream, key),
             partition_key=key,
             asset_selection=stream.asset_keys,
+            tags=stream_tags(stream.partitions_def.name),
         )
 
 

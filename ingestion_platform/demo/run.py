@@ -56,10 +56,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    quiet = subprocess.DEVNULL
+    logs = Path("data/demo/logs")
+    logs.mkdir(parents=True, exist_ok=True)
     for command in _stand_ins(python, endpoint):
-        # Each in its own session, so a Ctrl-C in the terminal reaches them only through us.
-        children.append(subprocess.Popen(command, stdout=quiet, start_new_session=True))
+        # Each in its own session, so a Ctrl-C in the terminal reaches them only through us;
+        # their output (moto's access log, a stand-in's traceback at Ctrl-C) goes to a file,
+        # leaving the terminal to Dagster.
+        module = command[2]
+        name = module.split(".")[0] if module.startswith("moto") else module.rsplit(".", 1)[-1]
+        log = (logs / f"{name}.log").open("ab")
+        children.append(subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True))
+        log.close()  # the child holds its own copy
+    print(f"stand-ins started; their logs are in {logs}/", flush=True)
     children.append(
         subprocess.Popen(
             [dagster, "dev", "-h", "127.0.0.1", "-p", str(args.port), "-w", args.workspace],

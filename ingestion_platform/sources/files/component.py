@@ -25,6 +25,7 @@ from ingestion_platform.core.batching import BatchSpec, CheckedBatch, parse_byte
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.core.lag import lag_defs
+from ingestion_platform.core.quarantine import summarize_quarantine
 from ingestion_platform.core.warehouse import WarehouseResource
 from ingestion_platform.sources.files.connectors.column_types import canonical_types
 from ingestion_platform.sources.files.connectors.entries import (
@@ -303,6 +304,9 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             landed=warehouse.count_batches(source.name, table, [key]),
             new_columns=[] if report.table_created else report.new_columns,
             warn_share=self.health.quarantine_warn_share,
+            quarantine=summarize_quarantine(warehouse, source.name, [key])
+            if report.rows_quarantined
+            else None,
         )
         return dg.MaterializeResult(
             metadata=file_metadata(report, transfer, manifest, refused), check_results=checks

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from ingestion_platform.core.backlog import MAX_BATCHES_PER_RUN
 from ingestion_platform.core.batching import BatchSpec
 from ingestion_platform.sources.files.connectors.entries import FileEntry, walk_order
 from ingestion_platform.sources.files.cursor import SensorCursor
@@ -22,7 +23,8 @@ from ingestion_platform.sources.files.manifest import (
     version_id,
 )
 
-MAX_CUTS_PER_TICK = 50
+# A backlog is landed as one partition of at most this many full groups (core/backlog.py).
+MAX_CUTS_PER_TICK = MAX_BATCHES_PER_RUN
 
 
 @dataclass(frozen=True)

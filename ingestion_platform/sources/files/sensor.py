@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from ingestion_platform.core.backlog import held_note, stream_tags, waiting_runs
 from ingestion_platform.core.batching import BatchSpec, parse_duration
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.sources.files.connectors.entries import FileEntry, FileFilter
@@ -142,7 +143,7 @@ def build_files_sensor(
             finally:
                 files.close()
         refused_note = report_refused(listing.refused, cursor, context.log, source.name)
-        tags = {REFUSED_TAG: str(len(listing.refused))}
+        tags = {REFUSED_TAG: str(len(listing.refused)), **stream_tags(name)}
         store = ManifestStore(context.instance, name)
         wanted = [e for e in listing.files if component.rules.wanted(e.path)]
         done, orphans = store.cut_state(wanted)
@@ -153,19 +154,25 @@ def build_files_sensor(
         done |= {version_id(e) for cut in again for e in cut.entries}
         uncut = [e for e in wanted if version_id(e) not in done]
         pending = stable_files(uncut, listing.names, component.rules, settle, cursor, now)
-        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        # While a run of this sensor waits to start, nothing new is cut (core/backlog.py).
+        held = waiting_runs(context.instance, name)
+        early: list[FileEntry] = []
+        if held:
+            cuts = again
+        elif isinstance(partitions, dg.TimeWindowPartitionsDefinition):
             cuts, early = time_cuts(store, pending, partitions, name, now)
             for entry in early:
                 context.log.warning(f"{entry.path}: mtime before batch.start; not landed")
         else:
             planned = plan_size_cuts(pending, component.batch, cursor, now)
+            if len(planned) > 1:  # behind: one run lands every full group as one
+                planned = [[entry for group in planned for entry in group]]
             cuts = again + size_cuts(store, planned, name)
         # Files not landed yet (settling, unmarked, a partial batch, an open window).
         waiting = {e.path for e in listing.files if component.rules.wanted(e.path)}
         waiting -= {e.path for e in wanted if version_id(e) in done}
         waiting -= {e.path for cut in cuts for e in cut.entries}
-        if isinstance(partitions, dg.TimeWindowPartitionsDefinition):
-            waiting -= {e.path for e in early}
+        waiting -= {e.path for e in early}
         component.after_tick(cursor, listing, waiting, now)
         window_note = _open_windows_note(partitions, [e for e in pending if e.path in waiting])
         requests, new_keys = [], []
@@ -187,7 +194,8 @@ def build_files_sensor(
             batch_note = _partial_batch_note(component.batch, pending, cursor, partitions)
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(
-                    f"no new partition: {len(pending)} complete file(s) not yet cut, "
+                    (f"{held_note(name, held)}; " if held else "")
+                    + f"no new partition: {len(pending)} complete file(s) not yet cut, "
                     f"{settling} settling{batch_note}{window_note}{refused_note}"
                 ),
                 cursor=cursor.dump(),

@@ -19,9 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from ingestion_platform.core.backlog import MAX_BATCHES_PER_RUN
 from ingestion_platform.sources.kinesis.connectors.kinesis import (
     KinesisReader,
     KinesisRecord,
@@ -29,7 +30,8 @@ from ingestion_platform.sources.kinesis.connectors.kinesis import (
 )
 from ingestion_platform.sources.kinesis.manifest import ShardPosition, ShardRange
 
-MAX_CUTS_PER_TICK = 20
+# A backlog is landed as one partition of at most this many batches (core/backlog.py).
+MAX_CUTS_PER_TICK = MAX_BATCHES_PER_RUN
 
 
 @dataclass
@@ -177,6 +179,28 @@ def plan_cuts(
         out_of_time=out_of_time(),
         unfinished_shards=sum(not (b.at_tip or b.ended) for b in buffers),
     )
+
+
+def merge_cuts(cuts: list[list[ShardRange]]) -> list[ShardRange]:
+    """Consecutive cuts as one: per shard, from the first cut's start to the last one's end."""
+    merged: dict[str, ShardRange] = {}
+    for cut in cuts:
+        for part in cut:
+            before = merged.get(part.shard_id)
+            merged[part.shard_id] = (
+                part
+                if before is None
+                else replace(
+                    before,
+                    last_sequence=part.last_sequence,
+                    records=before.records + part.records,
+                    bytes=before.bytes + part.bytes,
+                    last_arrival=part.last_arrival,
+                    shard_ended=part.shard_ended,
+                    lag_ms=part.lag_ms,
+                )
+            )
+    return [merged[shard] for shard in sorted(merged)]
 
 
 def _take(buffers: list[_ShardBuffer], threshold: int | None, by_bytes: bool) -> list[ShardRange]:

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
+from ingestion_platform.core.backlog import held_note, stream_tags, waiting_runs
 from ingestion_platform.core.batching import BatchSpec
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.warehouse import WarehouseResource
 from ingestion_platform.sources.kinesis import manifest
 from ingestion_platform.sources.kinesis.connectors.kinesis import KinesisReader
-from ingestion_platform.sources.kinesis.cuts import CutPlan, plan_cuts
+from ingestion_platform.sources.kinesis.cuts import CutPlan, merge_cuts, plan_cuts
 from ingestion_platform.sources.kinesis.identity import current_epoch
 
 # Called once per tick: the stream's reader and where a shard with no cut yet starts.
@@ -121,16 +122,24 @@ def build_stream_sensor(
                 and time.time() * 1000 - oldest_ms >= max_wait * 1000
             )
 
-        plan = plan_cuts(
-            reader=reader,
-            shards=shards,
-            positions=positions,
-            since=since,
-            unit=unit,
-            threshold=spec.size_threshold,
-            cut_partial=cut_partial,
-            deadline=started + tick_budget_seconds,
+        # While a run of this stream waits to start, nothing new is cut (core/backlog.py).
+        held = waiting_runs(context.instance, partitions_def.name)
+        plan = (
+            CutPlan([], [], 0, 0, None)
+            if held
+            else plan_cuts(
+                reader=reader,
+                shards=shards,
+                positions=positions,
+                since=since,
+                unit=unit,
+                threshold=spec.size_threshold,
+                cut_partial=cut_partial,
+                deadline=started + tick_budget_seconds,
+            )
         )
+        if len(plan.cuts) > 1:  # behind: one run lands every full batch as one
+            plan.cuts = [merge_cuts(plan.cuts)]
         if plan.out_of_time:
             notes.append(_budget_note(plan, unit))
         for note in notes:
@@ -166,6 +175,10 @@ def build_stream_sensor(
         unrequested = [key for key in unlanded if not _has_run(context.instance, key)]
         keys = unrequested + new_keys
         cursor = json.dumps(state, sort_keys=True)
+        if not keys and held:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(held_note(partitions_def.name, held)), cursor=cursor
+            )
         if not keys:
             message = (
                 f"less than {spec.size_threshold:,} {unit} pending: "
@@ -183,6 +196,7 @@ def build_stream_sensor(
                     run_key=_run_key(key),
                     partition_key=key,
                     asset_selection=[asset_key],
+                    tags=stream_tags(partitions_def.name),
                 )
                 for key in keys
             ],
