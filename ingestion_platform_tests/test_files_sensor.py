@@ -15,7 +15,7 @@ from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files import sensor as file_sensor
 from ingestion_platform.sources.files.component import LocalFileSource
 from ingestion_platform_tests.files_helpers import evaluate, files_sensor, keys, rows, tick
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, materialize, start_only_run
 
 
 @pytest.fixture
@@ -216,8 +216,6 @@ def test_files_wait_while_a_run_of_the_sensor_waits_then_land_in_one_partition(
         f"{sensor_name.removesuffix('__sensor')}: holding new cuts while 1 run(s) of it wait "
         "to start; what is pending then lands in one run; no new partition: 2 complete file(s)"
     )
-    (run,) = instance.get_runs()
-    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
-    instance.run_storage.handle_run_event(run.run_id, started)
+    start_only_run(instance)
     after = tick(defs, instance, held.cursor)
     assert [key.split("@")[0] for key in keys(after)] == ["b.csv+1"]

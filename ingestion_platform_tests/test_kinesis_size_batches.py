@@ -19,7 +19,7 @@ from ingestion_platform_tests.kinesis_emulators import (
     size_sensor,
     tick,
 )
-from ingestion_platform_tests.sources import materialize
+from ingestion_platform_tests.sources import materialize, start_only_run
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 
@@ -95,9 +95,7 @@ def test_records_wait_while_a_run_of_the_stream_waits_then_land_in_one_partition
         f"{stream_tag}: holding new cuts while 1 run(s) of it wait to start; what is pending "
         "then lands in one run"
     )
-    (run,) = instance.get_runs()
-    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
-    instance.run_storage.handle_run_event(run.run_id, started)
+    start_only_run(instance)
 
     after = tick(defs, instance, warehouse_path, held.cursor)
     (key,) = [request.partition_key for request in after.run_requests]

@@ -18,7 +18,7 @@ from dagster._core.test_utils import create_run_for_test
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo import shop
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, materialize, start_only_run
 
 SEED = shop.ShopSeed(customers=10, orders=100, events=1250, days=3)
 PARTITIONS = "shop__order_events"
@@ -137,9 +137,7 @@ def test_new_rows_wait_while_a_run_of_the_table_waits_then_land_in_one_run(
         f"{PARTITIONS}: holding new cuts while 1 run(s) of it wait to start; what is "
         "pending then lands in one run"
     )
-    (run,) = instance.get_runs()
-    started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
-    instance.run_storage.handle_run_event(run.run_id, started)
+    start_only_run(instance)
     # Started: the 1,250 rows that waited (two full batches and a part) land in one run.
     after = _tick(defs, instance, held.cursor)
     assert [r.partition_key for r in after.run_requests] == ["1000..2000"]
