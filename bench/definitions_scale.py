@@ -32,7 +32,7 @@ version = "0"
 directory_type = "project"
 [tool.dg.project]
 root_module = "scale_project"
-registry_modules = ["ingestion_platform.components.*"]
+registry_modules = ["ingestion_platform.sources.*.component"]
 """
 # The project's own definitions.py, with its loader.
 DEFINITIONS = """from pathlib import Path

@@ -1,5 +1,6 @@
 """The code location: every source declared under defs/, plus the shared warehouse resource."""
 
+import functools
 import gc
 import warnings
 from collections.abc import Iterator
@@ -7,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster.components.core import load_defs as load_defs_module
 
 from ingestion_platform.core.defs_yaml import libyaml_declarations
 from ingestion_platform.core.plain_templates import plain_strings_unrendered
@@ -51,8 +53,31 @@ def load_declared_sources(path_within_project: Path) -> dg.Definitions:
             root = tree.find_root_decl()
         for loc, declaration in root.iterate_loc_component_decl_pairs():
             tree.state_tracker.set_cache_data(loc, component_decl=declaration)
-        with plain_strings_unrendered():
+        with plain_strings_unrendered(), component_type_docs_skipped():
             return tree.build_defs()
+
+
+@contextmanager
+def component_type_docs_skipped() -> Iterator[None]:
+    """While open, a component tree's root leaves out the JSON of every installed component type.
+
+    Dagster's root component imports every library that registers components (dagster-aws,
+    dagster-dlt, …) and writes all their types' schemas into the location's metadata for the
+    UI's component browser: about 1.1 s of every load, in every run's process, for a page
+    nobody running ingestion opens. `dg list components` and `dg check yaml` read the same
+    types from the environment and are unaffected. The seam is `get_library_json_enriched_defs`,
+    looked up by name at each call (test_definitions.py checks the load without it).
+    """
+    original = load_defs_module.get_library_json_enriched_defs
+    load_defs_module.get_library_json_enriched_defs = _tree_only
+    try:
+        yield
+    finally:
+        load_defs_module.get_library_json_enriched_defs = original
+
+
+def _tree_only(tree: dg.ComponentTree | None) -> dg.Definitions:
+    return dg.Definitions(component_tree=tree)
 
 
 @contextmanager
@@ -72,4 +97,11 @@ def _collector_paused() -> Iterator[None]:
 @dg.definitions
 def defs() -> dg.Definitions:
     """Load the declared sources and bind the warehouse they land in."""
+    return _built()
+
+
+# Dagster calls `defs` each time it resolves the location, six times in one CLI run; the
+# declarations do not change within a process (a reload starts a new one).
+@functools.cache
+def _built() -> dg.Definitions:
     return platform_definitions(load_declared_sources(Path(__file__).parent))

@@ -350,3 +350,33 @@ def test_the_names_swapped_while_loading_are_the_ones_dagster_calls() -> None:
         assert ResolutionContext._resolve_inner_value is not original
     assert decl.parse_yamls_with_source_position is parse_yamls_with_source_position
     assert ResolutionContext._resolve_inner_value is original
+
+
+def test_every_demo_asset_shows_the_schedule_or_sensor_that_lands_it() -> None:
+    """What the UI's asset page lists under Automation (it finds a schedule only through a job
+    other than the implicit asset job)."""
+    from dagster._core.remote_representation.external import RemoteRepository
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._core.remote_representation.handle import RepositoryHandle
+
+    from ingestion_platform.demo.definitions import defs as demo_defs
+
+    repository = demo_defs().get_repository_def()
+    remote = RemoteRepository(
+        RepositorySnap.from_def(repository),
+        RepositoryHandle.for_test(location_name="demo", repository_name=repository.name),
+        auto_materialize_use_sensors=True,
+    )
+    shown = {
+        key.to_user_string(): sorted(
+            [s.name for s in remote.get_schedules_targeting(key)]
+            + [s.name for s in remote.get_sensors_targeting(key)]
+        )
+        for key in repository.asset_graph.get_all_asset_keys()
+    }
+    assert shown["shop/orders"] == ["shop__schedule"]
+    assert shown["shop_events/order_events"] == ["shop_events__size_sensor"]
+    assert shown["partner_files/orders"] == ["partner_files__orders__sensor"]
+    assert shown["clicks/events"] == ["clicks__size_sensor"]
+    assert {key: names for key, names in shown.items() if len(names) != 1} == {}
+    assert all(names[0].split("__")[0] == key.split("/")[0] for key, names in shown.items())

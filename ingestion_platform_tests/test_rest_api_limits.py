@@ -280,7 +280,7 @@ def test_a_budget_is_one_per_host_and_credential_or_rate_limit_key(
             json.dumps(_attributes(limits={"requests_per_second": RATE, **limits}))
         )
         context = SourceContext(name, str(tmp_path / name / "defs.yaml"))
-        session, _ = source._session(context)
+        session, _ = source.session(context)
         return session._budget._path  # type: ignore[union-attr]
 
     shared = budget_of("music")

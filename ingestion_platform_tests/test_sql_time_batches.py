@@ -163,8 +163,13 @@ def test_the_schedules_tick_requests_the_window_that_closed(tmp_path: Path) -> N
     schedule = location.resolve_schedule_def("shop__schedule")
     assert schedule.cron_schedule == "0 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    # No job per source: the run selects the source's tables from the job over every asset.
-    assert schedule.job_name == location.resolve_implicit_global_asset_job_def().name
+    # A job of the source's own tables, so the UI shows the schedule on each of them.
+    assert schedule.job_name == "shop__job"
+    job = location.resolve_job_def("shop__job")
+    assert job.asset_layer.executable_asset_keys == {
+        dg.AssetKey(["shop", "customers"]),
+        dg.AssetKey(["shop", "orders"]),
+    }
     orders = location.resolve_assets_def(dg.AssetKey(["shop", "orders"]))
     assert orders.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
     assert orders.backfill_policy == dg.BackfillPolicy.single_run()

@@ -211,13 +211,6 @@ class BatchSpec(dg.Model):
 CheckedBatch = Annotated[BatchSpec, Field(json_schema_extra=checked_batch_schema)]
 
 
-# The job Dagster builds over every asset of a code location: the one the UI's Materialize
-# button and sensors with `asset_selection=` launch. A job per source would be resolved against
-# the whole asset graph, once per job, when the code location loads: quadratic in the number of
-# sources (bench/README.md, "Definitions at scale"). A run of this job selects its assets.
-ASSET_JOB = "__ASSET_JOB"
-
-
 def scheduled_definitions(
     source: str, assets: list[dg.AssetsDefinition], running: bool
 ) -> dg.Definitions:
@@ -228,21 +221,28 @@ def scheduled_definitions(
     if not isinstance(window, dg.TimeWindowPartitionsDefinition):
         raise ValueError(f"{source}: a schedule needs assets with one time-window partitioning")
     keys = [key for asset in assets for key in asset.keys]
+    checks = [check for asset in assets for check in asset.check_keys]
+    # A job of the source's own assets, because the UI shows a schedule on an asset only
+    # through a job other than the implicit asset job (#18: "No automations found").
+    job = dg.define_asset_job(
+        f"{source}__job",
+        selection=keys,
+        partitions_def=window,
+        description=f"Lands {source}'s tables, one window per partition.",
+    )
     schedule = dg.ScheduleDefinition(
         name=f"{source}__schedule",
         cron_schedule=window.cron_schedule,
         execution_timezone=window.timezone,
-        job_name=ASSET_JOB,
-        execution_fn=_closed_window_request(
-            window, keys, [check for asset in assets for check in asset.check_keys]
-        ),
+        job=job,
+        execution_fn=_closed_window_request(window, keys, checks),
         default_status=dg.DefaultScheduleStatus.RUNNING
         if running
         else dg.DefaultScheduleStatus.STOPPED,
         description=f"Lands each window of {source} once it closes: "
         + ", ".join(key.to_user_string() for key in keys),
     )
-    return dg.Definitions(assets=assets, schedules=[schedule])
+    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule])
 
 
 def _closed_window_request(
