@@ -380,3 +380,23 @@ def test_every_demo_asset_shows_the_schedule_or_sensor_that_lands_it() -> None:
     assert shown["clicks/events"] == ["clicks__size_sensor"]
     assert {key: names for key, names in shown.items() if len(names) != 1} == {}
     assert all(names[0].split("__")[0] == key.split("/")[0] for key, names in shown.items())
+
+
+def test_the_component_type_docs_seam_is_where_dagster_looks_for_it() -> None:
+    """An upgrade that renames or moves the seam fails here, not silently in every load."""
+    import inspect
+
+    from dagster.components.core import defs_module, load_defs
+
+    from ingestion_platform.definitions import component_type_docs_skipped
+
+    assert list(inspect.signature(load_defs.get_library_json_enriched_defs).parameters) == ["tree"]
+    # The root component imports it by name at each call, so the swap reaches it.
+    assert "get_library_json_enriched_defs" in inspect.getsource(
+        defs_module.ComponentRootComponent.build_defs
+    )
+    original = load_defs.get_library_json_enriched_defs
+    with component_type_docs_skipped():
+        skipped = load_defs.get_library_json_enriched_defs(None)
+    assert load_defs.get_library_json_enriched_defs is original
+    assert skipped.metadata == {}
