@@ -39,7 +39,9 @@ class MonitoredRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
-            f"the run worker process {pid} is gone (killed, or out of memory?)",
+            f"the run worker process {pid} is gone: it was killed (e.g. kill -9) or crashed "
+            "before it could report why; its transaction never committed, so the warehouse is "
+            "as it was, and run retries land the slice again",
             run_worker_id=str(pid),
         )
 
