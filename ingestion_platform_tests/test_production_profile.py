@@ -153,6 +153,13 @@ def test_deploy_dagster_yaml_is_the_projects_with_its_own_storage_and_run_launch
         assert deploy[section] == project[section], section
 
 
+def test_the_processes_profile_is_the_projects_with_only_its_storage_changed() -> None:
+    project = _yaml(PROJECT / "dagster.yaml")
+    processes = _yaml(DEPLOY / "processes" / "dagster.yaml")
+    assert processes.pop("storage") == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    assert processes == project
+
+
 def test_the_compose_file_gives_run_containers_what_the_instance_names() -> None:
     compose = _yaml(DEPLOY / "docker-compose.yaml")
     launcher = _yaml(DEPLOY / "dagster.yaml")["run_launcher"]["config"]
