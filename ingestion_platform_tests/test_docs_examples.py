@@ -34,6 +34,7 @@ SOURCE_TYPES = {
     "ingestion_platform.sources.files.component.S3FileSource",
     "ingestion_platform.sources.kinesis.component.KinesisStreamSource",
     "ingestion_platform.sources.glue.component.GlueJobSource",
+    "ingestion_platform.sources.nats.component.NatsJetStreamSource",
 }
 
 

@@ -150,9 +150,10 @@ def test_a_bytes_batch_cuts_once_that_many_bytes_are_pending(
     put(client(moto_endpoint), stream, [{"Data": record, "PartitionKey": "p"}] * 25)
     defs = declare(tmp_path, moto_endpoint, stream, batch={"bytes": "1KB"})
     requests = tick(defs, instance, warehouse_path).run_requests
-    # 1,000 bytes are reached by the 10th record: two cuts of 10, 5 records (505 B) wait.
-    assert len(requests) == 2
-    assert [row[4] for row in manifest_rows(warehouse)] == [10, 10]
+    # 1,000 bytes are reached by the 10th record: two full cuts of 10, landed as one
+    # partition (core/backlog.py); 5 records (505 B) wait.
+    assert len(requests) == 1
+    assert [row[4] for row in manifest_rows(warehouse)] == [20]
 
 
 def test_latest_starts_after_the_first_tick(

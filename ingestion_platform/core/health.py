@@ -17,12 +17,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
 
 from ingestion_platform.core.batching import BatchSpec, parse_duration
-from ingestion_platform.core.quarantine import QuarantineSummary
+from ingestion_platform.core.quarantine import QuarantineSummary, summarize_quarantine
+from ingestion_platform.core.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ingestion_platform.core.message_landing import StreamLandingReport
 
 ROWS_RECONCILE = "rows_reconcile"
 SCHEMA_DRIFT = "schema_drift"
@@ -226,3 +231,28 @@ def _longest_gap(cron: str, timezone: str) -> timedelta:
     ticks = cron_string_iterator(datetime(2026, 1, 1).timestamp(), cron, timezone)
     moments = [next(ticks) for _ in range(8)]
     return max(later - earlier for earlier, later in zip(moments, moments[1:], strict=False))
+
+
+def stream_checks(
+    asset_key: dg.AssetKey,
+    warehouse: Warehouse,
+    dataset: str,
+    table: str,
+    key: str,
+    report: StreamLandingReport,
+    table_existed: bool,
+    warn_share: float,
+) -> list[dg.AssetCheckResult]:
+    """The in-run checks of one stream or queue slice: every record read is a row or in the
+    quarantine, counted in the warehouse after the commit."""
+    return landing_checks(
+        asset_key,
+        read=report.rows_landed + report.rows_quarantined,
+        quarantined=report.rows_quarantined,
+        landed=warehouse.count_batches(dataset, table, [key]),
+        new_columns=report.new_columns if table_existed else [],
+        warn_share=warn_share,
+        quarantine=summarize_quarantine(warehouse, dataset, [key])
+        if report.rows_quarantined
+        else None,
+    )

@@ -21,9 +21,8 @@ import dagster as dg
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.core.declaration import Setting, SourceContext
-from ingestion_platform.core.health import HealthSpec, asset_health, landing_checks
+from ingestion_platform.core.health import HealthSpec, asset_health, stream_checks
 from ingestion_platform.core.lag import lag_defs
-from ingestion_platform.core.quarantine import summarize_quarantine
 from ingestion_platform.core.warehouse import WarehouseResource
 from ingestion_platform.sources.kinesis.connectors.kinesis import (
     DEFAULT_READ_TIMEOUT_SECONDS,
@@ -261,16 +260,15 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
             f"{report.rows_landed} rows, quarantined {report.rows_quarantined}, in "
             f"{report.duration_seconds:.2f}s"
         )
-        checks = landing_checks(
+        checks = stream_checks(
             context.asset_key,
-            read=report.rows_landed + report.rows_quarantined,
-            quarantined=report.rows_quarantined,
-            landed=target.warehouse.count_batches(source.name, table, [key]),
-            new_columns=report.new_columns if existed else [],
-            warn_share=self.health.quarantine_warn_share,
-            quarantine=summarize_quarantine(target.warehouse, source.name, [key])
-            if report.rows_quarantined
-            else None,
+            target.warehouse,
+            source.name,
+            table,
+            key,
+            report,
+            existed,
+            self.health.quarantine_warn_share,
         )
         return dg.MaterializeResult(
             metadata=landing_metadata(report, table, extra), check_results=checks
