@@ -15,7 +15,7 @@ never holds up other sources' landings, and a transfer that moves no byte for
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import duckdb
@@ -40,11 +40,7 @@ from ingestion_platform.sources.files.connectors.formats import (
     UnreadableFile,
 )
 from ingestion_platform.sources.files.connectors.local import LocalFiles
-from ingestion_platform.sources.files.connectors.s3 import S3Files, s3_client
-from ingestion_platform.sources.files.connectors.scp import ScpFiles
-from ingestion_platform.sources.files.connectors.sftp import SftpFiles
 from ingestion_platform.sources.files.connectors.sniff import plan_reads, unread_rows
-from ingestion_platform.sources.files.connectors.ssh import SshSettings
 from ingestion_platform.sources.files.lag import file_lag_measure
 from ingestion_platform.sources.files.landing import ColumnRetypeError, land_files
 from ingestion_platform.sources.files.manifest import ManifestEntry, ManifestStore, version_id
@@ -59,6 +55,9 @@ from ingestion_platform.sources.files.sensor import (
     SensorCursor,
     build_files_sensor,
 )
+
+if TYPE_CHECKING:
+    from ingestion_platform.sources.files.connectors.ssh import SshSettings
 
 
 class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
@@ -388,7 +387,10 @@ class SftpFileSource(FileSourceBase):
     def where(self) -> str:
         return f"the {self.transport.upper()} server {self.host}:{self.port}, folder {self.path}"
 
-    def settings(self, source: SourceContext) -> SshSettings:
+    def settings(self, source: SourceContext) -> "SshSettings":
+        # Imported here: paramiko and asyncssh load only in processes that open the server.
+        from ingestion_platform.sources.files.connectors.ssh import SshSettings
+
         key = None
         if self.private_key is not None:
             key = source.resolve(self.private_key, "private_key")
@@ -429,7 +431,11 @@ class SftpFileSource(FileSourceBase):
     def open_files(self, source: SourceContext) -> FileTransport:
         settings = self.settings(source)
         if self.transport == "scp":
+            from ingestion_platform.sources.files.connectors.scp import ScpFiles
+
             return ScpFiles(settings, self.path, self.stall_seconds)
+        from ingestion_platform.sources.files.connectors.sftp import SftpFiles
+
         return SftpFiles(settings, self.path, self.stall_seconds)
 
 
@@ -464,12 +470,17 @@ class S3FileSource(FileSourceBase):
             raise source.error("full_listing_every", str(error), "e.g. 10m") from None
 
     def open_files(self, source: SourceContext) -> FileTransport:
+        # Imported here: boto3 loads only in processes that reach S3.
+        from ingestion_platform.sources.files.connectors.s3 import S3Files, s3_client
+
         endpoint = source.resolve(self.endpoint_url, "endpoint_url") if self.endpoint_url else None
         return S3Files(s3_client(self.region, endpoint, self.profile), self.bucket, self.prefix)
 
     def list_for_tick(self, files: FileTransport, cursor: SensorCursor, now: float) -> Listing:
         """Keys after the cursor's; the whole prefix every `full_listing_every`, which finds
         an object written late under an earlier key, and overwritten objects."""
+        from ingestion_platform.sources.files.connectors.s3 import S3Files
+
         assert isinstance(files, S3Files)
         due = cursor.full_listing_at is None or (
             now - cursor.full_listing_at >= parse_duration(self.full_listing_every)

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 ACTIVE_STATES = frozenset({"STARTING", "RUNNING", "WAITING", "STOPPING"})
@@ -105,6 +103,10 @@ ProgressFn = Callable[[JobRun, float], None]
 def glue_clients(region: str | None, endpoint_url: str | None) -> tuple[Any, Any]:
     """A client for reads (retried) and one for StartJobRun (never retried by botocore: a
     retry after a lost response would start a second job run)."""
+    # Imported here: boto3 loads only in processes that reach AWS.
+    import boto3
+    from botocore.config import Config
+
     session = boto3.session.Session()
 
     def client(attempts: int) -> Any:

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ingestion_platform.sources.kinesis.connectors.errors import (
@@ -65,6 +63,10 @@ class StreamAddress:
 
 def make_client(address: StreamAddress, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Any:
     """A Kinesis client with credentials from the standard AWS chain."""
+    # Imported here: boto3 loads only in processes that reach AWS.
+    import boto3
+    from botocore.config import Config
+
     config = Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=64,
