@@ -35,6 +35,7 @@ SOURCE_TYPES = {
     "ingestion_platform.sources.kinesis.component.KinesisStreamSource",
     "ingestion_platform.sources.glue.component.GlueJobSource",
     "ingestion_platform.sources.nats.component.NatsJetStreamSource",
+    "ingestion_platform.sources.mqtt.component.MqttSource",
 }
 
 

@@ -1,0 +1,101 @@
+"""A durable buffer in the warehouse for messages a queue forgets once they are acknowledged.
+
+Destructive queues (MQTT topics, RabbitMQ queues) cannot be read twice, so their messages
+are committed here before the broker is told it may forget them, and the buffer becomes
+the replayable log partitions are cut from: `seq` numbers the messages in the order they
+were committed, and a partition is a range `(lo, hi]` of it, exactly as for a JetStream
+stream. A message delivered again (its process died after the commit, before the ack) is
+recognised by its `message_id` and not added twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from ingestion_platform.core.warehouse import Warehouse, quote_identifier
+
+BUFFER_TABLE = "_buffer"
+
+
+@dataclass(frozen=True)
+class BufferedMessage:
+    """A message to keep: its id (for redeliveries), topic, payload and arrival (epoch ms)."""
+
+    message_id: str
+    topic: str
+    payload: bytes
+    arrived_ms: int
+
+
+def _relation(dataset: str) -> str:
+    return f"{quote_identifier(dataset)}.{quote_identifier(BUFFER_TABLE)}"
+
+
+def append(warehouse: Warehouse, dataset: str, messages: list[BufferedMessage]) -> int:
+    """Commit the messages not buffered yet, in one transaction; returns how many were new."""
+    relation = _relation(dataset)
+    rows = pa.table(
+        {
+            "position": pa.array(range(len(messages)), pa.int64()),
+            "message_id": [m.message_id for m in messages],
+            "topic": [m.topic for m in messages],
+            "payload": pa.array([m.payload for m in messages], pa.binary()),
+            "arrived_at": pa.array(
+                [datetime.fromtimestamp(m.arrived_ms / 1000, UTC) for m in messages],
+                pa.timestamp("ms", tz="UTC"),
+            ),
+        }
+    )
+    with warehouse.exclusive():
+        connection = warehouse.open_writer()
+        try:
+            connection.execute("begin")
+            connection.execute(f"create schema if not exists {quote_identifier(dataset)}")
+            connection.execute(
+                f"create table if not exists {relation} (seq bigint, message_id varchar, "
+                "topic varchar, payload blob, arrived_at timestamptz)"
+            )
+            connection.register("incoming", rows)
+            (added,) = connection.execute(
+                f"insert into {relation} select (select coalesce(max(seq), 0) from {relation})"  # noqa: S608
+                " + row_number() over (order by first_position), message_id, topic, payload, "
+                "arrived_at from (select message_id, any_value(topic) as topic, "
+                "any_value(payload) as payload, min(arrived_at) as arrived_at, "
+                "min(position) as first_position from incoming group by message_id) new "
+                f"where message_id not in (select message_id from {relation})"
+            ).fetchall()[0]
+            connection.execute("commit")
+        finally:
+            connection.close()
+    return int(added)
+
+
+def waiting_after(warehouse: Warehouse, dataset: str, after: int, threshold: int) -> tuple:
+    """Messages past `after` (at most `threshold` counted), the seq of the `threshold`-th
+    one (None while fewer wait), the newest seq and the oldest waiting arrival."""
+    if not warehouse.table_exists(dataset, BUFFER_TABLE):
+        return 0, None, None, None
+    relation = _relation(dataset)
+    ((count, newest, oldest),) = warehouse.query(
+        f"select count(*), max(seq), min(arrived_at) from {relation} where seq > ?",  # noqa: S608
+        (after,),
+    )
+    full = None
+    if count >= threshold:
+        ((full,),) = warehouse.query(
+            f"select seq from {relation} where seq > ? order by seq limit 1 offset ?",  # noqa: S608
+            (after, threshold - 1),
+        )
+    return min(count, threshold), full, newest, oldest
+
+
+def read_range(warehouse: Warehouse, dataset: str, lo: int, hi: int) -> list[tuple]:
+    """(seq, topic, payload, arrival epoch ms) of the buffered messages `(lo, hi]`."""
+    return warehouse.query(
+        f"select seq, topic, payload, epoch_ms(arrived_at) from {_relation(dataset)} "  # noqa: S608
+        "where seq > ? and seq <= ? order by seq",
+        (lo, hi),
+    )

@@ -1,0 +1,168 @@
+"""MQTT topics drained land-then-ack: messages are acknowledged only after they are committed.
+
+An MQTT broker forgets a QoS 1 message once its subscriber acknowledges it, so the topic
+cannot be read twice. The platform subscribes with a fixed client id and a persistent
+session (`clean_session=False`): messages published while it is away wait at the broker.
+It takes a batch of messages, hands them to `commit` (which writes them to a durable buffer
+in the warehouse, in one transaction) and acknowledges them only once `commit` returned.
+A process killed between the two leaves the messages unacknowledged: the broker delivers
+them again at the next connection, and the buffer's message ids keep them from landing
+twice. Brokers cap the unacknowledged messages in flight per client (Mosquitto:
+`max_inflight_messages`, 20 by default), so a drain commits in batches of at most that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+# Mosquitto's default max_inflight_messages: more unacknowledged messages are not sent.
+DEFAULT_BATCH = 20
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where the broker is, what to subscribe to and how to sign in (secrets resolved)."""
+
+    host: str
+    port: int
+    topics: list[str]
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    qos: int = 1
+    timeout_seconds: float = 10.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MqttMessage:
+    """A message as received: its id (see `message_id`), topic, payload and arrival time."""
+
+    message_id: str
+    topic: str
+    payload: bytes
+    arrived_ms: int
+    mid: int = field(compare=False, default=0)
+
+
+class MqttUnreachable(ConnectionError):
+    """The broker cannot be reached or refused the credentials."""
+
+
+def message_id(topic: str, payload: bytes) -> str:
+    """The id a redelivery is recognised by. MQTT 3.1.1 carries none, so: the producer's
+    `message_id` field when the payload is a JSON object that has one, else a hash of the
+    topic and payload (two identical payloads on one topic then count once)."""
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if isinstance(value, dict) and value.get("message_id") is not None:
+        return f"{topic}:{value['message_id']}"
+    return "sha256:" + hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
+def drain(
+    settings: MqttSettings,
+    commit: Callable[[list[MqttMessage]], None],
+    *,
+    max_messages: int = 10_000,
+    max_seconds: float = 10.0,
+    idle_seconds: float = 0.5,
+    batch: int = DEFAULT_BATCH,
+) -> int:
+    """Commit then acknowledge what the broker holds for this client; returns how many."""
+    received: list[MqttMessage] = []
+    arrived = threading.Condition()
+    connected: dict[str, Any] = {}
+
+    def on_connect(client: mqtt.Client, _data: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        with arrived:
+            connected["reason"] = reason
+            arrived.notify_all()
+
+    def on_message(_client: mqtt.Client, _data: Any, message: mqtt.MQTTMessage) -> None:
+        with arrived:
+            received.append(
+                MqttMessage(
+                    message_id(message.topic, message.payload),
+                    message.topic,
+                    bytes(message.payload),
+                    int(time.time() * 1000),
+                    message.mid,
+                )
+            )
+            arrived.notify_all()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        clean_session=False,
+        protocol=mqtt.MQTTv311,
+    )
+    client.manual_ack_set(True)
+    client.on_connect = on_connect
+    client.on_message = on_message
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set()
+    try:
+        client.connect(settings.host, settings.port, keepalive=60)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise MqttUnreachable(f"cannot reach MQTT broker {settings.address}: {reason}") from None
+    client.loop_start()
+    try:
+        with arrived:
+            arrived.wait_for(lambda: "reason" in connected, timeout=settings.timeout_seconds)
+        reason = connected.get("reason")
+        if reason is None:
+            raise MqttUnreachable(f"MQTT broker {settings.address} did not answer the connect")
+        if reason.is_failure:
+            raise MqttUnreachable(
+                f"MQTT broker {settings.address} refused the connection: {reason}"
+            )
+        client.subscribe([(topic, settings.qos) for topic in settings.topics])
+        return _take(client, received, arrived, commit, max_messages, max_seconds,
+                     idle_seconds, batch)  # fmt: skip
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _take(
+    client: mqtt.Client,
+    received: list[MqttMessage],
+    arrived: threading.Condition,
+    commit: Callable[[list[MqttMessage]], None],
+    max_messages: int,
+    max_seconds: float,
+    idle_seconds: float,
+    batch: int,
+) -> int:
+    deadline = time.monotonic() + max_seconds
+    done = 0
+    while done < max_messages and time.monotonic() < deadline:
+        with arrived:
+            arrived.wait_for(lambda: len(received) >= batch, timeout=idle_seconds)
+            taken, received[:] = received[:batch], received[batch:]
+        if not taken:
+            break  # nothing more arrived for idle_seconds
+        commit(taken)  # durable first ...
+        for message in taken:  # ... then the broker may forget them
+            client.ack(message.mid, 1)
+        done += len(taken)
+    return done

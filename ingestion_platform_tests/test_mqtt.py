@@ -1,0 +1,233 @@
+"""MQTT sources on real Mosquitto brokers: the machine's (127.0.0.1:1883) and, for restarts
+and credentials, one the test starts itself. Land-then-ack: kill -9 between the commit and
+the acknowledgement, and every message still lands once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.test_utils import create_run_for_test
+from paho.mqtt import publish
+
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.mqtt.component import MqttSource
+from ingestion_platform_tests.e2e.dagster_dev import free_port
+from ingestion_platform_tests.sources import build_source, materialize
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+@pytest.fixture
+def fleet(warehouse_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A topic prefix of this test's own; the sensor finds the warehouse as a deployment does."""
+    monkeypatch.setenv("INGESTION_WAREHOUSE_PATH", str(warehouse_path))
+    return f"fleet-{uuid.uuid4().hex[:8]}"
+
+
+def _send(prefix: str, first: int, count: int, port: int = 1883, **auth: Any) -> None:
+    messages = [
+        {
+            "topic": f"{prefix}/truck{n % 3}/temp",
+            "payload": json.dumps({"message_id": n, "id": n, "celsius": n / 10}),
+            "qos": 1,
+        }
+        for n in range(first, first + count)
+    ]
+    publish.multiple(messages, hostname="127.0.0.1", port=port, **auth)
+
+
+def _defs(tmp_path: Path, prefix: str, **attributes: Any) -> dg.Definitions:
+    base = {
+        "topics": [f"{prefix}/+/temp"],
+        "client_id": f"test-{prefix}",
+        "table": "readings",
+        "batch": {"records": 100},
+        "drain_seconds": 5,
+    }
+    return build_source(MqttSource, tmp_path / "iot", {**base, **attributes})
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
+    (sensor,) = [s for s in defs.sensors or [] if s.name == "iot__size_sensor"]
+    result = sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    for request in result.run_requests or []:
+        tags = {**request.tags, RUN_KEY_TAG: request.run_key}
+        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags,
+                            status=dg.DagsterRunStatus.STARTED)  # fmt: skip
+    return result
+
+
+def _keys(result: dg.SensorResult) -> list[str]:
+    return [request.partition_key for request in result.run_requests or []]
+
+
+def test_messages_are_buffered_then_acknowledged_and_each_range_lands_once(
+    tmp_path: Path, fleet: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    defs = _defs(tmp_path, fleet)
+    assert _keys(_tick(defs, instance)) == []  # subscribes: the broker now keeps our session
+    _send(fleet, 1, 250)
+    publish.single(f"{fleet}/truck1/humidity", "{}", qos=1, hostname="127.0.0.1")  # no match
+    assert _keys(_tick(defs, instance)) == ["..200"]
+    materialize(defs, partition_key="..200", resources=resources, instance=instance)
+    materialize(defs, partition_key="..200", resources=resources, instance=instance)  # replay
+    assert warehouse.query("select count(*), count(distinct id) from iot.readings") == [(200, 200)]
+    # Acknowledged: a new tick gets nothing again from the broker; 50 wait in the buffer.
+    _send(fleet, 251, 50)
+    assert _keys(_tick(defs, instance)) == ["200..300"]
+    materialize(defs, partition_key="200..300", resources=resources, instance=instance)
+    assert warehouse.query(
+        "select count(*), count(distinct id), min(id), max(id), "
+        "count(distinct _partition_key) from iot.readings"
+    ) == [(300, 300, 1, 300, 3)]
+    assert warehouse.query("select count(*) from iot._buffer") == [(300,)]
+
+
+KILLED_DRAIN = """
+import os, signal, sys
+from ingestion_platform.core import message_buffer
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
+warehouse = Warehouse(sys.argv[1])
+def commit(messages):
+    message_buffer.append(warehouse, "iot", [message_buffer.BufferedMessage(
+        m.message_id, m.topic, m.payload, m.arrived_ms) for m in messages])
+    os.kill(os.getpid(), signal.SIGKILL)  # committed, never acknowledged
+drain(MqttSettings("127.0.0.1", int(sys.argv[3]), [sys.argv[2] + "/+/temp"], "test-" + sys.argv[2]),
+      commit)
+"""
+
+
+def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
+    tmp_path: Path,
+    fleet: str,
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    warehouse_path: Path,
+    resources,
+) -> None:
+    defs = _defs(tmp_path, fleet)
+    _tick(defs, instance)  # the session
+    _send(fleet, 1, 30)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_DRAIN, str(warehouse_path), fleet, "1883"],
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    committed = warehouse.query("select count(*) from iot._buffer")[0][0]
+    assert 0 < committed <= 20  # one batch committed before the process died
+    # The broker delivers the unacknowledged messages again; their ids keep them single.
+    assert _keys(_tick(defs, instance)) == []  # 30 buffered: below 100, nothing to cut yet
+    assert warehouse.query("select count(*), count(distinct message_id) from iot._buffer") == [
+        (30, 30)
+    ]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
+    """A Mosquitto of this test's own with persistence and a password; restartable."""
+    port = free_port()
+    passwords = tmp_path / "passwords"
+    subprocess.run(["/usr/bin/mosquitto_passwd", "-b", "-c", str(passwords), "fleet", "s3cr3t"],
+                   check=True, capture_output=True)  # fmt: skip
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+        f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 1\n"
+        # Run as root (the suite is), it would switch to the `mosquitto` user, who cannot
+        # write the persistence file into this test's folder.
+        "user root\n"
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        command = [MOSQUITTO, "-c", str(config)]
+        processes.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("mosquitto did not start")
+
+    def stop() -> None:
+        processes[-1].send_signal(signal.SIGTERM)  # saves the persistent sessions
+        processes[-1].wait(timeout=10)
+
+    start()
+    yield port, start, stop
+    if processes[-1].poll() is None:
+        stop()
+
+
+def test_refused_credentials_a_stopped_broker_and_a_restart_lose_nothing(
+    tmp_path: Path,
+    fleet: str,
+    own_broker: tuple[int, Any, Any],
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port, start, stop = own_broker
+    monkeypatch.setenv("FLEET_MQTT_PASSWORD", "wrong")
+    defs = _defs(tmp_path, fleet, port=port, username="fleet",
+                 password={"env": "FLEET_MQTT_PASSWORD"})  # fmt: skip
+    defs_file = tmp_path / "iot" / "defs.yaml"
+    with pytest.raises(Exception, match="refused the connection") as refused:
+        _tick(defs, instance)
+    assert str(refused.value) == (
+        f"source 'iot' ({defs_file}): MQTT broker 127.0.0.1:{port} refused the connection: "
+        "Not authorized"
+    )
+    monkeypatch.setenv("FLEET_MQTT_PASSWORD", "s3cr3t")
+    _tick(defs, instance)  # the session
+    auth = {"auth": {"username": "fleet", "password": "s3cr3t"}}
+    _send(fleet, 1, 40, port=port, **auth)
+    stop()
+    with pytest.raises(Exception, match="cannot reach MQTT broker") as down:
+        _tick(defs, instance)
+    assert str(down.value) == (
+        f"source 'iot' ({defs_file}): cannot reach MQTT broker 127.0.0.1:{port}: Connection refused"
+    )
+    start()  # the queued messages survived the restart in the broker's persistence file
+    _send(fleet, 41, 60, port=port, **auth)
+    assert _keys(_tick(defs, instance)) == ["..100"]
+    assert warehouse.query("select count(distinct message_id) from iot._buffer") == [(100,)]
+
+
+def test_poison_messages_are_quarantined_and_the_counts_reconcile(
+    tmp_path: Path, fleet: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    defs = _defs(tmp_path, fleet, batch={"records": 10})
+    _tick(defs, instance)
+    _send(fleet, 1, 8)
+    publish.multiple(
+        [{"topic": f"{fleet}/truck9/temp", "payload": p, "qos": 1} for p in ("oops", b"\xff")],
+        hostname="127.0.0.1",
+    )
+    (key,) = _keys(_tick(defs, instance))
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert warehouse.query("select count(*) from iot.readings") == [(8,)]
+    assert sorted(r[0] for r in warehouse.query("select raw_value from iot._quarantine")) == [
+        "\\xff",
+        "oops",
+    ]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_quarantined"].value == 2
