@@ -81,3 +81,28 @@ def start_only_run(instance: dg.DagsterInstance) -> None:
     (run,) = instance.get_runs()
     started = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name)
     instance.run_storage.handle_run_event(run.run_id, started)
+
+
+def tick_size_sensor(
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str
+) -> dg.SensorResult:
+    """Evaluate the size sensor `name` and commit its tick as the daemon does: its
+    partitions added, then a started run per request with its tags and run key."""
+    from dagster._core.storage.tags import RUN_KEY_TAG
+    from dagster._core.test_utils import create_run_for_test
+
+    (sensor,) = [s for s in defs.sensors or [] if s.name == name]
+    result = sensor(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    for request in result.run_requests or []:
+        tags = {**request.tags, RUN_KEY_TAG: request.run_key}
+        create_run_for_test(
+            instance, job_name="__ASSET_JOB", tags=tags, status=dg.DagsterRunStatus.STARTED
+        )
+    return result
+
+
+def requested_keys(result: dg.SensorResult) -> list[str]:
+    return [request.partition_key for request in result.run_requests or []]

@@ -17,14 +17,17 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import RUN_KEY_TAG
-from dagster._core.test_utils import create_run_for_test
 from paho.mqtt import publish
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
 from ingestion_platform_tests.e2e.dagster_dev import free_port
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import (
+    build_source,
+    materialize,
+    requested_keys,
+    tick_size_sensor,
+)
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 
@@ -60,36 +63,25 @@ def _defs(tmp_path: Path, prefix: str, **attributes: Any) -> dg.Definitions:
 
 
 def _tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
-    (sensor,) = [s for s in defs.sensors or [] if s.name == "iot__size_sensor"]
-    result = sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SensorResult)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    for request in result.run_requests or []:
-        tags = {**request.tags, RUN_KEY_TAG: request.run_key}
-        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags,
-                            status=dg.DagsterRunStatus.STARTED)  # fmt: skip
-    return result
-
-
-def _keys(result: dg.SensorResult) -> list[str]:
-    return [request.partition_key for request in result.run_requests or []]
+    return tick_size_sensor(defs, instance, "iot__size_sensor")
 
 
 def test_messages_are_buffered_then_acknowledged_and_each_range_lands_once(
     tmp_path: Path, fleet: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
     defs = _defs(tmp_path, fleet)
-    assert _keys(_tick(defs, instance)) == []  # subscribes: the broker now keeps our session
+    assert (
+        requested_keys(_tick(defs, instance)) == []
+    )  # subscribes: the broker now keeps our session
     _send(fleet, 1, 250)
     publish.single(f"{fleet}/truck1/humidity", "{}", qos=1, hostname="127.0.0.1")  # no match
-    assert _keys(_tick(defs, instance)) == ["..200"]
+    assert requested_keys(_tick(defs, instance)) == ["..200"]
     materialize(defs, partition_key="..200", resources=resources, instance=instance)
     materialize(defs, partition_key="..200", resources=resources, instance=instance)  # replay
     assert warehouse.query("select count(*), count(distinct id) from iot.readings") == [(200, 200)]
     # Acknowledged: a new tick gets nothing again from the broker; 50 wait in the buffer.
     _send(fleet, 251, 50)
-    assert _keys(_tick(defs, instance)) == ["200..300"]
+    assert requested_keys(_tick(defs, instance)) == ["200..300"]
     materialize(defs, partition_key="200..300", resources=resources, instance=instance)
     assert warehouse.query(
         "select count(*), count(distinct id), min(id), max(id), "
@@ -132,7 +124,7 @@ def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
     committed = warehouse.query("select count(*) from iot._buffer")[0][0]
     assert 0 < committed <= 20  # one batch committed before the process died
     # The broker delivers the unacknowledged messages again; their ids keep them single.
-    assert _keys(_tick(defs, instance)) == []  # 30 buffered: below 100, nothing to cut yet
+    assert requested_keys(_tick(defs, instance)) == []  # 30 buffered: below 100, nothing to cut yet
     assert warehouse.query("select count(*), count(distinct message_id) from iot._buffer") == [
         (30, 30)
     ]
@@ -207,7 +199,7 @@ def test_refused_credentials_a_stopped_broker_and_a_restart_lose_nothing(
     )
     start()  # the queued messages survived the restart in the broker's persistence file
     _send(fleet, 41, 60, port=port, **auth)
-    assert _keys(_tick(defs, instance)) == ["..100"]
+    assert requested_keys(_tick(defs, instance)) == ["..100"]
     assert warehouse.query("select count(distinct message_id) from iot._buffer") == [(100,)]
 
 
@@ -221,7 +213,7 @@ def test_poison_messages_are_quarantined_and_the_counts_reconcile(
         [{"topic": f"{fleet}/truck9/temp", "payload": p, "qos": 1} for p in ("oops", b"\xff")],
         hostname="127.0.0.1",
     )
-    (key,) = _keys(_tick(defs, instance))
+    (key,) = requested_keys(_tick(defs, instance))
     result = materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert warehouse.query("select count(*) from iot.readings") == [(8,)]
     assert sorted(r[0] for r in warehouse.query("select raw_value from iot._quarantine")) == [

@@ -16,13 +16,17 @@ from typing import Any
 import dagster as dg
 import nats
 import pytest
-from dagster._core.storage.tags import RUN_KEY_TAG
-from dagster._core.test_utils import create_run_for_test
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.nats.component import NatsJetStreamSource
 from ingestion_platform_tests.e2e.dagster_dev import free_port
-from ingestion_platform_tests.sources import build_source, failure_message, materialize
+from ingestion_platform_tests.sources import (
+    build_source,
+    failure_message,
+    materialize,
+    requested_keys,
+    tick_size_sensor,
+)
 
 NATS = "nats://127.0.0.1:4222"
 NATS_SERVER = "/usr/sbin/nats-server"
@@ -78,21 +82,7 @@ def _defs(tmp_path: Path, stream: str, **attributes: Any) -> dg.Definitions:
 
 
 def _tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
-    """Evaluate the size sensor and commit its tick as the daemon does (runs started)."""
-    (sensor,) = [s for s in defs.sensors or [] if s.name == "iot__size_sensor"]
-    result = sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SensorResult)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    for request in result.run_requests or []:
-        tags = {**request.tags, RUN_KEY_TAG: request.run_key}
-        create_run_for_test(instance, job_name="__ASSET_JOB", tags=tags,
-                            status=dg.DagsterRunStatus.STARTED)  # fmt: skip
-    return result
-
-
-def _keys(result: dg.SensorResult) -> list[str]:
-    return [request.partition_key for request in result.run_requests or []]
+    return tick_size_sensor(defs, instance, "iot__size_sensor")
 
 
 def test_ranges_are_cut_exactly_and_each_message_lands_once_even_when_replayed(
@@ -101,7 +91,7 @@ def test_ranges_are_cut_exactly_and_each_message_lands_once_even_when_replayed(
     _publish(NATS, stream, _readings(stream, 1, 250))
     defs = _defs(tmp_path, stream)
     # Two full batches wait at once: one partition holds both (docs/batch.md).
-    assert _keys(_tick(defs, instance)) == ["..200"]
+    assert requested_keys(_tick(defs, instance)) == ["..200"]
     materialize(defs, partition_key="..200", resources=resources, instance=instance)
     rows = warehouse.query(
         "select id, sensor, celsius, _sequence_number from iot.readings order by id"
@@ -109,7 +99,7 @@ def test_ranges_are_cut_exactly_and_each_message_lands_once_even_when_replayed(
     assert rows == [(n, f"s{n % 5}", n / 10, str(n)) for n in range(1, 201)]
 
     _publish(NATS, stream, _readings(stream, 251, 60))
-    assert _keys(_tick(defs, instance)) == ["200..300"]
+    assert requested_keys(_tick(defs, instance)) == ["200..300"]
     materialize(defs, partition_key="200..300", resources=resources, instance=instance)
     # A replay of the first range reads the same 200 messages and replaces them.
     materialize(defs, partition_key="..200", resources=resources, instance=instance)
@@ -127,7 +117,7 @@ def test_poison_messages_are_quarantined_and_the_counts_reconcile(
     messages[7] = (f"{stream}.fleet", b"\xff\xfe broken")
     _publish(NATS, stream, messages)
     defs = _defs(tmp_path, stream, batch={"records": 10})
-    (key,) = _keys(_tick(defs, instance))
+    (key,) = requested_keys(_tick(defs, instance))
     result = materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert [r[0] for r in warehouse.query("select id from iot.readings order by id")] == [
         1, 2, 3, 5, 6, 7, 9, 10,
@@ -153,7 +143,7 @@ def test_a_subject_filter_lands_only_its_subject(
         mixed += _readings(stream, n, 1, subject="truck" if n % 2 else "ship")
     _publish(NATS, stream, mixed)
     defs = _defs(tmp_path, stream, subject=f"{stream}.truck", batch={"records": 50})
-    (key,) = _keys(_tick(defs, instance))
+    (key,) = requested_keys(_tick(defs, instance))
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     rows = warehouse.query("select id, _partition_key from iot.readings order by id")
     assert rows == [(n, f"{stream}.truck") for n in range(1, 101, 2)]
@@ -164,7 +154,7 @@ def test_a_range_retention_dropped_fails_naming_it_and_leaves_the_table_as_it_wa
 ) -> None:
     _publish(NATS, stream, _readings(stream, 1, 100))
     defs = _defs(tmp_path, stream)
-    (key,) = _keys(_tick(defs, instance))
+    (key,) = requested_keys(_tick(defs, instance))
     materialize(defs, partition_key=key, resources=resources, instance=instance)
 
     async def purge() -> None:
@@ -241,7 +231,7 @@ def test_a_refused_token_and_a_stopped_broker_fail_clearly_and_a_restart_loses_n
     assert str(down.value).startswith(f"source 'iot' ({defs_file}): cannot reach NATS at {url}: ")
     start()  # file storage: what was published before the restart is still there
     _publish(url, "FLEET", _readings("FLEET", 101, 50), token=token)
-    (key,) = _keys(_tick(defs, instance))
+    (key,) = requested_keys(_tick(defs, instance))
     assert key == "..100"
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert warehouse.query("select count(distinct id), min(id), max(id) from iot.readings") == [
@@ -254,7 +244,7 @@ def test_the_lag_check_counts_messages_past_the_newest_cut_and_the_oldest_age(
 ) -> None:
     _publish(NATS, stream, _readings(stream, 1, 130))
     defs = _defs(tmp_path, stream)
-    assert _keys(_tick(defs, instance)) == ["..100"]
+    assert requested_keys(_tick(defs, instance)) == ["..100"]
     (lag_sensor,) = [s for s in defs.sensors or [] if s.name == "iot__lag"]
     result = lag_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(result, dg.SensorResult)
