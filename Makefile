@@ -53,6 +53,9 @@ LAKE_SKIP := -k "not mariadb" --deselect \
 services: kinesis-mock
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
+	@# The brokers of the queue sources: NATS with JetStream and Mosquitto (MQTT), on loopback.
+	@(exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server && sleep 1)
+	@(exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null || (mosquitto -d -c /etc/mosquitto/mosquitto.conf && sleep 1)
 	@# Debian packages the tests start themselves: sshd for the file sources
 	@# (ingestion_platform_tests/sshd.py) and chromium for the end-to-end suite.
 	@missing=""; \

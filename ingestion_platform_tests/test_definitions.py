@@ -70,6 +70,8 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
     assert listed == {
         "assets": [
             "clicks/events",
+            "fleet_jetstream/readings",
+            "fleet_mqtt/readings",
             "inbox/drops",
             "music/album_tracks",
             "music/new_releases",
@@ -84,6 +86,8 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
         "schedules": ["music__schedule", "orders_glue__schedule", "shop__schedule"],
         "sensors": [
             "clicks__size_sensor",
+            "fleet_jetstream__size_sensor",
+            "fleet_mqtt__size_sensor",
             "inbox__drops__sensor",
             "partner_files__orders__sensor",
             "partner_files_latin1__orders__sensor",
@@ -204,7 +208,7 @@ def test_sources_load_as_dagsters_own_loader_loads_them(tmp_path: Path) -> None:
             ours["schedules"][-1][3],
         ],
     ]
-    assert len(ours["assets"]) == 12
+    assert len(ours["assets"]) == 14  # the demo's 13 and the templated shop
 
 
 COMPARE_ERRORS = """

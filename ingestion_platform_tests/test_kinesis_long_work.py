@@ -57,12 +57,13 @@ def test_a_tick_cuts_what_fits_its_budget_and_says_how_much_remains(
         keys += [r.partition_key for r in more.run_requests]
         if not more.run_requests:
             break
-    assert len(keys) == 10
     assert [r[4] for r in manifest_rows(warehouse)].count(0) == 0
     for key in keys:
         materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert event_ids(warehouse) == list(range(1, 1001))
-    assert [len(event_ids(warehouse, key)) for key in keys] == [100] * 10
+    # Whole batches of 100, several to a partition where a tick found them at once.
+    sizes = [len(event_ids(warehouse, key)) for key in keys]
+    assert sum(sizes) == 1000 and all(size % 100 == 0 for size in sizes), sizes
 
 
 def test_a_run_logs_its_progress_per_shard_while_it_reads(

@@ -66,7 +66,8 @@ def test_a_sensor_tick_spends_the_same_budget_as_runs(
     (sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__size_sensor")]
     result = sensor(dg.build_sensor_context(instance=instance))
 
-    assert isinstance(result, dg.SensorResult) and len(result.run_requests) >= 4
+    # Several full batches measured page by page, cut as one partition (core/backlog.py).
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
     stats = server.stats()
     assert stats["by_path"]["/v1/browse/new-releases"] > 2 * RATE
     assert stats["over_limit"] == 0 and stats["served_429"] == 0

@@ -51,7 +51,9 @@ def test_a_live_worker_is_running_and_a_killed_one_failed(monitored: dg.DagsterI
         time.sleep(0.05)
     assert health.status == WorkerStatus.FAILED
     assert health.msg == (
-        f"the run worker process {worker.pid} is gone (killed, or out of memory?)"
+        f"the run worker process {worker.pid} is gone: it was killed (e.g. kill -9) or crashed "
+        "before it could report why; its transaction never committed, so the warehouse is as "
+        "it was, and run retries land the slice again"
     )
     worker.wait()
     assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.FAILED

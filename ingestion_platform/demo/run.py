@@ -36,6 +36,8 @@ def _stand_ins(python: str, kinesis_endpoint: str) -> list[list[str]]:
         [python, "-m", "ingestion_platform.demo.s3_drops", "--endpoint", kinesis_endpoint,
          "--every", "60"],
         [python, "-m", "ingestion_platform.demo.glue_worker", "--endpoint", kinesis_endpoint],
+        # The machine's NATS (JetStream) and Mosquitto are the brokers; the fleet publishes.
+        [python, "-m", "ingestion_platform.demo.iot_fleet", "--sensors", "5", "--every", "2"],
     ]  # fmt: skip
 
 

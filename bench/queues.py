@@ -1,0 +1,224 @@
+"""Benchmark: the queue sources' landing against a plain client loop, on the machine's brokers.
+
+For each broker and message count, rounds alternate, medians reported, with the load:
+
+  JetStream  plain: a pull consumer fetches the messages, writes them as JSON Lines and
+             DuckDB `read_json` creates the table; platform: the run's own work for one
+             partition (`sources/nats/run.land_range`: the exact range read through an
+             ephemeral consumer, decoded, landed in one transaction with the quarantine).
+  MQTT       plain: a QoS 1 subscriber with automatic acknowledgement collects the messages,
+             then the same JSON Lines load; platform: the land-then-ack drain into the
+             buffer (commit, then acknowledge, in batches of the broker's in-flight
+             window) plus the landing of that buffer range.
+
+Then put → landed latency at a 500-message cut for JetStream: 500 messages published one
+by one, the partition landed as soon as the last is stored; each message's latency is its
+landing's commit time minus its publish time.
+
+    .venv/bin/python bench/queues.py --counts 20000 200000 --mqtt-counts 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import nats
+import paho.mqtt.client as mqtt
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from paho.mqtt import publish
+
+from ingestion_platform.core import message_buffer
+from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
+from ingestion_platform.sources.mqtt.run import land_buffer_range
+from ingestion_platform.sources.nats.connectors.jetstream import JetStreamSettings
+from ingestion_platform.sources.nats.run import Decoding, land_range
+
+NATS = "nats://127.0.0.1:4222"
+SOURCE = SourceContext("bench", "bench/defs.yaml")
+
+
+def _payload(n: int) -> bytes:
+    return json.dumps({"message_id": n, "device": f"dev{n % 50}", "celsius": n / 100}).encode()
+
+
+async def _fill_stream(stream: str, count: int) -> None:
+    client = await nats.connect(NATS)
+    js = client.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+    for start in range(0, count, 1000):
+        await asyncio.gather(
+            *(
+                js.publish(f"{stream}.r", _payload(n))
+                for n in range(start, min(count, start + 1000))
+            )
+        )
+    await client.close()
+
+
+async def _drop_stream(stream: str) -> None:
+    client = await nats.connect(NATS)
+    await client.jetstream().delete_stream(stream)
+    await client.close()
+
+
+def _load_jsonl(payloads: list[bytes], work: Path) -> None:
+    lines = work / f"plain-{uuid.uuid4().hex}.jsonl"
+    lines.write_bytes(b"\n".join(payloads))
+    with duckdb.connect(str(work / f"plain-{uuid.uuid4().hex}.duckdb")) as connection:
+        connection.execute(f"create table t as select * from read_json('{lines}')")  # noqa: S608
+
+
+def plain_jetstream(stream: str, count: int, work: Path) -> None:
+    async def fetch() -> list[bytes]:
+        client = await nats.connect(NATS)
+        js = client.jetstream()
+        subscription = await js.pull_subscribe(
+            "", stream=stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
+        )  # fmt: skip
+        payloads: list[bytes] = []
+        while len(payloads) < count:
+            payloads += [m.data for m in await subscription.fetch(1000, timeout=10)]
+        await subscription.unsubscribe()
+        await client.close()
+        return payloads
+
+    _load_jsonl(asyncio.run(fetch()), work)
+
+
+def platform_jetstream(stream: str, count: int, work: Path) -> None:
+    warehouse = Warehouse(str(work / f"p-{uuid.uuid4().hex}.duckdb"))
+    land_range(JetStreamSettings(NATS, stream), Decoding("json", 1_048_576, {}), SOURCE,
+               warehouse, "readings", f"..{count}", 0, count)  # fmt: skip
+
+
+def _fill_mqtt(topic: str, count: int) -> None:
+    for start in range(0, count, 1000):
+        publish.multiple(
+            [{"topic": topic, "payload": _payload(n), "qos": 1}
+             for n in range(start, min(count, start + 1000))],
+            hostname="127.0.0.1",
+        )  # fmt: skip
+
+
+def _session(client_id: str, topic: str) -> None:
+    drain(MqttSettings("127.0.0.1", 1883, [topic], client_id), lambda _m: None, max_seconds=1)
+
+
+def plain_mqtt(client_id: str, topic: str, count: int, work: Path) -> None:
+    payloads: list[bytes] = []
+    done = threading.Event()
+
+    def on_message(_c: mqtt.Client, _d: object, message: mqtt.MQTTMessage) -> None:
+        payloads.append(bytes(message.payload))
+        if len(payloads) >= count:
+            done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=False, protocol=mqtt.MQTTv311)  # fmt: skip
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(topic, 1)
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    done.wait(timeout=600)
+    client.loop_stop()
+    client.disconnect()
+    _load_jsonl(payloads, work)
+
+
+def platform_mqtt(client_id: str, topic: str, count: int, work: Path) -> None:
+    warehouse = Warehouse(str(work / f"p-{uuid.uuid4().hex}.duckdb"))
+
+    def commit(messages: list) -> None:
+        message_buffer.append(warehouse, "bench", [
+            message_buffer.BufferedMessage(m.message_id, m.topic, m.payload, m.arrived_ms)
+            for m in messages])  # fmt: skip
+
+    drain(MqttSettings("127.0.0.1", 1883, [topic], client_id), commit,
+          max_messages=count, max_seconds=900)  # fmt: skip
+    land_buffer_range(warehouse, "bench", "readings", f"..{count}", 0, count, "json",
+                      1_048_576, {})  # fmt: skip
+
+
+def latency_at_a_cut(work: Path, size: int = 500) -> tuple[float, float]:
+    stream = f"LAT{uuid.uuid4().hex[:6].upper()}"
+    put_at: list[float] = []
+
+    async def produce() -> None:
+        client = await nats.connect(NATS)
+        js = client.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        for n in range(size):
+            await js.publish(f"{stream}.r", _payload(n))
+            put_at.append(time.time())
+            await asyncio.sleep(0.002)
+        await client.close()
+
+    asyncio.run(produce())
+    platform_jetstream(stream, size, work)
+    landed = time.time()
+    asyncio.run(_drop_stream(stream))
+    latencies = sorted(landed - put for put in put_at)
+    return statistics.median(latencies), latencies[int(0.95 * len(latencies)) - 1]
+
+
+def _timed(action, *args) -> float:
+    started = time.perf_counter()
+    action(*args)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--mqtt-counts", type=int, nargs="+", default=[20_000])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    work = Path(tempfile.mkdtemp(prefix="bench-queues-"))
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    for count in args.counts:
+        stream = f"BENCH{uuid.uuid4().hex[:6].upper()}"
+        asyncio.run(_fill_stream(stream, count))
+        plain, platform = [], []
+        for _ in range(args.rounds):
+            plain.append(_timed(plain_jetstream, stream, count, work))
+            platform.append(_timed(platform_jetstream, stream, count, work))
+        asyncio.run(_drop_stream(stream))
+        a, b = statistics.median(plain), statistics.median(platform)
+        print(f"JetStream {count:>7,}: plain {a:6.2f} s, platform {b:6.2f} s, "
+              f"platform speed {a / b:.2f}x (target >= 0.9)")  # fmt: skip
+    for count in args.mqtt_counts:
+        plain, platform = [], []
+        for _ in range(args.rounds):
+            topic = f"bench/{uuid.uuid4().hex[:8]}"
+            for label, runner, times in (("p", plain_mqtt, plain), ("q", platform_mqtt, platform)):
+                client_id = f"bench-{label}-{topic.split('/')[1]}"
+                _session(client_id, topic)
+                _fill_mqtt(topic, count)
+                times.append(_timed(runner, client_id, topic, count, work))
+        a, b = statistics.median(plain), statistics.median(platform)
+        print(f"MQTT      {count:>7,}: plain {a:6.2f} s, platform {b:6.2f} s, "
+              f"platform speed {a / b:.2f}x (target >= 0.9)")  # fmt: skip
+    p50, p95 = latency_at_a_cut(work)
+    print(
+        f"JetStream put → landed at a 500-message cut: p50 {p50:.2f} s, p95 {p95:.2f} s "
+        "(the landing only; a sensor adds up to sensor_interval_seconds, a run its start-up)"
+    )
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
