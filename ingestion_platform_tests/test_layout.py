@@ -35,7 +35,7 @@ sys.meta_path.insert(0, Block())
 
 def test_every_kind_has_its_clients_folder() -> None:
     kinds = {path.parent.name for path in PACKAGE.glob("sources/*/component.py")}
-    assert kinds == {"api", "files", "glue", "kinesis", "mqtt", "nats", "sql"}
+    assert kinds == {"api", "files", "glue", "kinesis", "mqtt", "nats", "rabbitmq", "sql"}
     assert {name.split(".")[2] for name in CLIENTS} == kinds
 
 
