@@ -56,6 +56,9 @@ services: kinesis-mock
 	@# The brokers of the queue sources: NATS with JetStream and Mosquitto (MQTT), on loopback.
 	@(exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server && sleep 1)
 	@(exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null || (mosquitto -d -c /etc/mosquitto/mosquitto.conf && sleep 1)
+	@# RabbitMQ (queues over AMQP on 5672; streams over its stream protocol on 5552, a plugin).
+	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || (rabbitmq-server -detached && rabbitmqctl await_startup --timeout 60 >/dev/null)
+	@(exec 3<>/dev/tcp/127.0.0.1/5552) 2>/dev/null || rabbitmq-plugins enable rabbitmq_stream >/dev/null
 	@# Debian packages the tests start themselves: sshd for the file sources
 	@# (ingestion_platform_tests/sshd.py) and chromium for the end-to-end suite.
 	@missing=""; \
