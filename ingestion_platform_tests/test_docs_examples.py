@@ -36,6 +36,7 @@ SOURCE_TYPES = {
     "ingestion_platform.sources.glue.component.GlueJobSource",
     "ingestion_platform.sources.nats.component.NatsJetStreamSource",
     "ingestion_platform.sources.mqtt.component.MqttSource",
+    "ingestion_platform.sources.rabbitmq.component.RabbitMqSource",
 }
 
 
