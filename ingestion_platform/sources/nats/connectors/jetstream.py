@@ -180,15 +180,14 @@ def read_range(settings: JetStreamSettings, lo: int, hi: int) -> list[StreamMess
         )
         messages: list[StreamMessage] = []
         try:
-            while not messages or messages[-1].sequence < hi:
-                consumer = await subscription.consumer_info()
-                if consumer.num_pending == 0 and not consumer.num_ack_pending and messages:
-                    break
+            while True:
                 try:
                     batch = await subscription.fetch(FETCH_BATCH, timeout=settings.timeout_seconds)
                 except TimeoutError:
-                    if consumer.num_pending == 0:
-                        break  # nothing matches the filter past here
+                    # Nothing more matches the filter (an empty fetch), or the server hangs:
+                    # the consumer's own count tells which.
+                    if (await subscription.consumer_info()).num_pending == 0:
+                        return messages
                     raise
                 for message in batch:
                     sequence = message.metadata.sequence.stream
@@ -203,7 +202,9 @@ def read_range(settings: JetStreamSettings, lo: int, hi: int) -> list[StreamMess
                             int(stamp.timestamp() * 1000) if stamp else 0,
                         )
                     )
-            return messages
+                    # The delivery says how many more match: none means the range is read.
+                    if sequence == hi or message.metadata.num_pending == 0:
+                        return messages
         finally:
             await subscription.unsubscribe()
 
