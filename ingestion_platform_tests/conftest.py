@@ -20,8 +20,13 @@ from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform_tests.music import CATALOG, SECRET
 
-# Fixtures that start their own peers: an OpenSSH sshd, and the Kinesis emulators.
-pytest_plugins = ["ingestion_platform_tests.sshd", "ingestion_platform_tests.kinesis_emulators"]
+# Fixtures shared by the test modules, one module per peer, that start their own peers: an
+# OpenSSH sshd, moto's server, and the Kinesis emulators.
+pytest_plugins = [
+    "ingestion_platform_tests.sshd",
+    "ingestion_platform_tests.moto_server",
+    "ingestion_platform_tests.kinesis_emulators",
+]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -13,13 +13,15 @@ import socket
 import struct
 import threading
 import time
-from types import TracebackType
+
+from ingestion_platform_tests.servers import Background
 
 DRAIN_SECONDS = 0.2
 
 
-class FlakyProxy:
-    """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, resetting the first connections."""
+class FlakyProxy(Background):
+    """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, resetting the first connections
+    (while its `with` block lasts)."""
 
     def __init__(self, upstream_port: int, reset_after: int, resets: int) -> None:
         self.upstream_port = upstream_port
@@ -38,16 +40,10 @@ class FlakyProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> FlakyProxy:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
         self._listener.close()

@@ -9,15 +9,10 @@ Glue reports a failed script.
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +21,7 @@ import dagster as dg
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.glue_worker import aws_client, create_job, orders, slow_job_runs
 from ingestion_platform.sources.glue.component import GlueJobSource
+from ingestion_platform_tests.servers import AwsJsonProxy
 from ingestion_platform_tests.sources import build_source
 
 JOB = "orders_export"
@@ -34,16 +30,16 @@ SOURCE = "orders_glue"
 TABLE = "orders"
 
 
-@dataclass
-class GlueProxy:
+class GlueProxy(AwsJsonProxy):
     """Forwards Glue's JSON calls to moto; GetJobRun of a run whose `--start` is in `fail`
     answers FAILED with that error message."""
 
-    upstream: str
-    fail: dict[str, str] = field(default_factory=dict)
-    calls: list[str] = field(default_factory=list)
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.fail: dict[str, str] = {}
+        self.calls: list[str] = []
 
-    def rewrite(self, operation: str, data: bytes) -> bytes:
+    def rewrite(self, operation: str, request: dict[str, Any], data: bytes) -> bytes:
         self.calls.append(operation)
         if operation != "GetJobRun" or not self.fail:
             return data
@@ -54,46 +50,6 @@ class GlueProxy:
             return data
         run.update(JobRunState="FAILED", ErrorMessage=message)
         return json.dumps(answer).encode()
-
-
-@contextmanager
-def running_proxy(upstream: str) -> Iterator[tuple[GlueProxy, str]]:
-    proxy = GlueProxy(upstream)
-    host = upstream.removeprefix("http://")
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
-            connection = http.client.HTTPConnection(host, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            connection.request("POST", self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            if response.status == 200:
-                data = proxy.rewrite(operation, data)
-            self.send_response(response.status)
-            for name, value in response.getheaders():
-                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            connection.close()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield proxy, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass

@@ -1,29 +1,27 @@
-"""Kinesis emulators for tests (moto's server, kinesis-mock, a fault-injecting proxy) and the
-steps the Kinesis tests share (declare a source, tick its sensor, put records).
+"""Kinesis emulators for tests (kinesis-mock, and the fault-injecting proxy in front of moto's
+server) and the steps the Kinesis tests share (a stream, declare a source, tick its sensor,
+put records). moto's server itself is in moto_server.py.
 
-Each runs as its own process on a free loopback port, started by the fixture that needs it.
-A missing emulator fails the test, never skips it: `make test` installs both.
+Registered for every test module by `pytest_plugins` in conftest.py: `kinesis_mock_endpoint`,
+`fault_proxy`, and `stream` (a new stream on moto's server, of 4 shards unless the test or its
+module is marked `stream_shards(n)`). Each emulator runs as its own process on a free loopback
+port, started by the fixture that needs it. A missing emulator fails the test, never skips it:
+`make test` installs both.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import random
-import socket
 import subprocess
-import sys
-import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pytest
 from botocore.config import Config
@@ -34,55 +32,28 @@ from dagster._core.test_utils import create_run_for_test
 from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo import kinesis_producer
 from ingestion_platform.sources.kinesis.component import KinesisStreamSource
+from ingestion_platform_tests.kinesis_proxies import FaultProxy
+from ingestion_platform_tests.moto_server import aws_client
+from ingestion_platform_tests.moto_server import start_moto as start_moto  # bench/ imports it
+from ingestion_platform_tests.servers import free_port, stop_process, wait_listening
 from ingestion_platform_tests.sources import build_source
 
 ROOT = Path(__file__).resolve().parents[1]
 KINESIS_MOCK = ROOT / ".kinesis-mock" / "node_modules" / "kinesis-local" / "main.js"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-REGION = "us-east-1"
+STREAM_SHARDS = 4  # the `stream` fixture's shards, unless marked `stream_shards(n)`
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for(port: int, process: subprocess.Popen, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within {seconds}s")
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stream_shards(n): the shards of the `stream` fixture's new stream (4)"
+    )
 
 
 def client(endpoint: str) -> object:
     """A plain boto3 client for putting records and resharding in tests."""
-    return boto3.client(
-        "kinesis",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"total_max_attempts": 3, "mode": "standard"}),
+    return aws_client(
+        "kinesis", endpoint, Config(retries={"total_max_attempts": 3, "mode": "standard"})
     )
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for(port, process, "moto's server")
-    return process, f"http://127.0.0.1:{port}"
 
 
 def start_kinesis_mock() -> tuple[subprocess.Popen, str]:
@@ -105,27 +76,8 @@ def start_kinesis_mock() -> tuple[subprocess.Popen, str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_for(port, process, "kinesis-mock")
+    wait_listening(port, process, "kinesis-mock")
     return process, f"http://127.0.0.1:{port}"
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """Terminate, and kill what has not exited 3 s later (an xdist worker's children can
-    inherit SIGTERM ignored)."""
-    process.terminate()
-    try:
-        process.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """moto's Kinesis on a free loopback port, for the whole session."""
-    process, endpoint = start_moto()
-    yield endpoint
-    stop_process(process)
 
 
 @pytest.fixture(scope="session")
@@ -136,89 +88,31 @@ def kinesis_mock_endpoint() -> Iterator[str]:
     stop_process(process)
 
 
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Emulator credentials through the standard AWS chain (environment variables)."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-
-
 def create_stream(kinesis: object, name: str, shards: int) -> None:
     kinesis.create_stream(StreamName=name, ShardCount=shards)  # type: ignore[attr-defined]
     waiter = kinesis.get_waiter("stream_exists")  # type: ignore[attr-defined]
     waiter.wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
 
 
-@dataclass
-class FaultProxy:
-    """An HTTP proxy in front of an emulator that answers some calls with a Kinesis error.
+def new_stream(kinesis: object, shards: int, prefix: str = "clicks") -> str:
+    """Create a stream of `shards` shards under a new name `<prefix>-<8 hex>`; return it."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    create_stream(kinesis, name, shards)
+    return name
 
-    `faults` maps an operation (`GetRecords`) to a list of error codes to return, one per
-    call, before calls pass through again. No emulator throttles, so this is how throttling
-    and expired iterators are exercised against a real server.
-    """
 
-    upstream: str
-    faults: dict[str, list[str]] = field(default_factory=dict)
-    injected: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, operation: str) -> str | None:
-        with self.lock:
-            pending = self.faults.get(operation)
-            if pending:
-                code = pending.pop(0)
-                if code:  # an empty entry lets that call through
-                    self.injected.append(f"{operation}:{code}")
-                    return code
-        return None
+@pytest.fixture
+def stream(moto_endpoint: str, request: pytest.FixtureRequest) -> str:
+    """A new stream on moto's server: 4 shards, or the `stream_shards(n)` mark's n."""
+    marker = request.node.get_closest_marker("stream_shards")
+    return new_stream(client(moto_endpoint), marker.args[0] if marker else STREAM_SHARDS)
 
 
 @pytest.fixture
 def fault_proxy(moto_endpoint: str) -> Iterator[tuple[FaultProxy, str]]:
     """A fault-injecting proxy to moto's server; yields it and its endpoint URL."""
-    proxy = FaultProxy(moto_endpoint)
-    upstream = moto_endpoint.removeprefix("http://")
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
-            code = proxy.take(operation)
-            if code is not None:
-                payload = json.dumps({"__type": code, "message": f"injected {code}"}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            connection = http.client.HTTPConnection(upstream, timeout=30)
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-            connection.request("POST", self.path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            self.send_response(response.status)
-            for name, value in response.getheaders():
-                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            connection.close()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield proxy, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with FaultProxy(moto_endpoint) as proxy:
+        yield proxy, proxy.endpoint
 
 
 SOURCE = "clicks"
@@ -236,6 +130,29 @@ def declare(folder: Path, endpoint: str, stream: str, **attributes: Any) -> dg.D
     return build_source(KinesisStreamSource, folder / SOURCE, {**base, **attributes})
 
 
+def preview_tick(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    warehouse_path: Path,
+    cursor: str | None = None,
+    log: list[str] | None = None,
+) -> dg.SensorResult:
+    """One evaluation of the source's cutting sensor, thrown away as `dagster sensor preview`
+    does (or as a daemon that dies before committing it). `log` collects what it logged."""
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"warehouse": WarehouseResource(path=str(warehouse_path))},
+    ) as context:
+        if log is not None:
+            collector = logging.Handler()
+            collector.emit = lambda record: log.append(record.getMessage())  # type: ignore[method-assign]
+            context.log.addHandler(collector)
+        result = size_sensor(defs)(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
 def tick(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -248,18 +165,7 @@ def tick(
     its partitions added and a run recorded for each request (in `status`, started unless
     told: a waiting run holds the next cuts), under its run key and tags. The test
     materialises the partitions itself. `log` collects what the tick logged."""
-    sensor = size_sensor(defs)
-    with dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"warehouse": WarehouseResource(path=str(warehouse_path))},
-    ) as context:
-        if log is not None:
-            collector = logging.Handler()
-            collector.emit = lambda record: log.append(record.getMessage())  # type: ignore[method-assign]
-            context.log.addHandler(collector)
-        result = sensor(context)
-    assert isinstance(result, dg.SensorResult)
+    result = preview_tick(defs, instance, warehouse_path, cursor, log)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     for run in result.run_requests or []:

@@ -5,110 +5,22 @@
   NextShardIterator (or the shard's EndingSequenceNumber) says the shard is done.
 - `StallProxy`: holds every call unanswered until released (a hung peer).
 - `ServerErrorProxy`: answers HTTP 500 with an error code no retry list knows, N times.
+- `FaultProxy`: answers chosen calls with chosen Kinesis errors (throttling, an expired
+  iterator), which no emulator does.
 
-Each runs a threaded HTTP server on a free loopback port while its `with` block lasts.
+Each runs a threaded HTTP server on a free loopback port while its `with` block lasts
+(servers.AwsJsonProxy, which passes every other call through).
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
-# An answer the proxy gives itself: (HTTP status, JSON body).
-Answer = tuple[int, dict[str, Any]]
+from ingestion_platform_tests.servers import Answer, AwsJsonProxy
 
 
-class KinesisProxy:
-    """Forwards Kinesis JSON calls to `upstream`; subclasses may answer or watch them."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.removeprefix("http://")
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                operation = self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1]
-                request = json.loads(body or b"{}")
-                answer = proxy.answer(operation, request)
-                if answer is None:
-                    status, headers, data = proxy.forward(self.path, self.headers, body)
-                    if status == 200:
-                        proxy.observe(operation, request, json.loads(data or b"{}"))
-                else:
-                    status, payload = answer
-                    headers = [("Content-Type", "application/x-amz-json-1.1")]
-                    data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    for name, value in headers:
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up waiting
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def answer(self, operation: str, request: dict[str, Any]) -> Answer | None:
-        """The proxy's own answer to a call, or None to pass it through."""
-        return None
-
-    def observe(self, operation: str, request: dict[str, Any], response: dict[str, Any]) -> None:
-        """Called with every successful answer passed through."""
-
-    def forward(self, path: str, headers: Any, body: bytes) -> tuple[int, list, bytes]:
-        connection = http.client.HTTPConnection(self.upstream, timeout=30)
-        try:
-            sent = {k: v for k, v in headers.items() if k.lower() != "host"}
-            connection.request("POST", path, body=body, headers=sent)
-            response = connection.getresponse()
-            data = response.read()
-            kept = [
-                (name, value)
-                for name, value in response.getheaders()
-                if name.lower() not in ("content-length", "transfer-encoding", "connection")
-            ]
-            return response.status, kept, data
-        finally:
-            connection.close()
-
-    def __enter__(self) -> KinesisProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def close(self) -> None:
-        """Let go of anything held (subclasses)."""
-
-
-class EmptyPagesProxy(KinesisProxy):
+class EmptyPagesProxy(AwsJsonProxy):
     """Every read of a closed shard starts with `empty_pages` empty pages (with an iterator).
 
     Closed shards are learned from ListShards answers (an EndingSequenceNumber); each
@@ -155,7 +67,7 @@ class EmptyPagesProxy(KinesisProxy):
         return 200, page
 
 
-class StallProxy(KinesisProxy):
+class StallProxy(AwsJsonProxy):
     """Holds every call unanswered until `release()`, then passes it through."""
 
     def __init__(self, upstream: str) -> None:
@@ -178,7 +90,7 @@ class StallProxy(KinesisProxy):
     close = release
 
 
-class ServerErrorProxy(KinesisProxy):
+class ServerErrorProxy(AwsJsonProxy):
     """Answers `operation` with HTTP 500 and an unlisted error code `times` times."""
 
     def __init__(self, upstream: str, operation: str, times: int, code: str = "500") -> None:
@@ -195,3 +107,33 @@ class ServerErrorProxy(KinesisProxy):
             self.left -= 1
             self.answered += 1
         return 500, {"__type": self.code, "message": "We encountered an internal error."}
+
+
+class FaultProxy(AwsJsonProxy):
+    """Answers some calls with a Kinesis error (HTTP 400), then lets calls through again.
+
+    `faults` maps an operation (`GetRecords`) to a list of error codes to return, one per
+    call, before calls pass through again. No emulator throttles, so this is how throttling
+    and expired iterators are exercised against a real server.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.faults: dict[str, list[str]] = {}
+        self.injected: list[str] = []
+
+    def take(self, operation: str) -> str | None:
+        with self.lock:
+            pending = self.faults.get(operation)
+            if pending:
+                code = pending.pop(0)
+                if code:  # an empty entry lets that call through
+                    self.injected.append(f"{operation}:{code}")
+                    return code
+        return None
+
+    def answer(self, operation: str, request: dict[str, Any]) -> Answer | None:
+        code = self.take(operation)
+        if code is None:
+            return None
+        return 400, {"__type": code, "message": f"injected {code}"}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ingestion_platform_tests.servers import free_port, wait_listening
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -49,12 +51,6 @@ class Sshd:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def keygen(path: Path, kind: str = "ed25519") -> str:
@@ -97,18 +93,7 @@ def start_sshd(workdir: Path, root: Path, *, sftp: bool = True) -> Sshd:
     config.write_text("\n".join(lines) + "\n")
     log = open(workdir / "sshd.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=log, stdout=log)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"sshd exited: {(workdir / 'sshd.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("sshd did not start listening within 10s")
+    wait_listening(port, process, "sshd", seconds=10, interval=0.05, log=workdir / "sshd.log")
     return Sshd(port, getpass.getuser(), root, user_key, host_line, process, config)
 
 

@@ -21,12 +21,12 @@ from ingestion_platform.demo.glue_worker import aws_client, serve, slow_job_runs
 from ingestion_platform.sources.glue.run import MARKER_ARGUMENT, RunRecord, RunRecords
 from ingestion_platform_tests.glue_helpers import (
     JOB,
+    GlueProxy,
     GlueWorld,
     expected_rows,
     landed_rows,
-    running_proxy,
 )
-from ingestion_platform_tests.kinesis_emulators import start_moto, stop_process
+from ingestion_platform_tests.moto_server import running_moto
 from ingestion_platform_tests.sources import failure_message, materialize
 
 NAME = "orders_glue__orders"
@@ -35,19 +35,15 @@ NAME = "orders_glue__orders"
 @pytest.fixture(scope="module")
 def world() -> Iterator[GlueWorld]:
     """moto's server with the job and bucket, the failing proxy, and the worker thread."""
-    process, moto = start_moto()
     stop = threading.Event()
-    try:
-        with running_proxy(moto) as (proxy, endpoint):
-            world = GlueWorld(moto, endpoint, proxy, aws_client("glue", moto))
-            world.prepare()
-            worker = threading.Thread(target=serve, args=(moto, JOB, stop, 0.05), daemon=True)
-            worker.start()
-            yield world
-            stop.set()
-            worker.join(timeout=5)
-    finally:
-        stop_process(process)
+    with running_moto() as moto, GlueProxy(moto) as proxy:
+        world = GlueWorld(moto, proxy.endpoint, proxy, aws_client("glue", moto))
+        world.prepare()
+        worker = threading.Thread(target=serve, args=(moto, JOB, stop, 0.05), daemon=True)
+        worker.start()
+        yield world
+        stop.set()
+        worker.join(timeout=5)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 a column whose type changes, byte-sized cuts, LATEST, and declaration errors."""
 
 import json
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -14,21 +13,13 @@ from ingestion_platform.demo.kinesis_producer import put
 from ingestion_platform.sources.kinesis.connectors.decode import aggregate
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     manifest_rows,
     tick,
 )
 from ingestion_platform_tests.sources import failure_message, materialize
 
-pytestmark = pytest.mark.usefixtures("aws_env")
-
-
-@pytest.fixture
-def stream(moto_endpoint: str) -> str:
-    name = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), name, 1)
-    return name
+pytestmark = [pytest.mark.usefixtures("aws_env"), pytest.mark.stream_shards(1)]
 
 
 def _land_all(

@@ -1,6 +1,5 @@
 """The source_lag measure of a stream: records no partition holds, read at the stream itself."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ import pytest
 
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.lag import SOURCE_LAG, LagRule, evaluate
-from ingestion_platform.core.warehouse import WAREHOUSE_PATH_ENV, Warehouse, WarehouseResource
+from ingestion_platform.core.warehouse import WAREHOUSE_PATH_ENV, Warehouse
 from ingestion_platform.sources.kinesis.connectors.kinesis import (
     KinesisReader,
     StreamAddress,
@@ -20,11 +19,11 @@ from ingestion_platform.sources.kinesis.lag import kinesis_lag_measure
 from ingestion_platform.sources.kinesis.sensor import StartAt
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     drain,
+    new_stream,
+    preview_tick,
     put_events,
-    size_sensor,
     split,
     tick,
 )
@@ -61,8 +60,7 @@ def test_records_past_the_newest_cut_are_waiting_and_an_uncommitted_cut_is_not_h
     instance: dg.DagsterInstance,
 ) -> None:
     kinesis = client(moto_endpoint)
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(kinesis, stream, 4)
+    stream = new_stream(kinesis, 4)
     put_events(kinesis, stream, 1, 250)
     defs = declare(tmp_path, moto_endpoint, stream)
     before = _figures(_lag(defs, instance))
@@ -78,10 +76,7 @@ def test_records_past_the_newest_cut_are_waiting_and_an_uncommitted_cut_is_not_h
 
     # A cut that never became a partition (a preview) holds nothing: still waiting.
     put_events(kinesis, stream, 251, 100)
-    with dg.build_sensor_context(
-        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
-    ) as context:
-        preview = size_sensor(defs)(context)
+    preview = preview_tick(defs, instance, warehouse_path)
     assert isinstance(preview, dg.SensorResult) and len(preview.run_requests) == 1
     assert _figures(_lag(defs, instance))["waiting_records"] == 150
     assert len(tick(defs, instance, warehouse_path).run_requests) == 1
@@ -96,8 +91,7 @@ def test_the_closed_shard_stall_shows_as_records_waiting_and_fails_the_check(
     instance: dg.DagsterInstance,
 ) -> None:
     kinesis = client(kinesis_mock_endpoint)
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(kinesis, stream, 2)
+    stream = new_stream(kinesis, 2)
     with EmptyPagesProxy(kinesis_mock_endpoint, empty_pages=3) as proxy:
         defs = declare(tmp_path, proxy.endpoint, stream, batch={"records": 1000, "max_wait": "0s"})
         put_events(kinesis, stream, 1, 100)
@@ -144,8 +138,7 @@ def test_an_unanswering_stream_fails_the_measure_naming_the_source(
     tmp_path: Path,
     instance: dg.DagsterInstance,
 ) -> None:
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), stream, 1)
+    stream = new_stream(client(moto_endpoint), 1)
     with StallProxy(moto_endpoint) as proxy:
         defs = declare(tmp_path, proxy.endpoint, stream, read_timeout_seconds=1)
         evaluation = _lag(defs, instance)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -20,24 +19,17 @@ from ingestion_platform.sources.kinesis.connectors.kinesis import (
     make_client,
 )
 from ingestion_platform_tests.kinesis_emulators import (
-    FaultProxy,
     client,
-    create_stream,
     declare,
     event_ids,
+    new_stream,
     put_events,
     tick,
 )
+from ingestion_platform_tests.kinesis_proxies import FaultProxy
 from ingestion_platform_tests.sources import failure_message, materialize, warehouse_lock_is_free
 
 pytestmark = pytest.mark.usefixtures("aws_env")
-
-
-@pytest.fixture
-def stream(moto_endpoint: str) -> str:
-    name = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), name, 4)
-    return name
 
 
 def test_bad_records_are_quarantined_and_the_counts_reconcile(
@@ -265,8 +257,7 @@ def test_a_time_window_lands_exactly_the_records_that_arrived_in_it(
 
 def test_shards_are_listed_across_pages(kinesis_mock_endpoint: str) -> None:
     # On kinesis-mock: moto wants the stream's name again with NextToken, which AWS refuses.
-    stream = f"paged-{uuid.uuid4().hex[:8]}"
-    create_stream(client(kinesis_mock_endpoint), stream, 4)
+    stream = new_stream(client(kinesis_mock_endpoint), 4, prefix="paged")
     address = StreamAddress(stream, "us-east-1", kinesis_mock_endpoint)
     reader = KinesisReader(make_client(address), address)
     paged = reader.shards(page_size=1)

@@ -1,7 +1,6 @@
 """Long work on a stream: a tick cuts what fits its time budget, a run logs its progress."""
 
 import re
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +9,6 @@ import pytest
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     event_ids,
     manifest_rows,
@@ -20,13 +18,6 @@ from ingestion_platform_tests.kinesis_emulators import (
 from ingestion_platform_tests.sources import materialize
 
 pytestmark = pytest.mark.usefixtures("aws_env")
-
-
-@pytest.fixture
-def stream(moto_endpoint: str) -> str:
-    name = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), name, 4)
-    return name
 
 
 def test_a_tick_cuts_what_fits_its_budget_and_says_how_much_remains(

@@ -3,7 +3,6 @@
 import functools
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -15,9 +14,9 @@ from ingestion_platform.sources.kinesis.connectors import kinesis
 from ingestion_platform.sources.kinesis.connectors.retry import Backoff
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     event_ids,
+    new_stream,
     put_events,
     put_json,
     tick,
@@ -25,14 +24,7 @@ from ingestion_platform_tests.kinesis_emulators import (
 from ingestion_platform_tests.kinesis_proxies import ServerErrorProxy, StallProxy
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
-pytestmark = pytest.mark.usefixtures("aws_env")
-
-
-@pytest.fixture
-def stream(moto_endpoint: str) -> str:
-    name = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), name, 2)
-    return name
+pytestmark = [pytest.mark.usefixtures("aws_env"), pytest.mark.stream_shards(2)]
 
 
 @pytest.fixture
@@ -88,8 +80,7 @@ def test_a_hung_read_holds_no_warehouse_slot_and_another_source_lands_meanwhile(
     instance: dg.DagsterInstance,
 ) -> None:
     key = _cut(tmp_path, moto_endpoint, stream, warehouse_path, instance)
-    other = f"orders-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), other, 1)
+    other = new_stream(client(moto_endpoint), 1, prefix="orders")
     put_json(client(moto_endpoint), other, [{"n": n} for n in range(30)])
     orders = build_source(
         KinesisStreamSource,

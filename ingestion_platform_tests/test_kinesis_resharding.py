@@ -1,7 +1,6 @@
 """Resharding mid-stream: a split and a merge, every record landed once, parents before
 children; closed shards read to their end whichever way the peer says where the end is."""
 
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -15,11 +14,11 @@ from ingestion_platform.sources.kinesis.connectors.kinesis import (
 )
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     drain,
     event_ids,
     merge,
+    new_stream,
     put_events,
     split,
     tick,
@@ -37,8 +36,7 @@ def _split_merge_and_land(
     instance: dg.DagsterInstance,
 ) -> tuple[str, list[str]]:
     """Land 100 records, split shard 0, land 100 more, merge its children, land 100 more."""
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(kinesis, stream, 2)
+    stream = new_stream(kinesis, 2)
     defs = declare(tmp_path, endpoint, stream, batch={"records": 40, "max_wait": "0s"})
     put_events(kinesis, stream, 1, 100)
     drain(defs, instance, warehouse_path, 100)
@@ -123,8 +121,7 @@ def test_a_closed_shard_ends_at_its_ending_sequence_number_when_the_peer_never_s
     # NextShardIterator forever; ListShards' EndingSequenceNumber (its last record's) is the
     # only sign of the end. (moto's split puts no record in the children: none is put after.)
     kinesis = client(moto_endpoint)
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(kinesis, stream, 1)
+    stream = new_stream(kinesis, 1)
     defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 40, "max_wait": "0s"})
     put_events(kinesis, stream, 1, 50)
     drain(defs, instance, warehouse_path, 50)

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform_tests.kinesis_emulators import (
     client,
-    create_stream,
     declare,
     event_ids,
     manifest_rows,
+    preview_tick,
     put_events,
-    size_sensor,
     tick,
 )
 from ingestion_platform_tests.sources import materialize, start_only_run
 
 pytestmark = pytest.mark.usefixtures("aws_env")
-
-
-@pytest.fixture
-def stream(moto_endpoint: str) -> str:
-    name = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(client(moto_endpoint), name, 4)
-    return name
 
 
 def test_sensor_cuts_exactly_n_records_across_four_shards_and_lands_them_once(
@@ -167,12 +158,8 @@ def test_cuts_written_before_a_tick_died_are_requested_by_the_next_tick(
 ) -> None:
     put_events(client(moto_endpoint), stream, 1, 100)
     defs = declare(tmp_path, moto_endpoint, stream)
-    sensor = size_sensor(defs)
     # The tick writes its cut to the manifest, then the process dies before Dagster applies it.
-    with dg.build_sensor_context(
-        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
-    ) as context:
-        lost = sensor(context)
+    lost = preview_tick(defs, instance, warehouse_path)
     assert isinstance(lost, dg.SensorResult) and len(lost.run_requests) == 1
     assert instance.get_dynamic_partitions("clicks__events") == []
 
@@ -192,10 +179,7 @@ def test_a_sensor_evaluation_never_committed_offers_its_range_again_and_it_lands
     put_events(client(moto_endpoint), stream, 1, 100)
     defs = declare(tmp_path, moto_endpoint, stream)
     # `dagster sensor preview`: the sensor is evaluated and its result thrown away.
-    with dg.build_sensor_context(
-        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
-    ) as context:
-        preview = size_sensor(defs)(context)
+    preview = preview_tick(defs, instance, warehouse_path)
     assert isinstance(preview, dg.SensorResult)
     (key,) = [r.partition_key for r in preview.run_requests]
     cut = manifest_rows(warehouse)
@@ -223,10 +207,7 @@ def test_a_partition_added_by_a_tick_that_died_before_its_run_is_offered_again(
 ) -> None:
     put_events(client(moto_endpoint), stream, 1, 100)
     defs = declare(tmp_path, moto_endpoint, stream)
-    with dg.build_sensor_context(
-        instance=instance, resources={"warehouse": WarehouseResource(path=str(warehouse_path))}
-    ) as context:
-        died = size_sensor(defs)(context)
+    died = preview_tick(defs, instance, warehouse_path)
     assert isinstance(died, dg.SensorResult)
     # The daemon added the partition, then died before it reserved the run.
     (request,) = died.dynamic_partitions_requests or []

@@ -1,7 +1,6 @@
 """A stream deleted and created again under the same name is read from its start, and said so."""
 
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +13,7 @@ from ingestion_platform_tests.kinesis_emulators import (
     declare,
     drain,
     event_ids,
+    new_stream,
     put_events,
     tick,
 )
@@ -41,8 +41,7 @@ def test_a_recreated_stream_is_detected_and_read_from_its_start(
 ) -> None:
     endpoint = request.getfixturevalue(emulator)
     kinesis = client(endpoint)
-    stream = f"clicks-{uuid.uuid4().hex[:8]}"
-    create_stream(kinesis, stream, 2)
+    stream = new_stream(kinesis, 2)
     defs = declare(tmp_path, endpoint, stream)
     put_events(kinesis, stream, 1, 150)
     drain(defs, instance, warehouse_path, 100)

@@ -21,7 +21,7 @@ from ingestion_platform.sources.files.connectors.s3_download import (
     download_object,
 )
 from ingestion_platform_tests.flaky_proxy import FlakyProxy
-from ingestion_platform_tests.kinesis_emulators import start_moto
+from ingestion_platform_tests.moto_server import running_moto
 
 LOGGER = "ingestion_platform.sources.files.connectors.s3_download"
 
@@ -38,10 +38,8 @@ def s3_client(endpoint: str) -> Any:
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
     """moto's server on a free loopback port, for this module."""
-    process, endpoint = start_moto()
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+    with running_moto() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -26,15 +25,11 @@ from typing import Any
 
 import yaml
 
+from ingestion_platform_tests.servers import free_port
+
 PROJECT = Path(__file__).resolve().parents[2]
 DAGSTER = PROJECT / ".venv" / "bin" / "dagster"
 DEMO_WORKSPACE = PROJECT / "ingestion_platform" / "demo" / "workspace.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

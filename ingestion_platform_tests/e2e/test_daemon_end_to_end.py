@@ -55,8 +55,9 @@ from ingestion_platform_tests.e2e.test_ui_end_to_end import (
     _warehouse,
     run_backfill,
 )
-from ingestion_platform_tests.kinesis_emulators import start_moto, stop_process
+from ingestion_platform_tests.moto_server import start_moto
 from ingestion_platform_tests.music import CATALOG, SECRET
+from ingestion_platform_tests.servers import stop_process
 
 pytestmark = pytest.mark.e2e
 
