@@ -20,12 +20,13 @@ from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform_tests.music import CATALOG, SECRET
 
-# Fixtures shared by the test modules, one module per peer, that start their own peers: an
-# OpenSSH sshd, moto's server, and the Kinesis emulators.
+# Fixtures shared by the test modules, one module per peer: those that start their own
+# peers (an OpenSSH sshd, moto's server, the Kinesis emulators) and the file sources' inbox.
 pytest_plugins = [
     "ingestion_platform_tests.sshd",
     "ingestion_platform_tests.moto_server",
     "ingestion_platform_tests.kinesis_emulators",
+    "ingestion_platform_tests.files_helpers",
 ]
 
 POSTGRES_ADMIN_URL = os.environ.get(

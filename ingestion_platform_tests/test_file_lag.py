@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files.component import S3FileSource, SftpFileSource
-from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.files_helpers import files_lag, keys, rows, s3_source, tick
 from ingestion_platform_tests.sources import build_source, materialize
 from ingestion_platform_tests.sshd import Sshd
 
@@ -25,12 +23,7 @@ from ingestion_platform_tests.sshd import Sshd
 Drop = Callable[[str, bytes, float | None], None]
 
 
-def _lag(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
-    (lag_sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__lag")]
-    result = lag_sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SensorResult)
-    (evaluation,) = [e for e in result.asset_events or [] if isinstance(e, dg.AssetCheckEvaluation)]
-    return evaluation
+_lag = files_lag
 
 
 def _figures(evaluation: dg.AssetCheckEvaluation) -> dict[str, Any]:
@@ -57,31 +50,16 @@ def source(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dg.Definitio
         server = request.getfixturevalue("sshd" if request.param == "sftp" else "scp_sshd")
         return (*_ssh_source(tmp_path, server, request.param), True)
     endpoint = request.getfixturevalue("moto_endpoint")
-    request.getfixturevalue("_aws_credentials")
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    bucket = f"drop-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=bucket)
-    attributes = {
-        "bucket": bucket,
-        "prefix": "incoming/",
-        "endpoint_url": endpoint,
-        "region": "us-east-1",
-        "table": "orders",
-        "settle": "0s",  # an object is whole once it is listed
-    }
-    defs = build_source(S3FileSource, tmp_path / "partner", attributes)
+    request.getfixturevalue("aws_credentials")
+    s3 = request.getfixturevalue("s3")
+    bucket = request.getfixturevalue("bucket")
+    # An object is whole once it is listed.
+    defs = s3_source(tmp_path / "partner", endpoint, bucket, settle="0s")
 
     def drop(name: str, body: bytes, age: float | None) -> None:
         s3.put_object(Bucket=bucket, Key=f"incoming/{name}", Body=body)
 
     return defs, drop, False
-
-
-@pytest.fixture
-def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def test_a_dropped_file_waits_until_its_partition_lands(
@@ -143,7 +121,7 @@ def test_a_file_is_complete_past_the_settle_time_or_with_its_marker(
     assert _figures(_lag(marked, instance))["detail"] == {"oldest_file": "old.csv"}
 
 
-@pytest.mark.usefixtures("_aws_credentials")
+@pytest.mark.usefixtures("aws_credentials")
 def test_an_unreachable_bucket_endpoint_is_named_in_the_check(
     tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -11,20 +12,11 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files.component import LocalFileSource
-from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.files_helpers import keys, local_source, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "drop"
-    folder.mkdir()
-    return folder
-
-
-def _defs(tmp_path: Path, inbox: Path, **extra: object) -> dg.Definitions:
-    attributes = {"path": str(inbox), "table": "orders", "settle": "0s", **extra}
-    return build_source(LocalFileSource, tmp_path / "inbox", attributes)
+# Files here are whole once written: taken at once unless a test sets `settle`.
+_defs = functools.partial(local_source, settle="0s")
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict:

@@ -7,12 +7,10 @@ import gzip
 import io
 import json
 import time
-import uuid
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,45 +18,15 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files.component import S3FileSource
-from ingestion_platform_tests.files_helpers import keys, rows, tick
+from ingestion_platform_tests.files_helpers import keys, rows, s3_source, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
-
-@pytest.fixture(autouse=True)
-def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"drop-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=name)
-    return name
+# moto's credentials from the environment; `s3` and `bucket` are moto_server.py's.
+pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
 def _defs(tmp_path: Path, endpoint: str, bucket: str, **extra: object) -> dg.Definitions:
-    attributes = {
-        "bucket": bucket,
-        "prefix": "incoming/",
-        "endpoint_url": endpoint,
-        "region": "us-east-1",
-        "table": "orders",
-        **extra,
-    }
-    return build_source(S3FileSource, tmp_path / "partner_s3", attributes)
+    return s3_source(tmp_path / "partner_s3", endpoint, bucket, **extra)
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:

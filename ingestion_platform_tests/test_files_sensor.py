@@ -13,21 +13,19 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files import sensor as file_sensor
-from ingestion_platform.sources.files.component import LocalFileSource
-from ingestion_platform_tests.files_helpers import evaluate, files_sensor, keys, rows, tick
-from ingestion_platform_tests.sources import build_source, materialize, start_only_run
+from ingestion_platform_tests.files_helpers import (
+    evaluate,
+    files_lag,
+    files_sensor,
+    keys,
+    local_source,
+    rows,
+    tick,
+)
+from ingestion_platform_tests.sources import materialize, start_only_run
 
-
-@pytest.fixture
-def inbox(tmp_path: Path) -> Path:
-    folder = tmp_path / "drop"
-    folder.mkdir()
-    return folder
-
-
-def _defs(tmp_path: Path, inbox: Path, **extra: object) -> dg.Definitions:
-    attributes = {"path": str(inbox), "table": "orders", **extra}
-    return build_source(LocalFileSource, tmp_path / "inbox", attributes)
+_defs = local_source
+_lag = files_lag
 
 
 def test_a_preview_that_is_never_committed_consumes_no_file(
@@ -129,14 +127,6 @@ def test_the_cursor_holds_only_what_waits_however_many_files_are_kept(
     assert len(later.cursor or "") < 200
     after = tick(defs, instance, later.cursor)
     assert keys(after) == [] and len(after.cursor or "") < 200
-
-
-def _lag(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.AssetCheckEvaluation:
-    (lag_sensor,) = [s for s in defs.sensors or [] if s.name.endswith("__lag")]
-    result = lag_sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SensorResult)
-    (evaluation,) = [e for e in result.asset_events or [] if isinstance(e, dg.AssetCheckEvaluation)]
-    return evaluation
 
 
 def test_the_lag_counts_a_complete_file_until_its_partition_lands(
