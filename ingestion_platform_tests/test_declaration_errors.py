@@ -5,27 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-PYPROJECT = """
-[project]
-name = "broken_project"
-version = "0"
-[tool.dg]
-directory_type = "project"
-[tool.dg.project]
-root_module = "broken_project"
-code_location_name = "broken_project"
-"""
-DEFINITIONS = """
-from pathlib import Path
-import dagster as dg
+from ingestion_platform_tests.dg_project import write_project
 
-@dg.definitions
-def defs():
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 BROKEN = """
 type: ingestion_platform.sources.sql.component.SqlDatabaseSource
 attributes:
@@ -39,13 +22,9 @@ attributes:
 
 
 def test_dg_check_defs_names_the_file_line_field_and_fix(tmp_path: Path) -> None:
-    package = tmp_path / "broken_project"
-    (package / "defs" / "orders").mkdir(parents=True)
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(textwrap.dedent(DEFINITIONS))
-    defs_file = package / "defs" / "orders" / "defs.yaml"
+    defs = write_project(tmp_path)
+    (defs / "orders").mkdir()
+    defs_file = defs / "orders" / "defs.yaml"
     defs_file.write_text(BROKEN.lstrip())
 
     completed = subprocess.run(
@@ -79,15 +58,10 @@ DECLARATIONS = {
 
 
 def _project_with(tmp_path: Path, declarations: dict[str, str]) -> Path:
-    package = tmp_path / "broken_project"
-    (package / "defs").mkdir(parents=True)
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(textwrap.dedent(DEFINITIONS))
+    defs = write_project(tmp_path)
     for name, attributes in declarations.items():
-        (package / "defs" / name).mkdir()
-        (package / "defs" / name / "defs.yaml").write_text(SQL_HEAD + attributes)
+        (defs / name).mkdir()
+        (defs / name / "defs.yaml").write_text(SQL_HEAD + attributes)
     return tmp_path
 
 

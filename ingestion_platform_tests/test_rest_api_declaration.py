@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +13,10 @@ import pytest
 import yaml
 from dagster.components.testing.utils import create_defs_folder_sandbox
 
+from ingestion_platform_tests.dg_project import write_project
 from ingestion_platform_tests.music import music_attributes
 
 TYPE = "ingestion_platform.sources.api.component.RestApiSource"
-PYPROJECT = """
-[project]
-name = "broken_project"
-version = "0"
-[tool.dg]
-directory_type = "project"
-[tool.dg.project]
-root_module = "broken_project"
-code_location_name = "broken_project"
-"""
-DEFINITIONS = """
-from pathlib import Path
-import dagster as dg
-
-@dg.definitions
-def defs():
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-"""
 
 
 def _write(folder: Path, attributes: dict[str, Any]) -> Path:
@@ -106,14 +88,9 @@ def test_errors_of_our_own_settings_carry_the_line_too() -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    package = tmp_path / "broken_project"
-    (package / "defs").mkdir(parents=True)
-    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
-    (package / "__init__.py").write_text("")
-    (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(DEFINITIONS)
-    yield tmp_path
+def project(tmp_path: Path) -> Path:
+    write_project(tmp_path)
+    return tmp_path
 
 
 def _dg(project: Path, *args: str) -> str:
