@@ -19,8 +19,10 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 from pika.exceptions import (
@@ -30,6 +32,9 @@ from pika.exceptions import (
     ProbableAccessDeniedError,
     ProbableAuthenticationError,
 )
+
+# How often the drain looks at a commit in flight while no message arrives.
+POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -186,54 +191,90 @@ def drain(
 ) -> int:
     """Commit then acknowledge up to `max_messages` of the queue; returns how many.
 
-    Takes windows of `prefetch` messages (or what arrived before `idle_seconds` of quiet),
-    commits each, then acknowledges it. Stops when the queue stays quiet, or after
+    A group commit: while one window is being committed (on a thread of its own, as the
+    warehouse releases the GIL), the next one is received; once the commit returned, its
+    window is acknowledged and what arrived meanwhile is committed next. At most `prefetch`
+    messages are unacknowledged, so a window holds at most half of them while another is
+    committing. Stops when the queue stays quiet for `idle_seconds`, or after
     `max_messages` or `max_seconds`; what was delivered but not committed goes back to the
     queue when the connection closes.
     """
     connection = connect(settings)
-    done = 0
+    committer = ThreadPoolExecutor(1, thread_name_prefix="buffer-commit")
+    acknowledged = 0
     try:
         channel = connection.channel()
         channel.basic_qos(prefetch_count=prefetch)
-        deadline = time.monotonic() + max_seconds
-        window: list[QueuedMessage] = []
-        last_tag = 0
         try:
-            deliveries = channel.consume(queue, inactivity_timeout=idle_seconds)
-            for method, properties, body in deliveries:
-                if method is not None:
-                    window.append(
-                        QueuedMessage(
-                            message_id(properties.message_id, method.exchange,
-                                       method.routing_key, body),
-                            method.routing_key,
-                            body,
-                            int(time.time() * 1000),
-                        )
-                    )  # fmt: skip
-                    last_tag = method.delivery_tag
-                full = len(window) >= min(prefetch, max_messages - done)
-                if window and (full or method is None or time.monotonic() >= deadline):
-                    commit(window)  # durable first ...
-                    channel.basic_ack(last_tag, multiple=True)  # ... then the broker forgets
-                    done += len(window)
-                    window = []
-                if method is None or done >= max_messages or time.monotonic() >= deadline:
-                    break
+            acknowledged = _group_commit(
+                channel, queue, commit, committer, prefetch, max_messages,
+                time.monotonic() + max_seconds, idle_seconds,
+            )  # fmt: skip
         except ChannelClosedByBroker as error:
             raise _missing_queue(settings, queue, error) from None
-        return done
+        return acknowledged
     except AmqpUnreachable:
         raise
     except AMQPError as error:
         raise AmqpUnreachable(
-            f"RabbitMQ at {settings.address} lost the connection ({_reason(error)}) after "
-            f"{done} messages were committed and acknowledged; those committed but not "
-            "acknowledged are delivered again and recognised by their ids"
+            f"RabbitMQ at {settings.address} lost the connection ({_reason(error)}); messages "
+            "committed but not acknowledged are delivered again and recognised by their ids"
         ) from None
     finally:
+        committer.shutdown(wait=True)  # no commit outlives the drain
         _close(connection)
+
+
+@dataclass
+class _InFlight:
+    """A window being committed: its commit, its last delivery tag and its size."""
+
+    commit: Future[None]
+    last_tag: int
+    size: int
+
+
+def _group_commit(
+    channel: Any,
+    queue: str,
+    commit: Callable[[list[QueuedMessage]], None],
+    committer: ThreadPoolExecutor,
+    prefetch: int,
+    max_messages: int,
+    deadline: float,
+    idle_seconds: float,
+) -> int:
+    window: list[QueuedMessage] = []
+    in_flight: _InFlight | None = None
+    acknowledged = taken = last_tag = 0
+    quiet_since = time.monotonic()
+    for method, properties, body in channel.consume(queue, inactivity_timeout=POLL_SECONDS):
+        now = time.monotonic()
+        if method is not None and taken < max_messages:
+            window.append(
+                QueuedMessage(
+                    message_id(properties.message_id, method.exchange, method.routing_key, body),
+                    method.routing_key,
+                    body,
+                    int(time.time() * 1000),
+                )
+            )
+            taken, last_tag, quiet_since = taken + 1, method.delivery_tag, now
+        if in_flight and (in_flight.commit.done() or len(window) + in_flight.size >= prefetch):
+            in_flight.commit.result()  # durable first (a failed commit raises: no ack) ...
+            channel.basic_ack(in_flight.last_tag, multiple=True)  # ... then the broker forgets
+            acknowledged, in_flight = acknowledged + in_flight.size, None
+        stopping = taken >= max_messages or now >= deadline or now - quiet_since >= idle_seconds
+        if (
+            in_flight is None
+            and window
+            and (len(window) >= prefetch // 2 or method is None or stopping)
+        ):
+            in_flight = _InFlight(committer.submit(commit, window), last_tag, len(window))
+            window = []
+        if stopping and not window and in_flight is None:
+            break
+    return acknowledged
 
 
 def _close(connection: pika.BlockingConnection) -> None:

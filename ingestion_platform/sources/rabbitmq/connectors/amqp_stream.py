@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ T = TypeVar("T")
 EMPTY_WAIT_SECONDS = 1.0
 # Chunks the broker may send ahead of the one being handled.
 CREDIT = 32
+# How often a read looks whether the stream has gone quiet.
+CHECK_SECONDS = 0.05
 # An AMQP 1.0 message starts with a described type (0x00 0x53 <descriptor>).
 _AMQP_ENVELOPE = b"\x00\x53"
 
@@ -146,22 +149,24 @@ async def _collect(
     consumer: Consumer,
     stream: str,
     spec: ConsumerOffsetSpecification,
-    done: Callable[[list[tuple[int, bytes, int]]], bool],
+    done: Callable[[list[StreamMessage]], bool],
     *,
     first_wait: float,
     quiet: float,
-) -> list[tuple[int, bytes, int]]:
-    """(offset, data, chunk ms) from `spec` on, until `done` says so, nothing arrived for
-    `first_wait`, or nothing more for `quiet` after that."""
-    seen: list[tuple[int, bytes, int]] = []
-    progress = asyncio.Event()
+) -> list[StreamMessage]:
+    """The messages from `spec` on, until `done` says so, nothing arrived for `first_wait`,
+    or nothing more for `quiet` after that. Each is decoded as it arrives, while the broker
+    sends the next chunks."""
+    seen: list[StreamMessage] = []
     finished = asyncio.Event()
+    last = time.monotonic()
 
     def on_message(data: Any, context: Any) -> None:
+        nonlocal last
         if finished.is_set():
             return
-        seen.append((context.offset, bytes(data), context.timestamp))
-        progress.set()
+        seen.append(_message(context.offset, bytes(data), context.timestamp))
+        last = time.monotonic()
         if done(seen):
             finished.set()
 
@@ -169,11 +174,11 @@ async def _collect(
         stream, on_message, offset_specification=spec, initial_credit=CREDIT
     )
     while not finished.is_set():
-        progress.clear()
         try:
-            await asyncio.wait_for(progress.wait(), quiet if seen else first_wait)
+            await asyncio.wait_for(finished.wait(), min(quiet, first_wait, CHECK_SECONDS))
         except TimeoutError:
-            break
+            if time.monotonic() - last >= (quiet if seen else first_wait):
+                break
     finished.set()
     await consumer.unsubscribe(subscription)
     return seen
@@ -191,8 +196,8 @@ def newest_position(settings: StreamSettings) -> tuple[int, int | None]:
         )  # fmt: skip
         if not seen:
             return 0, None
-        offset, _, chunk_ms = max(seen)
-        return offset + 1, chunk_ms
+        newest = max(seen, key=lambda message: message.offset)
+        return newest.offset + 1, newest.time_ms
 
     return _run(settings, work)
 
@@ -200,7 +205,7 @@ def newest_position(settings: StreamSettings) -> tuple[int, int | None]:
 def first_after(settings: StreamSettings, offset: int) -> StreamMessage | None:
     """The first message the stream holds at or past `offset`, if any."""
 
-    async def work(consumer: Consumer) -> list[tuple[int, bytes, int]]:
+    async def work(consumer: Consumer) -> list[StreamMessage]:
         spec = ConsumerOffsetSpecification(OffsetType.OFFSET, offset)
         return await _collect(
             consumer, settings.stream, spec, lambda _: True,
@@ -208,7 +213,7 @@ def first_after(settings: StreamSettings, offset: int) -> StreamMessage | None:
         )  # fmt: skip
 
     seen = _run(settings, work)
-    return _message(*seen[0]) if seen else None
+    return seen[0] if seen else None
 
 
 def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage]:
@@ -216,13 +221,13 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
     when the stream no longer holds the start of the range, StreamUnreachable when it ends
     before `hi`."""
 
-    async def work(consumer: Consumer) -> list[tuple[int, bytes, int]]:
+    async def work(consumer: Consumer) -> list[StreamMessage]:
         spec = ConsumerOffsetSpecification(OffsetType.OFFSET, lo)
         seen = await _collect(
-            consumer, settings.stream, spec, lambda s: s[-1][0] >= hi - 1,
+            consumer, settings.stream, spec, lambda s: s[-1].offset >= hi - 1,
             first_wait=settings.timeout_seconds, quiet=settings.timeout_seconds,
         )  # fmt: skip
-        if lo > 0 and (not seen or seen[0][0] > lo):
+        if lo > 0 and (not seen or seen[0].offset > lo):
             # A read from a dropped offset starts at the oldest message left. Offsets need
             # not be dense (the stream's own bookkeeping takes some), so a first message
             # past `lo` is a drop only when the stream holds nothing at or before `lo`.
@@ -231,15 +236,15 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
                 consumer, settings.stream, first, lambda _: True,
                 first_wait=EMPTY_WAIT_SECONDS, quiet=settings.timeout_seconds,
             )  # fmt: skip
-            if not oldest or oldest[0][0] > lo:
-                start = f"offset {oldest[0][0]}" if oldest else "its end (it is empty)"
+            if not oldest or oldest[0].offset > lo:
+                start = f"offset {oldest[0].offset}" if oldest else "its end (it is empty)"
                 raise RetentionDropped(
                     f"stream {settings.stream!r} now starts at {start}: messages from offset "
                     f"{lo} of this slice were dropped by its retention, so it cannot be read "
                     "again exactly"
                 )
-        if not seen or seen[-1][0] < hi - 1:
-            end = f"offset {seen[-1][0]}" if seen else f"offset {lo}"
+        if not seen or seen[-1].offset < hi - 1:
+            end = f"offset {seen[-1].offset}" if seen else f"offset {lo}"
             raise StreamUnreachable(
                 f"stream {settings.stream!r} at {settings.address} sent nothing past {end} "
                 f"within {settings.timeout_seconds:g} s, before this slice's last offset "
@@ -247,4 +252,4 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
             )
         return seen
 
-    return [_message(o, d, t) for o, d, t in _run(settings, work) if lo <= o < hi]
+    return [message for message in _run(settings, work) if lo <= message.offset < hi]
