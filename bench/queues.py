@@ -16,7 +16,11 @@ messages for a session that is away). Then put → landed latency at a 500-messa
 JetStream: 500 messages published one by one, the partition landed as soon as the last is
 stored; each message's latency is its landing's commit time minus its publish time.
 
-    .venv/bin/python bench/queues.py --counts 20000 200000 --mqtt-counts 20000
+    .venv/bin/python bench/queues.py --counts 20000 200000 --mqtt-counts 20000 \
+        --rabbitmq-counts 20000 200000
+
+RabbitMQ's part (a stream and a classic queue) is bench/queues_rabbitmq.py, also runnable
+on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import paho.mqtt.client as mqtt
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from paho.mqtt import publish
 
+from bench.queues_rabbitmq import run as rabbitmq
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.warehouse import Warehouse
@@ -188,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--mqtt-counts", type=int, nargs="*", default=[20_000])
+    parser.add_argument("--rabbitmq-counts", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -225,6 +231,8 @@ def main() -> None:
         f"JetStream put → landed at a 500-message cut: p50 {p50:.2f} s, p95 {p95:.2f} s "
         "(the landing only; a sensor adds up to sensor_interval_seconds, a run its start-up)"
     )
+    # RabbitMQ's stream and queue, and their latency at a cut (bench/queues_rabbitmq.py).
+    rabbitmq(args.rabbitmq_counts, args.rounds, work)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
