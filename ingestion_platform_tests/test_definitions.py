@@ -72,6 +72,7 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
             "clicks/events",
             "fleet_jetstream/readings",
             "fleet_mqtt/readings",
+            "fleet_rabbitmq/readings",
             "inbox/drops",
             "music/album_tracks",
             "music/new_releases",
@@ -88,6 +89,7 @@ def test_the_demo_location_loads_without_services_secrets_or_data(tmp_path: Path
             "clicks__size_sensor",
             "fleet_jetstream__size_sensor",
             "fleet_mqtt__size_sensor",
+            "fleet_rabbitmq__size_sensor",
             "inbox__drops__sensor",
             "partner_files__orders__sensor",
             "partner_files_latin1__orders__sensor",
@@ -208,7 +210,7 @@ def test_sources_load_as_dagsters_own_loader_loads_them(tmp_path: Path) -> None:
             ours["schedules"][-1][3],
         ],
     ]
-    assert len(ours["assets"]) == 14  # the demo's 13 and the templated shop
+    assert len(ours["assets"]) == 15  # the demo's 14 and the templated shop
 
 
 COMPARE_ERRORS = """

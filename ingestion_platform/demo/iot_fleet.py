@@ -1,9 +1,11 @@
-"""A stand-in IoT fleet for the demo: sensors publishing readings over MQTT and into a
-JetStream stream, with a bad reading now and then.
+"""A stand-in IoT fleet for the demo: sensors publishing readings over MQTT, into a
+JetStream stream and to a RabbitMQ queue, with a bad reading now and then.
 
 Each of `--sensors` devices sends a temperature and humidity reading every `--every`
 seconds: over MQTT to `fleet/<device>/reading` (QoS 1, with a `message_id`, as the MQTT
-source asks of producers) and to the JetStream stream FLEET on `FLEET.<device>`. About
+source asks of producers), to the JetStream stream FLEET on `FLEET.<device>`, and to the
+durable RabbitMQ queue `fleet-readings` (persistent, with the AMQP `message_id` property,
+as the RabbitMQ source asks of producers). About
 one reading in fifty is bad (text where a number belongs, or not JSON at all) and lands
 in the source's `_quarantine`.
 
@@ -20,10 +22,13 @@ import time
 from datetime import UTC, datetime
 
 import nats
+import pika
 from nats.js.errors import NotFoundError
 from paho.mqtt import publish
+from pika.exceptions import AMQPError
 
 STREAM = "FLEET"
+QUEUE = "fleet-readings"
 
 
 def reading(rng: random.Random, device: int, serial: int) -> bytes:
@@ -42,6 +47,9 @@ def reading(rng: random.Random, device: int, serial: int) -> bytes:
 
 
 async def run(sensors: int, every: float, nats_url: str, mqtt_host: str, mqtt_port: int) -> None:
+    rabbitmq = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    channel = rabbitmq.channel()
+    channel.queue_declare(QUEUE, durable=True)
     client = await nats.connect(nats_url)
     js = client.jetstream()
     try:
@@ -62,6 +70,12 @@ async def run(sensors: int, every: float, nats_url: str, mqtt_host: str, mqtt_po
             hostname=mqtt_host,
             port=mqtt_port,
         )
+        for device, payload in batch:
+            properties = pika.BasicProperties(
+                message_id=f"dev{device}-{serial}", delivery_mode=2, content_type="application/json"
+            )
+            channel.basic_publish("", QUEUE, payload, properties)
+        rabbitmq.process_data_events(0)  # heartbeats between readings
         await asyncio.sleep(every)
 
 
@@ -76,7 +90,7 @@ def main() -> None:
     while True:  # a broker that is down or restarting: try again, as a device would
         try:
             asyncio.run(run(args.sensors, args.every, args.nats, args.mqtt_host, args.mqtt_port))
-        except (OSError, nats.errors.Error) as error:
+        except (OSError, nats.errors.Error, AMQPError) as error:
             print(f"iot_fleet: {error}; again in 5 s", flush=True)
             time.sleep(5)
 
