@@ -18,6 +18,8 @@ from ingestion_platform.core.sql_quoting import quote_literal
 
 # ducklake and postgres for the lake and its catalog; httpfs and aws for a data path in S3.
 LAKE_EXTENSIONS = ("ducklake", "postgres", "httpfs", "aws")
+# The scanners database sources read PostgreSQL and MySQL/MariaDB slices through.
+SCANNER_EXTENSIONS = ("postgres", "mysql")
 
 
 class ExtensionMissing(RuntimeError):

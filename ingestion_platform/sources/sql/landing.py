@@ -84,8 +84,8 @@ def land_arrow_slice(
         with warehouse.exclusive():
             if first is not None:
                 existed = warehouse.table_exists_unlocked(dataset, landed)
-                pipeline = _pipeline(warehouse, dataset, pipeline_name, workdir)
-                names, added = _migrate(pipeline, resource, first)
+                pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
+                names, added = migrate_table(pipeline, resource, first)
                 columns = {
                     name: column.get("data_type", "unknown")
                     for name, column in pipeline.default_schema.get_table_columns(landed).items()
@@ -125,7 +125,7 @@ def _as_arrow(item: object) -> ArrowItem:
     return item
 
 
-def _pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str) -> dlt.Pipeline:
+def landing_pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str) -> dlt.Pipeline:
     # A private working folder per run: concurrent runs never share dlt state.
     return dlt.pipeline(
         pipeline_name=name,
@@ -136,7 +136,7 @@ def _pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str) -> dl
     )
 
 
-def _migrate(
+def migrate_table(
     pipeline: dlt.Pipeline, resource: DltResource, first: ArrowItem
 ) -> tuple[list[str], list[str]]:
     """Let dlt create or evolve the table from an empty sample.

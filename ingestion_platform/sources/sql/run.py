@@ -8,6 +8,7 @@ health checks, never onto a partition where a sum over partitions would count th
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -27,6 +28,15 @@ def run_slice(context: dg.AssetExecutionContext, is_time: bool) -> tuple[list[st
         return list(context.partition_keys), SliceBounds.window(window.start, window.end)
     cut = CursorSlice.from_key(context.partition_key)
     return [cut.key], SliceBounds.after(cut.lo, cut.hi)
+
+
+def window_starts(context: dg.AssetExecutionContext, keys: list[str]) -> list[datetime] | None:
+    """Where each time partition of a several-partition run starts; None for one partition."""
+    if len(keys) < 2:
+        return None
+    partitions_def = context.assets_def.partitions_def
+    assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+    return [partitions_def.time_window_for_partition_key(key).start for key in keys]
 
 
 def report_landing(

@@ -223,25 +223,21 @@ def slice_resource(
     chunk_size: int,
     primary_key: list[str] | None,
     tinyint1_as_boolean: bool = False,
+    plan: TypePlan | None = None,
 ) -> DltResource:
     """A dlt resource yielding the rows of `table` within `bounds` as Arrow batches.
 
     `table` is the one `inspect_table` reflected; dlt reuses it instead of reflecting again.
     Columns the backend would read unfaithfully are read as `plan_types` decides (which may
-    switch ConnectorX to pyarrow for this table); MySQL TINYINT(1) lands as BOOLEAN if asked.
+    switch ConnectorX to pyarrow for this table), or as `plan` says if given; MySQL
+    TINYINT(1) lands as BOOLEAN if asked.
     """
 
     def restrict(query: Any, source_table: sa.Table) -> Any:
-        column = cursor.expression(source_table)
-        if bounds.lower is not None:
-            bound = cursor.bound(bounds.lower)
-            query = query.where(column >= bound if bounds.lower_inclusive else column > bound)
-        if bounds.upper is not None:
-            bound = cursor.bound(bounds.upper)
-            query = query.where(column <= bound if bounds.upper_inclusive else column < bound)
-        return query
+        return bounded(query, source_table, cursor, bounds)
 
-    plan = plan_types(table, engine.dialect, backend, tinyint1_as_boolean=tinyint1_as_boolean)
+    if plan is None:
+        plan = plan_types(table, engine.dialect, backend, tinyint1_as_boolean=tinyint1_as_boolean)
     backend = plan.backend
     backend_kwargs: dict[str, Any] = {}
     loader: type[BaseTableLoader] = TableLoader
@@ -265,6 +261,18 @@ def slice_resource(
     if plan_hints := plan.hints():
         resource.apply_hints(columns=plan_hints)
     return resource
+
+
+def bounded(query: Any, table: sa.Table, cursor: CursorColumn, bounds: SliceBounds) -> Any:
+    """`query` restricted to the rows of `table` within `bounds` on `cursor`."""
+    column = cursor.expression(table)
+    if bounds.lower is not None:
+        bound = cursor.bound(bounds.lower)
+        query = query.where(column >= bound if bounds.lower_inclusive else column > bound)
+    if bounds.upper is not None:
+        bound = cursor.bound(bounds.upper)
+        query = query.where(column <= bound if bounds.upper_inclusive else column < bound)
+    return query
 
 
 class SourceReadError(RuntimeError):

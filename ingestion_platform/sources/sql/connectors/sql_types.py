@@ -113,24 +113,32 @@ class TypePlan:
 
 
 def plan_types(
-    table: sa.Table, dialect: sa.Dialect, backend: Reader, *, tinyint1_as_boolean: bool = False
+    table: sa.Table,
+    dialect: sa.Dialect,
+    backend: Reader,
+    *,
+    tinyint1_as_boolean: bool = False,
+    quiet: bool = False,
 ) -> TypePlan:
-    """How to read `table` faithfully with `backend`, or with pyarrow where it must."""
+    """How to read `table` faithfully with `backend`, or with pyarrow where it must.
+
+    `quiet` plans without the warnings, for a reader that only borrows the plan's types.
+    """
     if dialect.name not in ("postgresql", "mysql", "mariadb"):
         return TypePlan(backend)  # SQLite's loosely typed columns keep dlt's reading
     is_pg = dialect.name == "postgresql"
     if backend == "connectorx":
         blocked = [c for c in table.columns if not _connectorx_reads(c.type, is_pg)]
-        for column in blocked:
+        for column in [] if quiet else blocked:
             logger.warning(
                 f"table {table.name!r}: ConnectorX cannot read column {column.name!r} of type "
-                f"{_type_name(column.type, dialect)}, so the table is read with the pyarrow "
+                f"{type_name(column.type, dialect)}, so the table is read with the pyarrow "
                 "backend (slower)"
             )
         backend = "pyarrow" if blocked else backend
     reads = []
     for column in table.columns:
-        sql_type = _type_name(column.type, dialect)
+        sql_type = type_name(column.type, dialect)
         if _unreadable(column.type):
             return TypePlan(
                 backend,
@@ -140,7 +148,7 @@ def plan_types(
             )
         read = _column_read(column, sql_type, is_pg, backend, tinyint1_as_boolean)
         if read is not None:
-            if read.select is not None:
+            if read.select is not None and not quiet:
                 logger.warning(
                     f"table {table.name!r}: reading column {column.name!r} of type "
                     f"{read.sql_type} as text, which the {backend} reader reads exactly"
@@ -212,7 +220,7 @@ def _recreate_empty_column(
     connection.execute(f"alter table {relation} add column {column} {target}")
 
 
-def _type_name(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
+def type_name(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
     try:
         return column_type.compile(dialect=dialect)
     except sa.exc.CompileError:  # e.g. a type SQLAlchemy reflected as NullType
@@ -250,7 +258,7 @@ def _pg_interval_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
 
 
 # Array elements ConnectorX reads as Arrow lists: DuckDB element type and Arrow type.
-def _list_element(item: sa.types.TypeEngine[Any]) -> tuple[str, pa.DataType] | None:
+def list_element(item: sa.types.TypeEngine[Any]) -> tuple[str, pa.DataType] | None:
     if isinstance(item, sa.Boolean):
         return "BOOLEAN", pa.bool_()
     if isinstance(item, sa.SmallInteger):
@@ -271,12 +279,15 @@ def _list_element(item: sa.types.TypeEngine[Any]) -> tuple[str, pa.DataType] | N
 def _connectorx_reads(column_type: sa.types.TypeEngine[Any], is_pg: bool) -> bool:
     """Whether ConnectorX reads the column, as it is or through `_column_read`'s rewrite."""
     if isinstance(column_type, sa.ARRAY):
-        return _list_element(column_type.item_type) is not None
+        return list_element(column_type.item_type) is not None
     if isinstance(column_type, postgresql.BIT):
         return not column_type.varying
     readable: tuple[type[Any], ...] = (
         sa.Integer,
         sa.Numeric,
+        # Not a Numeric since SQLAlchemy 2.1: without it every table with a float column
+        # was read by the pyarrow backend.
+        sa.Float,
         sa.String,
         sa.Boolean,
         sa.Date,
@@ -371,7 +382,7 @@ def _column_read(
         # warehouse column is still made JSON, and DuckDB parses each value on insert.
         return ColumnRead(name, sql_type, duckdb="JSON", hint=text)
     if isinstance(column_type, sa.ARRAY):
-        element = _list_element(column_type.item_type)
+        element = list_element(column_type.item_type)
         if element is None:
             return None  # the pyarrow backend lands it as JSON text
         duckdb_element, arrow_element = element

@@ -1,0 +1,315 @@
+"""Land a database slice read by DuckDB's own scanner, in the transaction that replaces it.
+
+The same contract as landing.py's Arrow path (dlt owns the schema; one transaction deletes
+the slice and inserts it; a failure anywhere rolls it back), with the read inside DuckDB:
+the source is attached to the warehouse's writing connection and the insert is
+`INSERT INTO target BY NAME SELECT … FROM <the slice>`, rows streaming from the source's
+wire protocol into DuckDB's row groups with no Arrow or Python in between. Memory stays
+flat (the writer's DuckDB memory cap bounds it; bench/README.md measured 10M rows).
+
+The warehouse lock is held while the source is read, as on the Arrow path. Reading into a
+private DuckDB first and copying from it under the lock would shorten the lock's window to
+the local copy, but writes every row twice; the `duckdb_warehouse` pool runs one warehouse
+step at a time anyway, so the lock window costs no concurrency (docs/sources/sql.md).
+
+Before the lock, a private in-memory DuckDB attaches the source and reads no rows of it: the
+slice's column types, from which dlt creates or migrates the table as it does from the
+first Arrow batch. A source that refuses the scanner fails there, holding nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlalchemy as sa
+from dlt.extract import DltResource
+
+from ingestion_platform.core.sql_quoting import quote_identifier, quote_literal
+from ingestion_platform.core.warehouse import (
+    BATCH_KEY_COLUMN,
+    LOADED_AT_COLUMN,
+    Warehouse,
+    delete_older_versions,
+    delete_slices,
+)
+from ingestion_platform.sources.api.landing import LandingReport
+from ingestion_platform.sources.sql.connectors.scanner import (
+    ScanMode,
+    ScanPlan,
+    SliceScan,
+    attached,
+    sample_scan,
+    scan_failure,
+    slice_scan,
+)
+from ingestion_platform.sources.sql.connectors.sql_database import CursorColumn, SliceBounds
+from ingestion_platform.sources.sql.connectors.sql_types import (
+    DUCKDB_TYPE,
+    TypePlan,
+    align_column_types,
+)
+from ingestion_platform.sources.sql.landing import (
+    landing_pipeline,
+    migrate_table,
+    warehouse_table_name,
+)
+
+# The cursor as the window lookup sees it, beside the slice's own columns.
+_CURSOR = "__slice_cursor"
+
+
+@dataclass(frozen=True)
+class ScanSlice:
+    """What to land: the table's scan plan, the slice and the keys its rows take."""
+
+    plan: ScanPlan
+    engine: sa.Engine
+    cursor: CursorColumn
+    bounds: SliceBounds
+    batch_keys: list[str]
+    # For a run of several time partitions: each key's window start, in key order.
+    window_starts: list[datetime] | None = None
+    tinyint1_as_boolean: bool = False
+
+
+def land_scanned_slice(
+    *,
+    warehouse: Warehouse,
+    dataset: str,
+    pipeline_name: str,
+    resource: DltResource,
+    type_plan: TypePlan,
+    read: ScanSlice,
+    primary_key: list[str] | None = None,
+) -> tuple[LandingReport, ScanMode]:
+    """Replace the rows of `read.batch_keys` in `dataset.<table>` with the scanned slice.
+
+    `resource` is the ConnectorX path's dlt resource for the table, never iterated: its
+    column hints make dlt create the same warehouse columns. Returns the report and how the
+    slice was read.
+    """
+    started = time.monotonic()
+    loaded_at = datetime.now(UTC)
+    table = resource.table_name
+    assert isinstance(table, str), "database resources have a static table name"
+    landed = warehouse_table_name(table)
+    plan, sample = _sample(read)
+    read = replace(read, plan=plan)
+    sample = _stamped(_with_warehouse_types(sample, plan, type_plan))
+    workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
+    try:
+        with warehouse.exclusive():
+            existed = warehouse.table_exists_unlocked(dataset, landed)
+            pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
+            names, added = migrate_table(pipeline, resource, sample)
+            schema = pipeline.default_schema
+            columns = {
+                name: column.get("data_type", "unknown")
+                for name, column in schema.get_table_columns(landed).items()
+            }
+            key_columns = [schema.naming.normalize_identifier(name) for name in primary_key or []]
+            renamed = dict(zip(sample.schema.names, names, strict=True))
+            figures = _commit(
+                warehouse,
+                dataset,
+                landed,
+                read,
+                read.plan.renamed(renamed),
+                sample.rename_columns(names).schema,
+                key_columns,
+                loaded_at,
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows_by_key = {key: rows for key, (rows, _) in figures.rows.items()}
+    report = LandingReport(
+        rows_by_table={table: sum(rows_by_key.values())},
+        bytes_loaded=sum(nbytes for _, nbytes in figures.rows.values()),
+        duration_seconds=time.monotonic() - started,
+        new_columns={table: added} if added else {},
+        columns_by_table={table: columns} if columns else {},
+        emptied_batches=sorted(set(read.batch_keys) - {k for k, n in rows_by_key.items() if n}),
+        rows_by_key={table: rows_by_key},
+        superseded_rows=figures.superseded,
+        table_existed=existed,
+    )
+    return report, figures.mode
+
+
+def _sample(read: ScanSlice) -> tuple[ScanPlan, pa.Table]:
+    """No rows of the slice, with the types the scanner reads it as, and the plan that
+    reads its text columns as text."""
+    connection = duckdb.connect()
+    try:
+        with attached(
+            connection, read.plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
+        ) as alias:
+            plan = read.plan
+            scanned = _describe(connection, sample_scan(plan, read.engine, alias))
+            plan = plan.decoding(scanned)
+            sample = connection.execute(sample_scan(plan, read.engine, alias).select_sql())
+            return plan, sample.arrow().read_all()
+    finally:
+        connection.close()
+
+
+def _describe(connection: duckdb.DuckDBPyConnection, scan: SliceScan) -> dict[str, str]:
+    """The DuckDB type of each column `scan` reads."""
+    try:
+        found = connection.execute(f"describe {scan.select_sql()}").fetchall()
+    except duckdb.Error as error:
+        failure = scan_failure(error, scan.plan.source)
+        if failure is None:
+            raise
+        raise failure from None
+    return {name: str(data_type) for name, data_type, *_ in found}
+
+
+def _with_warehouse_types(sample: pa.Table, plan: ScanPlan, type_plan: TypePlan) -> pa.Table:
+    """The sample typed as ConnectorX types a first batch, so dlt creates the same columns;
+    fields whose warehouse type dlt gets wrong carry it, as on the Arrow path."""
+    wanted = {read.name: read.duckdb for read in type_plan.columns if read.duckdb}
+    fields = []
+    for field in plan.sample_types(sample.schema):
+        if field.name in wanted:
+            field = field.with_metadata({DUCKDB_TYPE: wanted[field.name].encode()})
+        fields.append(field)
+    return sample.cast(pa.schema(fields))
+
+
+def _stamped(sample: pa.Table) -> pa.Table:
+    """The sample with the key and load time every landed row carries (landing.py's types)."""
+    sample = sample.append_column(BATCH_KEY_COLUMN, pa.array([], pa.string()))
+    return sample.append_column(LOADED_AT_COLUMN, pa.array([], pa.timestamp("us", tz="UTC")))
+
+
+@dataclass
+class _Figures:
+    rows: dict[str, tuple[int, int]]  # rows and bytes per batch key
+    superseded: int
+    mode: ScanMode
+
+
+def _commit(
+    warehouse: Warehouse,
+    dataset: str,
+    table: str,
+    read: ScanSlice,
+    plan: ScanPlan,
+    schema: pa.Schema,
+    key_columns: list[str],
+    loaded_at: datetime,
+) -> _Figures:
+    """Delete the slices and insert the scanned rows, in one transaction."""
+    relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
+    connection = warehouse.open_writer()
+    try:
+        with attached(
+            connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
+        ) as alias:
+            scan = slice_scan(plan, read.engine, alias, read.cursor, read.bounds)
+            connection.execute("begin")
+            try:
+                delete_slices(connection, dataset, [table], read.batch_keys)
+                # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields say which.
+                align_column_types(connection, dataset, table, schema)
+                _run_insert(connection, scan, read, relation, loaded_at)
+                rows = _rows_and_bytes(connection, relation, read.batch_keys, schema)
+                superseded = 0
+                if key_columns and rows:
+                    superseded = delete_older_versions(
+                        connection, relation, key_columns, read.batch_keys
+                    )
+                connection.execute("commit")
+            except BaseException:
+                connection.execute("rollback")  # before the source is detached
+                raise
+    finally:
+        connection.close()
+    return _Figures(rows, superseded, scan.mode)
+
+
+def _run_insert(
+    connection: duckdb.DuckDBPyConnection,
+    scan: SliceScan,
+    read: ScanSlice,
+    relation: str,
+    loaded_at: datetime,
+) -> None:
+    sql, parameters = _insert(relation, scan, read, loaded_at)
+    try:
+        connection.execute(sql, parameters)
+    except duckdb.Error as error:
+        failure = scan_failure(error, scan.plan.source)
+        if failure is None:
+            raise
+    else:
+        return
+    raise failure  # outside the `except`: the database's message, not DuckDB's chain
+
+
+def _insert(
+    relation: str, scan: SliceScan, read: ScanSlice, loaded_at: datetime
+) -> tuple[str, list[Any]]:
+    """The INSERT of the slice, each row keyed by its partition."""
+    loaded = quote_literal(loaded_at.isoformat())
+    stamp = f"{loaded}::timestamptz as {quote_identifier(LOADED_AT_COLUMN)}"
+    key_name = quote_identifier(BATCH_KEY_COLUMN)
+    if read.window_starts is None:
+        (key,) = read.batch_keys
+        select = scan.select_sql(f"{quote_literal(key)} as {key_name}, {stamp}")
+        return f"insert into {relation} by name {select}", list(scan.parameters)
+    # Several time windows: each row takes the key of the last window starting at or before
+    # its cursor (the bounds keep every row within the run's windows).
+    cursor = _cursor_sql(read.cursor)
+    aware = read.cursor.kind == "timestamp_tz"
+    starts = [s.astimezone(UTC) if aware else s.replace(tzinfo=None) for s in read.window_starts]
+    start_type = "timestamptz[]" if aware else "timestamp[]"
+    select = scan.select_sql(f"{cursor} as {quote_identifier(_CURSOR)}")
+    sql = (
+        f"insert into {relation} by name "  # noqa: S608
+        f"select slice.* exclude ({quote_identifier(_CURSOR)}), windows.key as {key_name}, "
+        f"{stamp} from ({select}) as slice asof left join "
+        f"(select unnest(?::{start_type}) as start, unnest(?::varchar[]) as key) as windows "
+        f"on slice.{quote_identifier(_CURSOR)} >= windows.start"
+    )
+    return sql, [*scan.parameters, starts, read.batch_keys]
+
+
+def _cursor_sql(cursor: CursorColumn) -> str:
+    """The cursor over the scanned columns, as a timestamp the windows compare with."""
+    columns = [quote_identifier(name) for name in cursor.names]
+    expression = columns[0] if len(columns) == 1 else f"coalesce({', '.join(columns)})"
+    return f"cast({expression} as timestamp)" if cursor.kind == "date" else expression
+
+
+def _rows_and_bytes(
+    connection: duckdb.DuckDBPyConnection, relation: str, keys: list[str], schema: pa.Schema
+) -> dict[str, tuple[int, int]]:
+    """Rows per landed key, and their bytes as Arrow would hold them (text by its length)."""
+    widths = [_width(field) for field in schema]
+    size = " + ".join(widths) if widths else "0"
+    batch = quote_identifier(BATCH_KEY_COLUMN)
+    found = connection.execute(
+        f"select {batch}, count(*), sum({size}) from {relation} "  # noqa: S608
+        f"where {batch} in (select unnest(?)) group by 1",
+        [keys],
+    ).fetchall()
+    return {key: (int(rows), int(nbytes or 0)) for key, rows, nbytes in found}
+
+
+def _width(field: pa.Field) -> str:
+    column = quote_identifier(field.name)
+    try:
+        return str(field.type.bit_width // 8)
+    except ValueError:  # variable width: its bytes
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            return f"coalesce(octet_length({column}), 0)"
+        return f"coalesce(strlen(cast({column} as varchar)), 0)"
