@@ -104,10 +104,13 @@ def queue_depth(name: str) -> int:
 
 class CuttableProxy:
     """Forwards 127.0.0.1:`port` to `upstream`; `cut()` resets every live connection and
-    every new one until `restore()`, as a broker restart or a broken link does."""
+    every new one until `restore()`, as a broker restart or a broken link does. With
+    `cut_after`, it cuts by itself once that many bytes went to the clients."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], cut_after: int | None = None) -> None:
         self.upstream = upstream
+        self.cut_after = cut_after
+        self.forwarded = 0
         self._cut = threading.Event()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -139,7 +142,15 @@ class CuttableProxy:
             self._live.clear()
 
     def restore(self) -> None:
+        self.cut_after = None
         self._cut.clear()
+
+    def _count(self, sent: int) -> None:
+        with self._lock:
+            self.forwarded += sent
+            due = self.cut_after is not None and self.forwarded >= self.cut_after
+        if due:
+            threading.Thread(target=self.cut, daemon=True).start()  # not from a live one
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
@@ -164,6 +175,8 @@ class CuttableProxy:
                         if not (data := side.recv(65536)):
                             return
                         other.sendall(data)
+                        if other is client:
+                            self._count(len(data))
         except OSError:
             pass  # cut, or one side went away
         finally:

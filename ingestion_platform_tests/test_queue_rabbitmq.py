@@ -19,6 +19,7 @@ from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.rabbitmq.component import RabbitMqSource
 from ingestion_platform_tests.brokers import (
     RABBITMQ,
+    RABBITMQ_STREAMS,
     CuttableProxy,
     RabbitNames,
     publish,
@@ -215,6 +216,41 @@ def test_a_stream_partition_is_an_exact_offset_range_and_a_replay_reads_it_again
     assert warehouse.query("select count(*), count(distinct id), max(id) from plant.readings") == [
         (300, 300, 300)
     ]
+
+
+def test_a_stream_read_cut_mid_way_fails_untouched_and_a_retry_lands_the_exact_range(
+    tmp_path: Path, rabbit: RabbitNames, instance: dg.DagsterInstance, warehouse: Warehouse,
+    resources: dict[str, Any],
+) -> None:  # fmt: skip
+    stream = rabbit.stream()
+    publish(stream, _readings(1, 2000))
+    # Reached through a proxy that breaks the connection once some 60 kB have gone by, as a
+    # broker restart or a dropped link does mid-read.
+    with CuttableProxy(RABBITMQ_STREAMS, cut_after=60_000) as proxy:
+        defs = _defs(tmp_path, stream=stream, stream_port=proxy.port, stream_load_balancer=True,
+                     batch={"records": 2000}, timeout_seconds=3)  # fmt: skip
+        assert proxy.cut_after and requested_keys(_tick(defs, instance)) == ["..2000"]
+        proxy.restore()
+        proxy.cut_after = proxy.forwarded + 60_000
+        result = materialize(
+            defs, partition_key="..2000", resources=resources, instance=instance,
+            raise_on_error=False,
+        )  # fmt: skip
+        message = failure_message(result).removeprefix(
+            "ingestion_platform.core.declaration.SourceFailure: "
+        )
+        assert message.startswith(
+            f"source 'plant' ({tmp_path}/plant/defs.yaml): RabbitMQ at 127.0.0.1:{proxy.port} "
+            f"(vhost '/') lost the connection reading stream '{stream}' after offset "
+        )
+        assert message.endswith("nothing of this read was landed, and a retry reads the same range")
+        assert not warehouse.table_exists("plant", "readings")
+        proxy.restore()
+        materialize(defs, partition_key="..2000", resources=resources, instance=instance)
+    assert warehouse.query(
+        "select count(*), count(distinct id), min(id), max(id), "
+        "count(distinct _sequence_number) from plant.readings"
+    ) == [(2000, 2000, 1, 2000, 2000)]
 
 
 def test_stream_slices_that_retention_dropped_fail_and_keep_their_rows(

@@ -46,6 +46,9 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     host: Setting = "127.0.0.1"
     port: int = 5672
     stream_port: int = 5552
+    # Streams through a load balancer or proxy: connect to host:stream_port, not to the
+    # address the node advertises (which may not be reachable from here).
+    stream_load_balancer: bool = False
     vhost: str = "/"
     username: Setting = "guest"
     password: Setting = "guest"
@@ -152,6 +155,7 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
             stream=self.stream,
             tls=self.tls,
             timeout_seconds=self.timeout_seconds,
+            load_balancer=self.stream_load_balancer,
         )
 
     def drain(self, source: SourceContext, warehouse: Warehouse) -> int:

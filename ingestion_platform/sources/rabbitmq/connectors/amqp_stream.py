@@ -56,6 +56,9 @@ class StreamSettings:
     stream: str
     tls: bool = False
     timeout_seconds: float = 10.0
+    # Reached through a load balancer or proxy: connect to host:port, not to the address
+    # the node advertises.
+    load_balancer: bool = False
 
     @property
     def address(self) -> str:
@@ -80,8 +83,18 @@ class StreamUnreachable(ConnectionError):
     """The broker cannot be reached, refused the credentials, or has no such stream."""
 
 
-def _run(settings: StreamSettings, work: Callable[[Consumer], Awaitable[T]]) -> T:
+@dataclass
+class _Session:
+    """A consumer and why its connection closed, if it did."""
+
+    consumer: Consumer
+    settings: StreamSettings
+    lost: list[str]
+
+
+def _run(settings: StreamSettings, work: Callable[[_Session], Awaitable[T]]) -> T:
     async def session() -> T:
+        lost: list[str] = []
         consumer = Consumer(
             settings.host,
             settings.port,
@@ -90,10 +103,14 @@ def _run(settings: StreamSettings, work: Callable[[Consumer], Awaitable[T]]) -> 
             password=settings.password,
             ssl_context=ssl.create_default_context() if settings.tls else None,
             connection_name="ingestion_platform",
+            load_balancer_mode=settings.load_balancer,
+            on_close_handler=lambda info: lost.append(info.reason),
         )
         try:
             await asyncio.wait_for(consumer.start(), settings.timeout_seconds)
-            return await work(consumer)
+            return await work(_Session(consumer, settings, lost))
+        except StreamUnreachable:
+            raise
         except AuthenticationFailure:
             raise StreamUnreachable(refused(settings.address, settings.username)) from None
         except VirtualHostAccessFailure:
@@ -146,8 +163,7 @@ def _message(offset: int, data: bytes, chunk_ms: int) -> StreamMessage:
 
 
 async def _collect(
-    consumer: Consumer,
-    stream: str,
+    session: _Session,
     spec: ConsumerOffsetSpecification,
     done: Callable[[list[StreamMessage]], bool],
     *,
@@ -170,28 +186,36 @@ async def _collect(
         if done(seen):
             finished.set()
 
-    subscription = await consumer.subscribe(
-        stream, on_message, offset_specification=spec, initial_credit=CREDIT
+    settings = session.settings
+    subscription = await session.consumer.subscribe(
+        settings.stream, on_message, offset_specification=spec, initial_credit=CREDIT
     )
     while not finished.is_set():
         try:
             await asyncio.wait_for(finished.wait(), min(quiet, first_wait, CHECK_SECONDS))
         except TimeoutError:
+            if session.lost:
+                where = f"after offset {seen[-1].offset}" if seen else "before its first message"
+                raise StreamUnreachable(
+                    f"RabbitMQ at {settings.address} lost the connection reading stream "
+                    f"{settings.stream!r} {where} ({session.lost[0]}); nothing of this read "
+                    "was landed, and a retry reads the same range"
+                ) from None
             if time.monotonic() - last >= (quiet if seen else first_wait):
                 break
     finished.set()
-    await consumer.unsubscribe(subscription)
+    await session.consumer.unsubscribe(subscription)
     return seen
 
 
 def newest_position(settings: StreamSettings) -> tuple[int, int | None]:
     """The position past the stream's newest message (0 when empty) and that chunk's time."""
 
-    async def work(consumer: Consumer) -> tuple[int, int | None]:
+    async def work(session: _Session) -> tuple[int, int | None]:
         # The broker sends the last chunk whole: a short quiet after it ends the read.
         last = ConsumerOffsetSpecification(OffsetType.LAST, None)
         seen = await _collect(
-            consumer, settings.stream, last, lambda _: False,
+            session, last, lambda _: False,
             first_wait=EMPTY_WAIT_SECONDS, quiet=0.1,
         )  # fmt: skip
         if not seen:
@@ -205,10 +229,10 @@ def newest_position(settings: StreamSettings) -> tuple[int, int | None]:
 def first_after(settings: StreamSettings, offset: int) -> StreamMessage | None:
     """The first message the stream holds at or past `offset`, if any."""
 
-    async def work(consumer: Consumer) -> list[StreamMessage]:
+    async def work(session: _Session) -> list[StreamMessage]:
         spec = ConsumerOffsetSpecification(OffsetType.OFFSET, offset)
         return await _collect(
-            consumer, settings.stream, spec, lambda _: True,
+            session, spec, lambda _: True,
             first_wait=EMPTY_WAIT_SECONDS, quiet=settings.timeout_seconds,
         )  # fmt: skip
 
@@ -221,10 +245,10 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
     when the stream no longer holds the start of the range, StreamUnreachable when it ends
     before `hi`."""
 
-    async def work(consumer: Consumer) -> list[StreamMessage]:
+    async def work(session: _Session) -> list[StreamMessage]:
         spec = ConsumerOffsetSpecification(OffsetType.OFFSET, lo)
         seen = await _collect(
-            consumer, settings.stream, spec, lambda s: s[-1].offset >= hi - 1,
+            session, spec, lambda s: s[-1].offset >= hi - 1,
             first_wait=settings.timeout_seconds, quiet=settings.timeout_seconds,
         )  # fmt: skip
         if lo > 0 and (not seen or seen[0].offset > lo):
@@ -233,7 +257,7 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
             # past `lo` is a drop only when the stream holds nothing at or before `lo`.
             first = ConsumerOffsetSpecification(OffsetType.FIRST, None)
             oldest = await _collect(
-                consumer, settings.stream, first, lambda _: True,
+                session, first, lambda _: True,
                 first_wait=EMPTY_WAIT_SECONDS, quiet=settings.timeout_seconds,
             )  # fmt: skip
             if not oldest or oldest[0].offset > lo:
@@ -252,4 +276,8 @@ def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage
             )
         return seen
 
-    return [message for message in _run(settings, work) if lo <= message.offset < hi]
+    messages: list[StreamMessage] = []
+    for message in _run(settings, work):  # in offset order, each offset once
+        if lo <= message.offset < hi and (not messages or message.offset > messages[-1].offset):
+            messages.append(message)
+    return messages
