@@ -8,15 +8,28 @@ falls back to ConnectorX, and the run's log says why.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
+from ingestion_platform.sources.sql.connectors.scanner import (
+    ScannerSource,
+    ScannerUnavailable,
+    ScanPlan,
+    attached,
+    plan_scan,
+    slice_scan,
+)
+from ingestion_platform.sources.sql.connectors.sql_database import CursorColumn, SliceBounds
+from ingestion_platform.sources.sql.connectors.sql_types import plan_types
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 DAY = "2026-11-02"
@@ -56,7 +69,8 @@ MARIADB_COLUMNS = (
     "mi mediumint, sm smallint unsigned, ti tinyint, dc decimal(38,10), dc65 decimal(65,30), "
     "dc12 decimal(12,2), tm time(6), flag tinyint(1), y year, e enum('x','y'), f float, "
     "j json, vb varbinary(10), bn binary(4), bl blob, tx text, vc varchar(20), ch char(3), "
-    "dt date, ts timestamp(3) null, dt6 datetime(6)"
+    "dt date, ts timestamp(3) null, dt6 datetime(6), db double, st set('a','b','c'), "
+    "b1 bit(1), b8 bit(8)"
 )
 MARIADB_ROWS = (
     f"(1, '{DAY} 10:00', 18446744073709551615, 2147483647, -8388608, 32767, 127, "
@@ -64,14 +78,15 @@ MARIADB_ROWS = (
     "12345678901234567890123456789012345.123456789012345678901234567890, 1234567890.12, "
     "'-838:59:59.000000', 1, 2024, 'y', 1.5, "
     """'{"a": "é", "b": [1, 2.50]}', x'00ff10', x'0102', x'ff', 'héllo', 'abc', 'ab', """
-    "'2026-01-02', '2026-01-02 03:04:05.678', '2026-01-02 03:04:05.678901')",
-    f"(2, '{DAY} 11:00'" + ", null" * 23 + ")",
+    "'2026-01-02', '2026-01-02 03:04:05.678', '2026-01-02 03:04:05.678901', 2.25, 'a,c', 1, "
+    "255)",
+    f"(2, '{DAY} 11:00'" + ", null" * 27 + ")",
     f"(3, '{DAY} 12:00', 0, 0, 0, 0, -128, -0.0000000001, -0.5, -0.01, '100:00:00.5', 0, "
     "1901, 'x', -0.1, '[1]', x'', x'', x'', '', '', '', '1000-01-01', "
-    "'1970-01-01 00:00:01', '1000-01-01 00:00:00')",
+    "'1970-01-01 00:00:01', '1000-01-01 00:00:00', 1e300, '', 0, 0)",
     f"(4, '{DAY} 13:00', 9223372036854775808, 1, 1, 1, 0, 0, 0, 0, '-00:00:01.5', 1, 0, "
     "'y', 3.4e38, 'null', x'00', x'00', x'00', ' ', ' ', ' ', '9999-12-31', "
-    "'2038-01-19 03:14:07.999', '9999-12-31 23:59:59.999999')",
+    "'2038-01-19 03:14:07.999', '9999-12-31 23:59:59.999999', -0.1, 'c,b', null, 128)",
 )
 
 
@@ -170,3 +185,117 @@ def test_mariadb_scanner_lands_what_connectorx_lands(
 
     assert _differences(warehouse) == {}
     assert any("read through DuckDB's mysql scanner" in m for m in _logs(instance, scanned))
+
+
+def test_a_type_the_scanner_cannot_land_the_same_way_falls_back_naming_it(
+    postgres_url: str, tmp_path: Path, resources: dict, instance: dg.DagsterInstance
+) -> None:
+    _create(
+        postgres_url,
+        "id int primary key, updated_at timestamptz, body jsonb",
+        (f"""(1, '{DAY} 10:00+00', '{{"b": [1, 2.50]}}')""",),
+    )
+
+    result = _land(postgres_url, tmp_path / "src", resources, instance)
+
+    logs = _logs(instance, result)
+    assert (
+        "table 'typed': column 'body' is JSONB, which ConnectorX lands re-serialised "
+        "(minified, numbers as 64-bit floats), where the scanner lands PostgreSQL's own text; "
+        "read with ConnectorX"
+    ) in logs
+    assert not any("scanner (" in m for m in logs)
+    warehouse = resources["warehouse"].get()
+    assert warehouse.query("select body::varchar from src.typed") == [('{"b":[1,2.5]}',)]
+
+
+def _numbers(url: str, rows: int) -> sa.Engine:
+    """`numbers(id, at, note)`: `rows` rows, ids 1..rows, one a minute from DAY, analysed."""
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "create table numbers (id bigint primary key, at timestamptz, note text)"
+        )
+        connection.exec_driver_sql(
+            "insert into numbers select g, timestamptz '2026-11-02 00:00+00' + g * interval "  # noqa: S608
+            f"'1 minute', md5(g::text) from generate_series(1, {rows}) g"
+        )
+        connection.exec_driver_sql("analyze numbers")
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("lower", "upper", "mode"),
+    [(None, 20_000, "table"), (1_000, 1_100, "query"), (19_990, None, "query")],
+)
+def test_postgres_slices_read_exactly_their_bounds_in_either_mode(
+    lower: int | None,
+    upper: int | None,
+    mode: str,
+    postgres_url: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    engine = _numbers(postgres_url, 20_000)
+    table = sa.Table("numbers", sa.MetaData(), autoload_with=engine)
+    type_plan = plan_types(table, engine.dialect, "connectorx", quiet=True)
+    plan = plan_scan(table, engine.dialect, postgres_url, type_plan)
+    assert isinstance(plan, ScanPlan)
+    cursor = CursorColumn(("id",), "integer")
+    connection = duckdb.connect()
+    with attached(connection, plan.source) as alias:
+        scan = slice_scan(plan, engine, alias, cursor, SliceBounds.after(lower, upper))
+        connection.execute("set pg_debug_show_queries = true")
+        counted = f"select min(id), max(id), count(*) from ({scan.select_sql()})"  # noqa: S608
+        ids = connection.execute(counted, scan.parameters).fetchone()
+        ctypes.CDLL(None).fflush(None)  # DuckDB prints the queries through C's buffered stdout
+    engine.dispose()
+
+    assert scan.mode == mode
+    first, last = (lower or 0) + 1, upper or 20_000
+    assert ids == (first, last, last - first + 1)
+    # The bounds reach PostgreSQL: each COPY it was sent carries them.
+    printed = capfd.readouterr()
+    text = " ".join((printed.out + printed.err).split()).replace('"', "").replace("'", "")
+    sent = [copy.split(" TO STDOUT")[0] for copy in text.split("COPY (")[1:]]
+    assert sent
+    for copy in sent:
+        copy = copy.replace("numbers.", "")
+        assert lower is None or f"id > {lower}" in copy, copy
+        assert upper is None or f"id <= {upper}" in copy, copy
+
+
+@pytest.mark.parametrize("database", ["postgres", "mariadb"])
+def test_a_password_never_reaches_a_message_when_the_server_refuses(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = {
+        "postgres": "postgresql://no_such_role:S3cret-PW@127.0.0.1:5432/test",
+        "mariadb": "mysql+pymysql://root:S3cret-PW@127.0.0.1:3306/test",
+    }[database]
+    source = ScannerSource.from_url(url)
+    assert isinstance(source, ScannerSource)
+    connection = duckdb.connect()
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(ScannerUnavailable) as refused:
+        with attached(connection, source):
+            pass
+
+    message = str(refused.value)
+    assert "S3cret-PW" not in message and "S3cret-PW" not in caplog.text
+    assert ("no_such_role" if database == "postgres" else "Access denied") in message
+    # Nothing of the attempt is left on the connection: no secret, no attached database.
+    assert connection.execute("select count(*) from duckdb_secrets()").fetchone() == (0,)
+    assert "S3cret-PW" not in str(connection.execute("from duckdb_databases()").fetchall())
+
+
+def test_a_password_in_the_url_is_in_no_log_or_event_of_a_scanned_run(
+    postgres_url: str, tmp_path: Path, resources: dict, instance: dg.DagsterInstance
+) -> None:
+    # PostgreSQL here trusts local connections, so the password is sent and ignored.
+    url = sa.make_url(postgres_url).set(password="S3cret-PW").render_as_string(False)
+    _create(url, "id int primary key, updated_at timestamptz", (f"(1, '{DAY} 10:00+00')",))
+
+    result = _land(url, tmp_path / "src", resources, instance)
+
+    assert any("read through DuckDB's postgres scanner" in m for m in _logs(instance, result))
+    assert "S3cret-PW" not in str(instance.all_logs(result.run_id))

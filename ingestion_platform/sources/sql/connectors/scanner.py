@@ -234,8 +234,7 @@ def _expression(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> str
     if isinstance(column_type, sa.JSON):
         return "{}" if kind == "mysql" else None
     if isinstance(column_type, sa.Float):
-        # MySQL DOUBLE: ConnectorX lands decimal text.
-        return None if kind == "mysql" and type(column_type) is not mysql.FLOAT else "{}"
+        return "{}"
     if kind == "postgres" and isinstance(column_type, sa.CHAR):
         # The scanner drops the blanks that pad a CHAR(n); ConnectorX keeps them.
         return f"rpad({{}}, {int(column_type.length or 1)}, ' ')"
@@ -243,8 +242,6 @@ def _expression(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> str
         return "{}" if list_element(column_type.item_type) is not None else None
     if isinstance(column_type, sa.Enum):
         return "{}" if kind == "mysql" else None
-    if kind == "mysql" and isinstance(column_type, mysql.SET | mysql.BIT):
-        return None
     native: tuple[type[Any], ...] = (
         sa.Integer,
         sa.Numeric,
@@ -258,7 +255,8 @@ def _expression(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> str
         sa.Uuid,
     )
     if kind == "mysql":
-        native += (mysql.YEAR,)
+        # The scanner is told to read BIT(1) as bytes, as ConnectorX does.
+        native += (mysql.YEAR, mysql.SET, mysql.BIT)
     return "{}" if isinstance(column_type, native) else None
 
 
@@ -271,12 +269,6 @@ def _why_not(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> str:
             "which ConnectorX lands re-serialised (minified, numbers as 64-bit floats), "
             "where the scanner lands PostgreSQL's own text"
         )
-    if kind == "mysql" and isinstance(column_type, sa.Float):
-        return "which the ConnectorX path lands as decimal text"
-    if kind == "mysql" and isinstance(column_type, mysql.SET):
-        return "which the ConnectorX path lands as a JSON-like list of its members"
-    if kind == "mysql" and isinstance(column_type, mysql.BIT):
-        return "which the ConnectorX path lands as an integer, where the scanner lands bytes"
     if isinstance(column_type, sa.Enum):
         return "an enumerated type the scanner would land as a DuckDB ENUM"
     return "a type the scanner path is not checked to land as the ConnectorX path does"
