@@ -20,7 +20,6 @@ routing key in `_partition_key`.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
@@ -223,44 +222,15 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     ) -> SourceLag:
         assert partitions.name is not None
         after = int(latest_slice_end(instance.get_dynamic_partitions(partitions.name)) or 0)
+        # Imported here: the code server loads definitions without the brokers' clients.
+        from ingestion_platform.sources.rabbitmq.lag import queue_lag, stream_lag
+
         with source.naming_failures(ConnectionError):
             if self.stream:
-                return self._stream_lag(source, after)
-            return self._queue_lag(source, after)
-
-    def _stream_lag(self, source: SourceContext, after: int) -> SourceLag:
-        from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import (
-            first_after,
-            newest_position,
-        )
-
-        settings = self.stream_settings(source)
-        newest, _ = newest_position(settings)
-        waiting = max(0, newest - after)
-        oldest = first_after(settings, after) if waiting else None
-        return SourceLag(
-            waiting,
-            "messages",
-            datetime.fromtimestamp(oldest.time_ms / 1000, UTC) if oldest else None,
-            detail={"newest_position": newest, "cut_through": after},
-        )
-
-    def _queue_lag(self, source: SourceContext, after: int) -> SourceLag:
-        from ingestion_platform.sources.rabbitmq.connectors.amqp_queue import queue_depth
-
-        assert self.queue is not None
-        # Ready at the broker (its own counter; it keeps no arrival times for a queue), and
-        # drained into the buffer but not cut yet (those have their arrival time).
-        ready, consumers = queue_depth(self.amqp_settings(source), self.queue)
-        buffered, _, _, oldest = message_buffer.waiting_after(
-            WarehouseResource().get(), source.name, after, 2**62
-        )
-        return SourceLag(
-            ready + buffered,
-            "messages",
-            oldest,
-            detail={"at_broker": ready, "in_buffer": buffered, "consumers": consumers},
-        )
+                return stream_lag(self.stream_settings(source), after)
+            assert self.queue is not None
+            warehouse = WarehouseResource().get()
+            return queue_lag(self.amqp_settings(source), self.queue, warehouse, source.name, after)
 
     def _asset(
         self, source: SourceContext, table: str, partitions_def: dg.PartitionsDefinition

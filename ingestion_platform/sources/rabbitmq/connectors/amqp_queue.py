@@ -194,8 +194,8 @@ def drain(
     A group commit: while one window is being committed (on a thread of its own, as the
     warehouse releases the GIL), the next one is received; once the commit returned, its
     window is acknowledged and what arrived meanwhile is committed next. At most `prefetch`
-    messages are unacknowledged, so a window holds at most half of them while another is
-    committing. Stops when the queue stays quiet for `idle_seconds`, or after
+    messages are unacknowledged; a window is committed once it holds half of them, or when
+    the queue pauses. Stops when the queue stays quiet for `idle_seconds`, or after
     `max_messages` or `max_seconds`; what was delivered but not committed goes back to the
     queue when the connection closes.
     """
