@@ -2,8 +2,10 @@
 
 One asset per table. A time batch reads the window `start <= cursor < end` and runs on a
 schedule; a size batch reads `lo < cursor <= hi` and a sensor cuts a slice whenever that
-many new rows have been recorded. Reads go through dlt's `sql_table` with an Arrow backend
-(ConnectorX streaming record batches by default), so memory stays bounded by `chunk_size`.
+many new rows have been recorded. PostgreSQL and MySQL/MariaDB slices are read by DuckDB's
+own scanner inside the landing transaction (scanner_landing.py); SQLite, and any table with
+a column the scanner cannot land as ConnectorX does (named in the run's log), go through
+dlt's `sql_table` with an Arrow backend (landing.py), memory bounded by `chunk_size`.
 
 Tables are listed in `tables:`, or left out to take every table of `db_schema`. Asset keys
 must be known when definitions load, and loading must not need the database, so the

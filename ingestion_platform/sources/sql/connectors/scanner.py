@@ -1,8 +1,8 @@
 """Dagster-free reads of PostgreSQL and MySQL/MariaDB slices through DuckDB's own scanners.
 
 DuckDB's postgres and mysql extensions read a source straight into DuckDB's vectors, with
-no Arrow or Python in between: at 2M rows a PostgreSQL slice lands in about a third of
-ConnectorX's time (bench/README.md). A slice is read one of two ways:
+no Arrow or Python in between: at 2M rows a PostgreSQL slice is read and written in about
+half of ConnectorX's time (bench/README.md). A slice is read one of two ways:
 
 - **query**: `postgres_query()` / `mysql_query()` run the bounded SELECT that the ConnectorX
   path would run, built by SQLAlchemy with the bounds inlined as literals, so the cursor's
@@ -29,7 +29,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
@@ -73,9 +73,9 @@ class ScannerSource:
     port: int | None
     database: str | None
     user: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a message, even a debug one
     # PostgreSQL connection options from the URL's query (sslmode=…), passed to libpq.
-    options: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, str], ...] = field(default=())
 
     @classmethod
     def from_url(cls, url: str) -> ScannerSource | str:
@@ -84,7 +84,9 @@ class ScannerSource:
         kind = _KINDS.get(parsed.get_backend_name())
         if kind is None:
             return f"DuckDB has no scanner for {parsed.get_backend_name()} databases"
-        options = tuple((key, str(value)) for key, value in parsed.query.items())
+        query = dict(parsed.query)
+        password = parsed.password or query.pop("password", None)
+        options = tuple((key, str(value)) for key, value in query.items())
         if options and kind == "mysql":
             names = ", ".join(key for key, _ in options)
             return f"the connection URL sets {names}, which the MySQL scanner is not given"
@@ -94,7 +96,7 @@ class ScannerSource:
             port=parsed.port,
             database=parsed.database,
             user=parsed.username,
-            password=parsed.password,
+            password=str(password) if password else None,
             options=options,
         )
 
@@ -141,12 +143,12 @@ class ScanPlan:
         make INTEGER) and MySQL's YEAR as a 16-bit one."""
         years = {c.name for c in self.table.columns if isinstance(c.type, mysql.YEAR)}
         fields = []
-        for field in sample:
-            if self.source.kind == "postgres" and pa.types.is_signed_integer(field.type):
-                field = field.with_type(pa.int64())
-            elif field.name in years:
-                field = field.with_type(pa.int16())
-            fields.append(field)
+        for sampled in sample:
+            if self.source.kind == "postgres" and pa.types.is_signed_integer(sampled.type):
+                sampled = sampled.with_type(pa.int64())
+            elif sampled.name in years:
+                sampled = sampled.with_type(pa.int16())
+            fields.append(sampled)
         return pa.schema(fields, sample.metadata)
 
     def decoding(self, scanned: dict[str, str]) -> ScanPlan:
@@ -209,6 +211,8 @@ def plan_scan(
         return source
     if type_plan.unreadable:
         return type_plan.unreadable.split(". Fix:")[0]
+    if type_plan.backend != "connectorx":
+        return "a column ConnectorX cannot read (see the warning above)"
     reads = {read.name: read for read in type_plan.columns}
     columns: list[ScanColumn] = []
     rewrites: dict[str, Rewrite] = {}
@@ -366,7 +370,7 @@ def attached(
     ]
     # Never shown: a failure here is reported without the statement (it holds the password).
     secret = f"create temporary secret {name} ({', '.join(options)})"
-    libpq = " ".join(f"{key}={value}" for key, value in source.options)
+    libpq = " ".join(f"{key}={_libpq_value(value)}" for key, value in source.options)
     try:
         connection.execute(secret)
     except duckdb.Error:
@@ -391,6 +395,11 @@ def attached(
     finally:
         connection.execute(f"detach database if exists {name}")
         connection.execute(f"drop temporary secret if exists {name}")
+
+
+def _libpq_value(value: str) -> str:
+    """A libpq keyword value, quoted: `'a b'`, with `\\` and `'` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def scan_failure(error: duckdb.Error, source: ScannerSource) -> SourceReadError | None:
