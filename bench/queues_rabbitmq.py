@@ -42,10 +42,13 @@ from ingestion_platform.core import message_buffer
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.run import land_buffer_range
+from ingestion_platform.sources.rabbitmq.component import RabbitMqSource
 from ingestion_platform.sources.rabbitmq.connectors import amqp_queue, amqp_stream
 from ingestion_platform.sources.rabbitmq.run import Decoding, land_stream_range
 
 SOURCE = SourceContext("bench", "bench/defs.yaml")
+# The RabbitMQ source's default `prefetch`.
+PREFETCH = RabbitMqSource.model_fields["prefetch"].default
 AMQP = amqp_queue.AmqpSettings("127.0.0.1", 5672, "/", "guest", "guest")
 
 
@@ -163,7 +166,7 @@ def _drain_and_land(warehouse: Warehouse, queue: str, count: int) -> None:
             message_buffer.BufferedMessage(m.message_id, m.routing_key, m.body, m.arrived_ms)
             for m in messages])  # fmt: skip
 
-    amqp_queue.drain(AMQP, queue, commit, max_messages=count, max_seconds=900)
+    amqp_queue.drain(AMQP, queue, commit, prefetch=PREFETCH, max_messages=count, max_seconds=900)
     land_buffer_range(warehouse, "bench", "readings", f"..{count}", 0, count, "json",
                       1_048_576, {})  # fmt: skip
 

@@ -53,7 +53,7 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     password: Setting = "guest"
     tls: bool = False
     # Messages a queue consumer holds unacknowledged: one buffer commit per window.
-    prefetch: int = 1000
+    prefetch: int = 5000
     table: str | None = None
     decoding: Literal["json", "jsonl", "raw"] = "json"
     columns: dict[str, str] | None = None
