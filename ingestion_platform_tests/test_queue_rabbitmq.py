@@ -117,8 +117,10 @@ def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
         [sys.executable, "-c", KILLED_DRAIN, str(warehouse_path), queue], capture_output=True
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
-    # The first window (half the prefetch) was committed, then the process died.
-    assert warehouse.query("select count(*) from plant._buffer") == [(20,)]
+    # The first window (half the prefetch, or what came before a pause) was committed, then
+    # the process died.
+    ((committed,),) = warehouse.query("select count(*) from plant._buffer")
+    assert 0 < committed <= 20
     assert queue_depth(queue) == 100  # the dead consumer's 40 went back to the queue
     defs = _defs(tmp_path, queue=queue)
     assert requested_keys(_tick(defs, instance)) == ["..100"]  # 40 redelivered, known by id
@@ -153,7 +155,9 @@ def test_a_connection_cut_between_commit_and_ack_redelivers_and_lands_once(
 
         with pytest.raises(amqp_queue.AmqpUnreachable, match="lost the connection"):
             amqp_queue.drain(settings, queue, commit_then_cut, prefetch=50)
-        assert len(commits) == 2 and sum(commits) <= 100
+        # The cut is seen at the second acknowledgement (a window received meanwhile may
+        # be committed too): committed, never acknowledged.
+        assert len(commits) >= 2
         proxy.restore()
         defs = _defs(tmp_path, queue=queue, port=proxy.port)
         assert requested_keys(_tick(defs, instance)) == ["..100"]

@@ -183,26 +183,21 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
         )
 
     def _stream_measure(self, source: SourceContext) -> Measure:
-        from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import (
-            first_after,
-            newest_position,
-        )
+        from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import span
 
-        settings = self.stream_settings(source)
-        newest, _ = newest_position(settings)
+        # Where the stream ends, and where it starts now (retention may have dropped its
+        # beginning before the platform first read it): the first cut starts there.
+        ends = span(self.stream_settings(source), 0)
 
         def measure(_stream: str, after: Any, threshold: int) -> Pending:
             start = int(after or 0)
-            if after is None and newest:
-                # The first cut starts where the stream starts now (retention may have
-                # dropped its beginning before the platform first read it).
-                first = first_after(settings, 0)
-                start = first.offset if first else newest
+            if after is None:
+                start = ends.first.offset if ends.first else ends.newest
             # Offsets are dense but for the stream's own bookkeeping entries, so a range of
             # `threshold` positions holds at most `threshold` messages.
-            waiting = max(0, newest - start)
+            waiting = max(0, ends.newest - start)
             full = start + threshold if waiting >= threshold else None
-            return Pending(min(waiting, threshold), full, newest if waiting else None)
+            return Pending(min(waiting, threshold), full, ends.newest if waiting else None)
 
         return measure
 

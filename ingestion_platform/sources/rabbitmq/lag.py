@@ -14,23 +14,19 @@ from ingestion_platform.core import message_buffer
 from ingestion_platform.core.lag import SourceLag
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.rabbitmq.connectors.amqp_queue import AmqpSettings, queue_depth
-from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import (
-    StreamSettings,
-    first_after,
-    newest_position,
-)
+from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import StreamSettings, span
 
 
 def stream_lag(settings: StreamSettings, cut_through: int) -> SourceLag:
     """Messages past position `cut_through` and the oldest's broker timestamp."""
-    newest, _ = newest_position(settings)
-    waiting = max(0, newest - cut_through)
-    oldest = first_after(settings, cut_through) if waiting else None
+    ends = span(settings, cut_through)
+    waiting = max(0, ends.newest - cut_through)
+    oldest = ends.first.time_ms if ends.first and waiting else None
     return SourceLag(
         waiting,
         "messages",
-        datetime.fromtimestamp(oldest.time_ms / 1000, UTC) if oldest else None,
-        detail={"newest_position": newest, "cut_through": cut_through},
+        datetime.fromtimestamp(oldest / 1000, UTC) if oldest else None,
+        detail={"newest_position": ends.newest, "cut_through": cut_through},
     )
 
 

@@ -208,36 +208,41 @@ async def _collect(
     return seen
 
 
-def newest_position(settings: StreamSettings) -> tuple[int, int | None]:
-    """The position past the stream's newest message (0 when empty) and that chunk's time."""
+@dataclass(frozen=True)
+class Span:
+    """Where a stream ends (the position past its newest message, 0 when empty) and the
+    first message it holds at or past a given offset."""
 
-    async def work(session: _Session) -> tuple[int, int | None]:
+    newest: int
+    first: StreamMessage | None
+
+
+def span(settings: StreamSettings, offset: int) -> Span:
+    """The stream's end, and its first message at or past `offset`, in one connection
+    (rstream takes about 0.6 s to close one)."""
+
+    async def work(session: _Session) -> Span:
         # The broker sends the last chunk whole: a short quiet after it ends the read.
         last = ConsumerOffsetSpecification(OffsetType.LAST, None)
         seen = await _collect(
-            session, last, lambda _: False,
-            first_wait=EMPTY_WAIT_SECONDS, quiet=0.1,
+            session, last, lambda _: False, first_wait=EMPTY_WAIT_SECONDS, quiet=0.1
+        )
+        newest = max((message.offset for message in seen), default=-1) + 1
+        if newest <= offset:
+            return Span(newest, None)
+        at = ConsumerOffsetSpecification(OffsetType.OFFSET, offset)
+        first = await _collect(
+            session, at, lambda _: True,
+            first_wait=EMPTY_WAIT_SECONDS, quiet=settings.timeout_seconds,
         )  # fmt: skip
-        if not seen:
-            return 0, None
-        newest = max(seen, key=lambda message: message.offset)
-        return newest.offset + 1, newest.time_ms
+        return Span(newest, first[0] if first else None)
 
     return _run(settings, work)
 
 
 def first_after(settings: StreamSettings, offset: int) -> StreamMessage | None:
     """The first message the stream holds at or past `offset`, if any."""
-
-    async def work(session: _Session) -> list[StreamMessage]:
-        spec = ConsumerOffsetSpecification(OffsetType.OFFSET, offset)
-        return await _collect(
-            session, spec, lambda _: True,
-            first_wait=EMPTY_WAIT_SECONDS, quiet=settings.timeout_seconds,
-        )  # fmt: skip
-
-    seen = _run(settings, work)
-    return seen[0] if seen else None
+    return span(settings, offset).first
 
 
 def read_range(settings: StreamSettings, lo: int, hi: int) -> list[StreamMessage]:
