@@ -263,7 +263,7 @@ def latency_at_a_cut(work: Path, stream: bool, size: int = 500) -> tuple[float, 
     connection.close()
     warehouse = _warehouse(work)
     if stream:
-        newest = amqp_stream.span(_stream_settings(name), 0).newest  # the sensor's measure
+        newest = amqp_stream.span(_stream_settings(name), None).newest  # the sensor's measure
         land_stream_range(_stream_settings(name), Decoding("json", 1_048_576, {}), SOURCE,
                           warehouse, "readings", f"..{newest}", 0, newest)  # fmt: skip
     else:

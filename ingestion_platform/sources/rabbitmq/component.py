@@ -183,21 +183,25 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
         )
 
     def _stream_measure(self, source: SourceContext) -> Measure:
-        from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import span
+        from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import Span, span
 
-        # Where the stream ends, and where it starts now (retention may have dropped its
-        # beginning before the platform first read it): the first cut starts there.
-        ends = span(self.stream_settings(source), 0)
+        settings = self.stream_settings(source)
+        ends: list[Span] = []
 
         def measure(_stream: str, after: Any, threshold: int) -> Pending:
+            if not ends:  # once a tick; where the stream starts only before the first cut
+                ends.append(span(settings, 0 if after is None else None))
+            newest, first = ends[0].newest, ends[0].first
             start = int(after or 0)
             if after is None:
-                start = ends.first.offset if ends.first else ends.newest
+                # The first cut starts where the stream starts now: retention may have
+                # dropped its beginning before the platform first read it.
+                start = first.offset if first else newest
             # Offsets are dense but for the stream's own bookkeeping entries, so a range of
             # `threshold` positions holds at most `threshold` messages.
-            waiting = max(0, ends.newest - start)
+            waiting = max(0, newest - start)
             full = start + threshold if waiting >= threshold else None
-            return Pending(min(waiting, threshold), full, ends.newest if waiting else None)
+            return Pending(min(waiting, threshold), full, newest if waiting else None)
 
         return measure
 
