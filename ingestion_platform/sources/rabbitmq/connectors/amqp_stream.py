@@ -6,9 +6,9 @@ message's position is its offset + 1, so it holds offsets `lo .. hi - 1` and the
 partition `..hi` starts at offset 0 like every cursor range. Reads go through the stream
 protocol (rstream, port 5552; the `rabbitmq_stream` plugin): it reads as fast as an AMQP
 0.9.1 consumer here, 2.3x as fast when producers batch (bench/queues_rabbitmq.py), and
-unlike it gives each chunk's broker
-timestamp, which is the messages' arrival time and the lag's age. A consumer here stores
-no offset on the server: the platform's partitions are its bookmark.
+unlike it gives each chunk's broker timestamp, which is the messages' arrival time and the
+lag's age. A consumer here stores no offset on the server: the platform's partitions are
+its bookmark.
 
 Messages published over AMQP 0.9.1 or 1.0 (most clients) are stored as AMQP 1.0 messages;
 their body is taken out of that envelope. Bytes a producer wrote without one (rstream's
