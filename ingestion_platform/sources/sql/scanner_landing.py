@@ -19,6 +19,7 @@ first Arrow batch. A source that refuses the scanner fails there, holding nothin
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -211,29 +212,41 @@ def _commit(
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
     connection = warehouse.open_writer()
     try:
-        with attached(
-            connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
-        ) as alias:
-            scan = slice_scan(plan, read.engine, alias, read.cursor, read.bounds)
-            connection.execute("begin")
-            try:
-                delete_slices(connection, dataset, [table], read.batch_keys)
-                # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields say which.
-                align_column_types(connection, dataset, table, schema)
-                inserted = _run_insert(connection, scan, read, relation, loaded_at)
-                rows = _rows_and_bytes(connection, relation, read, inserted, schema)
-                superseded = 0
-                if key_columns and inserted:
-                    superseded = delete_older_versions(
-                        connection, relation, key_columns, read.batch_keys
-                    )
-                connection.execute("commit")
-            except BaseException:
-                connection.execute("rollback")  # before the source is detached
-                raise
+        connection.execute("begin")
+        try:
+            # Before the source is attached: information_schema would list its tables too
+            # (0.2 s of MariaDB's catalog at every query).
+            delete_slices(connection, dataset, [table], read.batch_keys)
+            # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields say which.
+            align_column_types(connection, dataset, table, schema)
+            with attached(
+                connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
+            ) as alias:
+                try:
+                    scan = slice_scan(plan, read.engine, alias, read.cursor, read.bounds)
+                    inserted = _run_insert(connection, scan, read, relation, loaded_at)
+                    rows = _rows_and_bytes(connection, relation, read, inserted, schema)
+                    superseded = 0
+                    if key_columns and inserted:
+                        superseded = delete_older_versions(
+                            connection, relation, key_columns, read.batch_keys
+                        )
+                    connection.execute("commit")
+                except BaseException:
+                    _rollback(connection)  # an aborted transaction cannot detach the source
+                    raise
+        except BaseException:
+            _rollback(connection)
+            raise
     finally:
         connection.close()
     return _Figures(rows, superseded, scan.mode)
+
+
+def _rollback(connection: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if it is still open."""
+    with contextlib.suppress(duckdb.TransactionException):
+        connection.execute("rollback")
 
 
 def _run_insert(
