@@ -649,9 +649,9 @@ def summarise(records: list[dict[str, Any]], rows: int) -> None:
             f"{statistics.median(r['process_s'] for r in runs) * scale:>9.2f} "
             f"{runs[0]['rows'] / work:>11,.0f} {max(r['rss_mib'] for r in runs):>12.0f}"
         )
-        steps = [r for r in runs if r["phases"]]
+        steps = sorted((r for r in runs if r["phases"]), key=lambda r: r["work_s"])
         if steps:
-            phases = steps[len(steps) // 2]
+            phases = steps[len(steps) // 2]  # the run with the median work s
             shown = " + ".join(f"{k} {v:.2f}s" for k, v in phases["phases"].items())
             rest = phases["work_s"] - sum(phases["phases"].values())
             print(f"    steps (a median run): {shown}; the rest (Dagster, reflection) {rest:.2f}s")
