@@ -134,6 +134,9 @@ def test_a_fallback_cursor_lands_every_row_in_the_window_of_its_first_non_null_c
 
     assert _landed(warehouse) == [(row["id"], _day_of(row, cursor)) for row in ROWS]
     assert _null_cursor_rows(result) == 0
+    # Through DuckDB's scanner, the fallback cursor's coalesce(…) in the server's WHERE.
+    logs = [event.message or "" for event in instance.all_logs(result.run_id)]
+    assert any("scanner (the bounded SELECT run by the server)" in m for m in logs)
 
     # A single partition replays exactly its slice of the fallback cursor.
     materialize(defs, partition_key="2026-11-02", resources=resources, instance=instance)

@@ -55,6 +55,12 @@ def _land(url: str, tmp_path: Path, resources: dict, instance: Any, **options: A
     )
 
 
+def _read_by_scanner(result: Any, instance: Any) -> bool:
+    """Whether the run read its table through DuckDB's scanner (its log says so)."""
+    logs = [event.message or "" for event in instance.all_logs(result.run_id)]
+    return any("read through DuckDB's" in message for message in logs)
+
+
 def _column_types(warehouse: Warehouse) -> dict[str, str]:
     rows = warehouse.query(
         "select column_name, data_type from information_schema.columns "
@@ -83,6 +89,7 @@ def test_postgres_types_land_faithfully(
     result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
 
     assert result.success, failure_message(result)
+    assert _read_by_scanner(result, instance) == (backend == "auto")
     landed = warehouse.query(
         "select id, n38, n12, wide, iv::varchar, u, ta, ia from src.typed order by id"
     )
@@ -136,6 +143,7 @@ def test_mariadb_types_land_faithfully(
     )
 
     assert result.success, failure_message(result)
+    assert _read_by_scanner(result, instance) == (backend == "auto")
     landed = warehouse.query(
         "select id, ub, dc, dc65, tm::varchar, flag, small from src.typed order by id"
     )
@@ -164,6 +172,7 @@ def test_mariadb_tinyint1_stays_an_integer_without_the_option(
     result = _land(mariadb_url, tmp_path, resources, instance)
 
     assert result.success, failure_message(result)
+    assert _read_by_scanner(result, instance)
     assert warehouse.query("select flag from src.typed order by id") == [(1,), (None,), (0,), (1,)]
     assert _column_types(warehouse)["flag"] == _column_types(warehouse)["small"] != "BOOLEAN"
 

@@ -111,6 +111,8 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     tables: list[SqlTable] | None = None
     db_schema: str | None = None
     cursor: CursorSetting | None = None
+    # auto: DuckDB's scanner for PostgreSQL and MySQL/MariaDB (ConnectorX for a table it
+    # cannot land exactly), pyarrow for SQLite; connectorx or pyarrow: the Arrow path only.
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
     chunk_size: int = 100_000
     health: HealthSpec = HealthSpec()
