@@ -27,7 +27,6 @@ from dagster.components.utils.defs_state import (
     ResolvedDefsStateConfig,
 )
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
-from dlt.extract import DltResource
 from pydantic import PrivateAttr
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
@@ -38,12 +37,7 @@ from ingestion_platform.core.pending import Pending
 from ingestion_platform.core.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.core.time_keys import key_assigner
 from ingestion_platform.core.warehouse import WAREHOUSE_POOL, WarehouseResource
-from ingestion_platform.sources.api.landing import BatchKeyOf, LandingReport
-from ingestion_platform.sources.sql.connectors.scanner import (
-    ScannerUnavailable,
-    ScanPlan,
-    plan_scan,
-)
+from ingestion_platform.sources.api.landing import BatchKeyOf
 from ingestion_platform.sources.sql.connectors.sql_database import (
     Backend,
     CursorColumn,
@@ -60,18 +54,11 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
     safe_url,
     slice_resource,
 )
-from ingestion_platform.sources.sql.connectors.sql_types import TypePlan, plan_types
 from ingestion_platform.sources.sql.lag import sql_lag_measure
 from ingestion_platform.sources.sql.landing import land_arrow_slice, warehouse_table_name
+from ingestion_platform.sources.sql.reader import land_scanned, scanner_plan
 from ingestion_platform.sources.sql.run import report_landing, run_slice, window_starts
-from ingestion_platform.sources.sql.scanner_landing import ScanSlice, land_scanned_slice
-
-# Dialects DuckDB's own scanners read (`backend: auto`); SQLite keeps the Arrow path.
-SCANNED_DIALECTS = ("postgresql", "mysql", "mariadb")
-SCAN_MODES = {
-    "query": "the bounded SELECT run by the server",
-    "table": "parallel reads of the table, bounds pushed down",
-}
+from ingestion_platform.sources.sql.scanner_landing import ScanSlice
 
 # A cursor column, or a list read as its first non-NULL (`[updated_at, created_at]`).
 CursorSetting = str | list[str]
@@ -320,7 +307,18 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         try:
             reflected, cursor = self._inspect(source, engine, table)
             keys, bounds = run_slice(context, self.batch.is_time)
-            scan = self._scan_plan(context, source, table, engine, url, reflected)
+            scan = (
+                scanner_plan(
+                    context,
+                    table.name,
+                    engine,
+                    url,
+                    reflected,
+                    tinyint1_as_boolean=self.tinyint1_as_boolean,
+                )
+                if self.backend == "auto"
+                else None
+            )
             resource = slice_resource(
                 engine=engine,
                 url=url,
@@ -344,8 +342,15 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                         window_starts=window_starts(context, keys),
                         tinyint1_as_boolean=self.tinyint1_as_boolean,
                     )
-                    report = self._land_scanned(
-                        context, warehouse, source, table, resource, scan[1], read
+                    report = land_scanned(
+                        context,
+                        warehouse.get(),
+                        source,
+                        table.name,
+                        resource,
+                        scan[1],
+                        read,
+                        table.primary_key,
                     )
                 else:
                     report = land_arrow_slice(
@@ -390,65 +395,6 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         if self.batch.is_time:
             return key_assigner(context, cursor.names)
         return lambda _batch: keys[0]
-
-    def _scan_plan(
-        self,
-        context: dg.AssetExecutionContext,
-        source: SourceContext,
-        table: SqlTable,
-        engine: sa.Engine,
-        url: str,
-        reflected: sa.Table,
-    ) -> tuple[ScanPlan, TypePlan] | None:
-        """How DuckDB's scanner reads the table, or None (with the reason in the log)."""
-        if self.backend != "auto" or engine.dialect.name not in SCANNED_DIALECTS:
-            return None
-        type_plan = plan_types(
-            reflected,
-            engine.dialect,
-            "connectorx",
-            tinyint1_as_boolean=self.tinyint1_as_boolean,
-            quiet=True,
-        )
-        plan = plan_scan(reflected, engine.dialect, url, type_plan)
-        if isinstance(plan, ScanPlan):
-            return plan, type_plan
-        reader = "ConnectorX" if type_plan.backend == "connectorx" else "the pyarrow backend"
-        context.log.warning(f"table {table.name!r}: {plan}; read with {reader}")
-        return None
-
-    def _land_scanned(
-        self,
-        context: dg.AssetExecutionContext,
-        warehouse: WarehouseResource,
-        source: SourceContext,
-        table: SqlTable,
-        resource: DltResource,
-        type_plan: TypePlan,
-        read: ScanSlice,
-    ) -> LandingReport:
-        try:
-            report, mode = land_scanned_slice(
-                warehouse=warehouse.get(),
-                dataset=source.name,
-                pipeline_name=f"{source.name}__{table.name}",
-                resource=resource,
-                type_plan=type_plan,
-                read=read,
-                primary_key=table.primary_key,
-            )
-        except ScannerUnavailable as refused:
-            url = read.engine.url.render_as_string(hide_password=True)
-            raise SourceDatabaseError(
-                f"source {source.name!r}: DuckDB's {read.plan.source.kind} scanner cannot "
-                f"connect to {url}: {refused}. Fix: check that the database is up and that "
-                f"`connection` in {source.defs_file} points at it"
-            ) from None
-        context.log.info(
-            f"{source.name}.{table.name}: read through DuckDB's {read.plan.source.kind} "
-            f"scanner ({SCAN_MODES[mode]})"
-        )
-        return report
 
     def _description(self, table: SqlTable) -> str:
         """What the asset holds and where it comes from, without secrets."""
