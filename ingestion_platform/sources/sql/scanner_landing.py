@@ -32,6 +32,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from dlt.extract import DltResource
 
+from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_identifier, quote_literal
 from ingestion_platform.core.warehouse import (
     BATCH_KEY_COLUMN,
@@ -259,7 +260,7 @@ def _run_insert(
     """Insert the slice; returns how many rows it inserted."""
     sql, parameters = _insert(relation, scan, read, loaded_at)
     try:
-        (inserted,) = connection.execute(sql, parameters).fetchone() or (0,)
+        (inserted,) = fetch_row(connection, sql, parameters) or (0,)
     except duckdb.Error as error:
         failure = scan_failure(error, scan.plan.source)
         if failure is None:
@@ -330,12 +331,13 @@ def _rows_and_bytes(
     if not inserted:
         return {}
     widths = " + ".join(_width(field) for field in schema)
-    (width,) = connection.execute(
+    (width,) = fetch_row(
+        connection,
         f"select avg({widths}) from (select * from {relation} "  # noqa: S608
         # A plain filter, so the scan stops at the limit (a semi-join reads every row).
         f"where list_contains(?, {batch}) limit 10000)",
         [keys],
-    ).fetchone() or (0,)
+    ) or (0,)
     return {key: (count, round(count * float(width or 0))) for key, count in rows.items()}
 
 
