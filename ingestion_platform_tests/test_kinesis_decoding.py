@@ -10,7 +10,13 @@ import pytest
 from ingestion_platform.core.declaration import DeclarationError, SourceFailure
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.kinesis_producer import put
-from ingestion_platform.sources.kinesis.connectors.decode import aggregate
+from ingestion_platform.sources.kinesis.connectors.decode import (
+    Decoding,
+    aggregate,
+    decode,
+    decode_columns,
+)
+from ingestion_platform.sources.kinesis.connectors.kinesis import KinesisRecord
 from ingestion_platform_tests.kinesis_emulators import (
     client,
     declare,
@@ -232,3 +238,41 @@ def test_a_stream_that_is_not_there_fails_the_tick_naming_the_source_and_the_fix
         f"not exist at {moto_endpoint} in region eu-west-1. Fix: check `stream`, `region` and "
         "`endpoint_url`"
     )
+
+
+@pytest.mark.parametrize("decoding", ["json", "raw"])
+def test_columns_of_good_messages_decode_in_arrow_exactly_as_record_by_record(
+    decoding: Decoding,
+) -> None:
+    payloads = [json.dumps({"n": n, "text": "é" * n}).encode() for n in range(5)]
+    columns = decode_columns(
+        "S", [10, 11, 13, 14, 20], ["a", "b", "a", "c", "a"], [1_000, 1_001, 1_002, 1_003, 1_004],
+        payloads, decoding=decoding, max_record_bytes=1_000,
+    )  # fmt: skip
+    records = [
+        KinesisRecord("S", str(sequence), key, arrival, payload)
+        for sequence, key, arrival, payload in zip(
+            [10, 11, 13, 14, 20],
+            ["a", "b", "a", "c", "a"],
+            range(1_000, 1_005),
+            payloads,
+            strict=True,
+        )
+    ]
+    one_by_one = decode(records, decoding=decoding, kpl=False, max_record_bytes=1_000)
+    assert columns.rows.equals(one_by_one.rows)
+    assert (columns.records_read, columns.bytes_read) == (5, sum(map(len, payloads)))
+    assert (columns.bad, one_by_one.bad) == ([], [])
+
+
+def test_columns_with_a_bad_message_name_it_as_record_by_record_does() -> None:
+    decoded = decode_columns(
+        "S", [1, 2, 3], ["k"] * 3, [5, 6, 7], [b'{"n": 1}', b"\xff\xfe", b'{"n": 3}' + b" " * 50],
+        decoding="json", max_record_bytes=40,
+    )  # fmt: skip
+    assert decoded.rows.column("_sequence_number").to_pylist() == ["1"]
+    assert [(bad.location, bad.reason) for bad in decoded.bad] == [
+        ("S:2", "not UTF-8 text: invalid start byte at byte 0"),
+        ("S:3", "record of 58 bytes is over max_record_bytes (40)"),
+    ]
+    assert decoded.records_read == 3

@@ -19,6 +19,7 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.nats.component import NatsJetStreamSource
+from ingestion_platform.sources.nats.connectors.jetstream import JetStreamSettings, read_range
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
     build_source,
@@ -147,6 +148,29 @@ def test_a_subject_filter_lands_only_its_subject(
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     rows = warehouse.query("select id, _partition_key from iot.readings order by id")
     assert rows == [(n, f"{stream}.truck") for n in range(1, 101, 2)]
+
+
+def test_a_range_read_is_exact_at_both_ends_filtered_empty_and_large(stream: str) -> None:
+    """The ordered consumer's read: messages past `hi` ignored, an empty filtered range."""
+    mixed = [(f"{stream}.ship", b'{"id": 0}')]
+    mixed += _readings(stream, 1, 20_000, subject="truck")
+    mixed += [(f"{stream}.ship", b'{"id": -1}')]
+    _publish(NATS, stream, mixed)
+    everything = JetStreamSettings(NATS, stream, timeout_seconds=2)
+    middle = read_range(everything, 5, 12)
+    assert middle.sequences == list(range(6, 13))
+    assert [json.loads(data)["id"] for data in middle.payloads] == list(range(5, 12))
+    assert set(middle.subjects) == {f"{stream}.truck"}
+    assert middle.times_ms.to_pylist() == sorted(middle.times_ms.to_pylist())
+    assert middle.times_ms[0].as_py() > time.time() * 1000 - 120_000
+    # 20,000 messages past the first, in order, each once (flow control on the way).
+    assert read_range(everything, 1, 20_001).sequences == list(range(2, 20_002))
+    ships = JetStreamSettings(NATS, stream, subject=f"{stream}.ship", timeout_seconds=2)
+    assert len(read_range(ships, 1, 20_001)) == 0  # the next ship is past the range
+    assert read_range(ships, 0, 20_002).payloads == [b'{"id": 0}', b'{"id": -1}']
+    # No delivery at all: after `timeout_seconds` the consumer's count says none match.
+    nothing = JetStreamSettings(NATS, stream, subject=f"{stream}.plane", timeout_seconds=1)
+    assert len(read_range(nothing, 0, 20_002)) == 0
 
 
 def test_a_range_retention_dropped_fails_naming_it_and_leaves_the_table_as_it_was(

@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from ingestion_platform.core.duckdb_results import fetch_row
@@ -128,9 +129,8 @@ def land_stream_slice(
             connection.execute("commit")
         finally:
             connection.close()
-    arrivals = decoded.rows.column("_approximate_arrival")
-    if len(arrivals):
-        report.oldest_arrival = min(arrivals.to_pylist())
+    # In Arrow: a Python datetime per row cost a second at 200,000 rows.
+    report.oldest_arrival = pc.min(decoded.rows.column("_approximate_arrival")).as_py()
     report.duration_seconds = time.monotonic() - started
     return report
 

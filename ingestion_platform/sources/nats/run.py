@@ -11,8 +11,7 @@ import dagster as dg
 from ingestion_platform.core.declaration import SourceContext, SourceFailure
 from ingestion_platform.core.message_landing import StreamLandingReport, land_stream_slice
 from ingestion_platform.core.warehouse import Warehouse
-from ingestion_platform.sources.kinesis.connectors.decode import decode
-from ingestion_platform.sources.kinesis.connectors.kinesis import KinesisRecord
+from ingestion_platform.sources.kinesis.connectors.decode import decode_columns
 from ingestion_platform.sources.kinesis.run import landing_metadata
 from ingestion_platform.sources.nats.connectors.jetstream import (
     JetStreamSettings,
@@ -51,14 +50,13 @@ def land_range(
             "so a slice outlives the time it may wait"
         ) from None
     # The stream pipeline's origin columns: the stream as the shard, the subject as the key.
-    records = [
-        KinesisRecord(settings.stream, str(m.sequence), m.subject, m.time_ms, m.data)
-        for m in messages
-    ]
-    decoded = decode(
-        records,
+    decoded = decode_columns(
+        settings.stream,
+        messages.sequences,
+        messages.subjects,
+        messages.times_ms,
+        messages.payloads,
         decoding=decoding.decoding,
-        kpl=False,
         max_record_bytes=decoding.max_record_bytes,
     )
     report = land_stream_slice(

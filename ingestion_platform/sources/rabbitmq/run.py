@@ -11,8 +11,7 @@ import dagster as dg
 from ingestion_platform.core.declaration import SourceContext, SourceFailure
 from ingestion_platform.core.message_landing import StreamLandingReport, land_stream_slice
 from ingestion_platform.core.warehouse import BATCH_KEY_COLUMN, Warehouse, quote_identifier
-from ingestion_platform.sources.kinesis.connectors.decode import decode
-from ingestion_platform.sources.kinesis.connectors.kinesis import KinesisRecord
+from ingestion_platform.sources.kinesis.connectors.decode import decode_columns
 from ingestion_platform.sources.kinesis.run import landing_metadata
 from ingestion_platform.sources.rabbitmq.connectors.amqp_stream import (
     RetentionDropped,
@@ -55,12 +54,14 @@ def land_stream_range(
         ) from None
     # The stream pipeline's origin columns: the stream as the shard, the offset as the
     # sequence number, the routing key as the partition key.
-    records = [
-        KinesisRecord(settings.stream, str(m.offset), m.routing_key, m.time_ms, m.body)
-        for m in messages
-    ]
-    decoded = decode(
-        records, decoding=decoding.decoding, kpl=False, max_record_bytes=decoding.max_record_bytes
+    decoded = decode_columns(
+        settings.stream,
+        [m.offset for m in messages],
+        [m.routing_key for m in messages],
+        [m.time_ms for m in messages],
+        [m.body for m in messages],
+        decoding=decoding.decoding,
+        max_record_bytes=decoding.max_record_bytes,
     )
     report = land_stream_slice(
         warehouse=warehouse,

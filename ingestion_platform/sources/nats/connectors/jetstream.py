@@ -3,26 +3,26 @@
 A partition of a JetStream source is a range of stream sequence numbers, `(lo, hi]`, with an
 optional subject filter. Reading it again gives the same messages as long as the stream
 still holds them; when retention has dropped the start of the range, the read says so
-instead of landing a shorter slice. Reads go through an ephemeral pull consumer that starts
-at `lo + 1`, acknowledges nothing and is deleted when the read ends, so the platform leaves
-no state on the server. nats-py is asyncio-only: each call runs its own short event loop.
+instead of landing a shorter slice. Reads go through an ephemeral ordered consumer that
+starts at `lo + 1`, acknowledges nothing and is deleted when the read ends, so the platform
+leaves no state on the server. nats-py is asyncio-only: each call runs its own short event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats
+import pyarrow as pa
+import pyarrow.compute as pc
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 T = TypeVar("T")
-# Messages asked for per pull; JetStream caps a pull's batch anyway.
-FETCH_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,32 @@ class JetStreamSettings:
         return ",".join(part.rsplit("@", 1)[-1] for part in self.servers.split(","))
 
 
-@dataclass(frozen=True)
-class StreamMessage:
-    """One stored message: its stream sequence, subject, payload and time (epoch ms)."""
+@dataclass
+class StreamRange:
+    """The messages of one range as columns: stream sequence, subject, payload, stored at.
 
-    sequence: int
-    subject: str
-    data: bytes
-    time_ms: int
+    Columns, not an object per message: at 200,000 messages building one cost a second.
+    """
+
+    sequences: list[int] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    stored_ns: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __repr__(self) -> str:
+        # asyncio formats a coroutine's result, and the generated repr printed every
+        # payload (0.2 s at 200,000 messages).
+        span = f", sequences {self.sequences[0]}..{self.sequences[-1]}" if self else ""
+        return f"StreamRange({len(self)} messages{span})"
+
+    @property
+    def times_ms(self) -> pa.Array:
+        """When each message was stored, in epoch milliseconds."""
+        nanoseconds = pa.array(self.stored_ns, pa.string()).cast(pa.int64())
+        return pc.divide(nanoseconds, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -148,10 +166,10 @@ def waiting_after(settings: JetStreamSettings, after: int) -> Waiting:
     return _run(settings, work)
 
 
-def read_range(settings: JetStreamSettings, lo: int, hi: int) -> list[StreamMessage]:
+def read_range(settings: JetStreamSettings, lo: int, hi: int) -> StreamRange:
     """The stream's messages with sequence in `(lo, hi]` that match the filter, in order."""
 
-    async def work(js: Any) -> list[StreamMessage]:
+    async def work(js: Any) -> StreamRange:
         info = await js.stream_info(settings.stream)
         # After a purge or retention the stream starts past the range (first_seq is then
         # last_seq + 1 when it is empty): those messages are gone, whatever their subject.
@@ -166,49 +184,72 @@ def read_range(settings: JetStreamSettings, lo: int, hi: int) -> list[StreamMess
                 f"stream {settings.stream!r} ends at sequence {info.state.last_seq}, before "
                 f"this slice's end {hi}: was the stream deleted and created again?"
             )
-        subscription = await js.pull_subscribe(
-            settings.subject or "",
-            stream=settings.stream,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=lo + 1,
-                ack_policy=AckPolicy.NONE,
-                filter_subject=settings.subject,
-                inactive_threshold=30.0,
-                mem_storage=True,
-            ),
-        )
-        messages: list[StreamMessage] = []
-        try:
-            while True:
-                try:
-                    batch = await subscription.fetch(FETCH_BATCH, timeout=settings.timeout_seconds)
-                except TimeoutError:
-                    # Nothing more matches the filter (an empty fetch), or the server hangs:
-                    # the consumer's own count tells which.
-                    if (await subscription.consumer_info()).num_pending == 0:
-                        return messages
-                    raise
-                for message in batch:
-                    sequence = message.metadata.sequence.stream
-                    if sequence > hi:
-                        return messages
-                    stamp = message.metadata.timestamp
-                    messages.append(
-                        StreamMessage(
-                            sequence,
-                            message.subject,
-                            message.data,
-                            int(stamp.timestamp() * 1000) if stamp else 0,
-                        )
-                    )
-                    # The delivery says how many more match: none means the range is read.
-                    if sequence == hi or message.metadata.num_pending == 0:
-                        return messages
-        finally:
-            await subscription.unsubscribe()
+        return await _read_ordered(js, settings, lo, hi)
 
     return _run(settings, work)
+
+
+async def _read_ordered(js: Any, settings: JetStreamSettings, lo: int, hi: int) -> StreamRange:
+    """Messages `(lo, hi]` through an ordered push consumer, collected by its callback.
+
+    nats-py's pull `fetch` awaits each message with its own timer task, which took 6 to 13
+    times as long as a callback for 200,000 messages. An ordered consumer is nats-py's own
+    gap-free delivery: it watches the consumer sequence, recreates the consumer from the
+    last stream sequence it saw when one is missed, and answers flow control.
+    """
+    read = StreamRange()
+    finished = asyncio.Event()
+
+    async def collect(message: Any) -> None:
+        if finished.is_set():
+            return  # delivered before the unsubscribe took effect
+        # `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`, or with a
+        # domain and account hash in front and a token after: split from the right, these
+        # are the fields 1 (sequence), 3 (stored at) and 4 (pending) either way. Cheaper
+        # than nats-py's metadata object (a datetime per message).
+        reply: str = message.reply
+        tail = reply.rsplit(".", 4 if reply.count(".") == 8 else 5)
+        sequence = int(tail[1])
+        if sequence > hi:
+            finished.set()
+            return
+        read.sequences.append(sequence)
+        read.subjects.append(message.subject)
+        read.payloads.append(message.data)
+        read.stored_ns.append(tail[3])
+        # The delivery says how many more match: none means the range is read.
+        if sequence == hi or tail[4] == "0":
+            finished.set()
+
+    subscription = await js.subscribe(
+        settings.subject or "",
+        stream=settings.stream,
+        cb=collect,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=lo + 1,
+            filter_subject=settings.subject,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        ),
+    )
+    try:
+        while not finished.is_set():
+            seen = len(read)
+            try:
+                await asyncio.wait_for(finished.wait(), settings.timeout_seconds)
+            except TimeoutError:
+                if len(read) > seen:
+                    continue  # slow, not stuck
+                # Nothing more matches the filter (no delivery at all), or the server
+                # hangs: the consumer's own count tells which.
+                if (await subscription.consumer_info()).num_pending == 0:
+                    break
+                raise
+        return read
+    finally:
+        await subscription.unsubscribe()
 
 
 def message_time_ms(settings: JetStreamSettings, sequence: int) -> int | None:
