@@ -11,7 +11,6 @@ recognised by its `message_id` and not added twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -43,9 +42,8 @@ def append(warehouse: Warehouse, dataset: str, messages: list[BufferedMessage]) 
             "message_id": [m.message_id for m in messages],
             "topic": [m.topic for m in messages],
             "payload": pa.array([m.payload for m in messages], pa.binary()),
-            "arrived_at": pa.array(
-                [datetime.fromtimestamp(m.arrived_ms / 1000, UTC) for m in messages],
-                pa.timestamp("ms", tz="UTC"),
+            "arrived_at": pa.array([m.arrived_ms for m in messages], pa.int64()).cast(
+                pa.timestamp("ms", tz="UTC")
             ),
         }
     )
@@ -92,10 +90,11 @@ def waiting_after(warehouse: Warehouse, dataset: str, after: int, threshold: int
     return min(count, threshold), full, newest, oldest
 
 
-def read_range(warehouse: Warehouse, dataset: str, lo: int, hi: int) -> list[tuple]:
-    """(seq, topic, payload, arrival epoch ms) of the buffered messages `(lo, hi]`."""
-    return warehouse.query(
-        f"select seq, topic, payload, epoch_ms(arrived_at) from {_relation(dataset)} "  # noqa: S608
-        "where seq > ? and seq <= ? order by seq",
-        (lo, hi),
-    )
+def read_range(warehouse: Warehouse, dataset: str, lo: int, hi: int) -> pa.Table:
+    """Columns seq, topic, payload and arrived_ms of the buffered messages `(lo, hi]`."""
+    with warehouse.connect() as connection:
+        return connection.execute(
+            f"select seq, topic, payload, epoch_ms(arrived_at) as arrived_ms "  # noqa: S608
+            f"from {_relation(dataset)} where seq > ? and seq <= ? order by seq",
+            [lo, hi],
+        ).fetch_arrow_table()

@@ -10,8 +10,7 @@ import dagster as dg
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.message_landing import StreamLandingReport, land_stream_slice
 from ingestion_platform.core.warehouse import Warehouse
-from ingestion_platform.sources.kinesis.connectors.decode import decode
-from ingestion_platform.sources.kinesis.connectors.kinesis import KinesisRecord
+from ingestion_platform.sources.kinesis.connectors.decode import decode_columns
 from ingestion_platform.sources.kinesis.run import landing_metadata
 
 
@@ -29,11 +28,16 @@ def land_buffer_range(
     """Replace partition `key` with the buffered messages `(lo, hi]`."""
     started = time.monotonic()
     # The stream pipeline's origin columns: the buffer as the shard, the topic as the key.
-    records = [
-        KinesisRecord(message_buffer.BUFFER_TABLE, str(seq), topic, int(arrived), bytes(payload))
-        for seq, topic, payload, arrived in message_buffer.read_range(warehouse, dataset, lo, hi)
-    ]
-    decoded = decode(records, decoding=decoding, kpl=False, max_record_bytes=max_record_bytes)
+    buffered = message_buffer.read_range(warehouse, dataset, lo, hi)
+    decoded = decode_columns(
+        message_buffer.BUFFER_TABLE,
+        buffered["seq"],
+        buffered["topic"],
+        buffered["arrived_ms"],
+        buffered["payload"],
+        decoding=decoding,
+        max_record_bytes=max_record_bytes,
+    )
     report = land_stream_slice(
         warehouse=warehouse,
         dataset=dataset,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -103,26 +103,29 @@ def decode(
     return Decoded(table, bad, read, size)
 
 
+Column = Sequence[Any] | pa.Array | pa.ChunkedArray
+
+
 def decode_columns(
     shard_id: str,
-    sequences: Sequence[int],
-    partition_keys: Sequence[str],
-    arrivals_ms: Sequence[int] | pa.Array,
-    payloads: Sequence[bytes],
+    sequences: Column,
+    partition_keys: Column,
+    arrivals_ms: Column,
+    payloads: Column,
     *,
     decoding: Decoding,
     max_record_bytes: int,
 ) -> Decoded:
-    """`decode` for one log's messages held as columns (NATS, RabbitMQ streams).
+    """`decode` for one log's messages held as columns (NATS, RabbitMQ, a queue's buffer).
 
     When every message fits `max_record_bytes` and, unless raw, is UTF-8 (Arrow checks both
     in C++), the rows are built in Arrow; at 200,000 messages a Python object per message
     cost as much as landing them. Otherwise, and for JSON Lines, the record-by-record path
     runs and names each bad message.
     """
-    data = pa.array(payloads, pa.binary())
+    data = _arrow(payloads, pa.binary())
     sizes = pc.binary_length(data)
-    rows: pa.Array | None = None
+    rows: pa.Array | pa.ChunkedArray | None = None
     if decoding != "jsonl" and (pc.max(sizes).as_py() or 0) <= max_record_bytes:
         try:
             rows = data if decoding == "raw" else data.cast(pa.string())
@@ -132,25 +135,30 @@ def decode_columns(
         records = [
             KinesisRecord(shard_id, str(sequence), key, arrival, payload)
             for sequence, key, arrival, payload in zip(
-                sequences, partition_keys, _as_list(arrivals_ms), payloads, strict=True
+                *(_arrow(c, t).to_pylist() for c, t in
+                  ((sequences, pa.int64()), (partition_keys, pa.string()),
+                   (arrivals_ms, pa.int64()), (payloads, pa.binary()))),
+                strict=True,
             )
-        ]
+        ]  # fmt: skip
         return decode(records, decoding=decoding, kpl=False, max_record_bytes=max_record_bytes)
     count = len(data)
     origin = [
         pa.array([shard_id] * count, pa.string()),
-        pa.array(sequences, pa.int64()).cast(pa.string()),
+        _arrow(sequences, pa.int64()).cast(pa.string()),
         pa.array([0] * count, pa.int32()),
-        pa.array(partition_keys, pa.string()),
-        pa.array(arrivals_ms, pa.int64()).cast(ORIGIN_SCHEMA[-1][1]),
+        _arrow(partition_keys, pa.string()),
+        _arrow(arrivals_ms, pa.int64()).cast(ORIGIN_SCHEMA[-1][1]),
     ]
     names = [name for name, _ in ORIGIN_SCHEMA] + ["payload"]
     table = pa.Table.from_arrays([*origin, rows], names=names)
     return Decoded(table, [], count, pc.sum(sizes).as_py() or 0)
 
 
-def _as_list(values: Sequence[int] | pa.Array) -> Sequence[int]:
-    return values.to_pylist() if isinstance(values, pa.Array) else values
+def _arrow(values: Column, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.cast(kind)
+    return pa.array(values, kind)
 
 
 def _items(data: bytes, decoding: Decoding, sub: int) -> Iterable[tuple[int, bytes]]:
