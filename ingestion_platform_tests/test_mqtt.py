@@ -21,6 +21,7 @@ from paho.mqtt import publish
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
+from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
     build_source,
@@ -130,6 +131,18 @@ def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
     ]
 
 
+def _mosquitto(config: Path, port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError("mosquitto did not start")
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     """A Mosquitto of this test's own with persistence and a password; restartable."""
@@ -148,15 +161,7 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        command = [MOSQUITTO, "-c", str(config)]
-        processes.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise TimeoutError("mosquitto did not start")
+        processes.append(_mosquitto(config, port))
 
     def stop() -> None:
         processes[-1].send_signal(signal.SIGTERM)  # saves the persistent sessions
@@ -223,3 +228,29 @@ def test_poison_messages_are_quarantined_and_the_counts_reconcile(
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["rows_reconcile"].passed
     assert checks["rows_reconcile"].metadata["rows_quarantined"].value == 2
+
+
+def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
+    tmp_path: Path, fleet: str
+) -> None:
+    """Each window takes all that arrived: 3,000 messages in far fewer than 150 commits."""
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        "max_inflight_messages 1000\nmax_queued_messages 10000\n"
+    )
+    broker = _mosquitto(config, port)
+    try:
+        settings = MqttSettings("127.0.0.1", port, [f"{fleet}/+/temp"], f"test-{fleet}")
+        drain(settings, lambda _m: None, max_seconds=0.5)  # the session subscribes
+        _send(fleet, 1, 3_000, port=port)
+        windows: list[list[Any]] = []
+        assert drain(settings, windows.append, max_messages=5_000, max_seconds=30) == 3_000
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+    ids = [json.loads(m.payload)["id"] for window in windows for m in window]
+    assert sorted(ids) == list(range(1, 3_001))
+    assert max(map(len, windows)) > 20
+    assert len(windows) < 3_000 / 20

@@ -178,6 +178,16 @@ class SftpFiles:
         self._transport.close()
 
 
+_GCM_FIRST = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+]
+
+
 def asyncssh_options(settings: SshSettings) -> dict[str, object]:
     """asyncssh connection options equivalent to `open_transport`'s checks and credentials."""
     options: dict[str, object] = {
@@ -186,6 +196,10 @@ def asyncssh_options(settings: SshSettings) -> dict[str, object]:
         "connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "client_keys": None,
         "password": settings.password,
+        # AES-GCM before asyncssh's first choice, ChaCha20-Poly1305, whose per-packet work
+        # runs in Python: a 297 MB file took 1.07-1.26 s against 1.39-2.29 s on loopback.
+        # Every default algorithm stays offered, for servers without AES-GCM.
+        "encryption_algs": _GCM_FIRST,
     }
     pinned = settings.pinned_keys()
     if pinned:

@@ -8,7 +8,8 @@ in the warehouse, in one transaction) and acknowledges them only once `commit` r
 A process killed between the two leaves the messages unacknowledged: the broker delivers
 them again at the next connection, and the buffer's message ids keep them from landing
 twice. Brokers cap the unacknowledged messages in flight per client (Mosquitto:
-`max_inflight_messages`, 20 by default), so a drain commits in batches of at most that.
+`max_inflight_messages`, 20 by default), so a drain commits in windows of at most that:
+each window waits for `batch` messages (or `idle_seconds`) and takes all that arrived.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-# Mosquitto's default max_inflight_messages: more unacknowledged messages are not sent.
+# Mosquitto's default max_inflight_messages: a window waits for this many to arrive.
 DEFAULT_BATCH = 20
 
 
@@ -158,7 +159,10 @@ def _take(
     while done < max_messages and time.monotonic() < deadline:
         with arrived:
             arrived.wait_for(lambda: len(received) >= batch, timeout=idle_seconds)
-            taken, received[:] = received[:batch], received[batch:]
+            # Everything that arrived: more than `batch` when the broker lets more be in
+            # flight, which makes fewer, larger commits.
+            room = max_messages - done
+            taken, received[:] = received[:room], received[room:]
         if not taken:
             break  # nothing more arrived for idle_seconds
         commit(taken)  # durable first ...
