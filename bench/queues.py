@@ -225,7 +225,7 @@ def _timed(action, *args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--counts", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument("--mqtt-counts", type=int, nargs="*", default=[20_000])
     # Mosquitto's default is 20; the platform commits a window per in-flight window.
     parser.add_argument("--mqtt-inflight", type=int, nargs="+", default=[20, 1000])
