@@ -19,7 +19,11 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.nats.component import NatsJetStreamSource
-from ingestion_platform.sources.nats.connectors.jetstream import JetStreamSettings, read_range
+from ingestion_platform.sources.nats.connectors.jetstream import (
+    JetStreamSettings,
+    _read_ordered,
+    read_range,
+)
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
     build_source,
@@ -275,3 +279,32 @@ def test_the_lag_check_counts_messages_past_the_newest_cut_and_the_oldest_age(
     (evaluation,) = [e for e in result.asset_events or [] if isinstance(e, dg.AssetCheckEvaluation)]
     assert evaluation.metadata["waiting_messages"].value == 30
     assert 0 <= evaluation.metadata["oldest_waiting_seconds"].value < 120
+
+
+def test_a_sequence_delivered_twice_is_read_once() -> None:
+    """An ordered consumer that is reset may deliver a sequence again (a test double: a
+    real server cannot be made to); the read keeps each once and stops at `hi`."""
+
+    class Delivery:
+        def __init__(self, sequence: int, pending: int) -> None:
+            self.subject, self.data = "S.x", b'{"n": %d}' % sequence
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>
+            self.reply = f"$JS.ACK.S.c.1.{sequence}.{sequence}.{sequence * 10**6}.{pending}"
+
+    class Subscription:
+        async def unsubscribe(self) -> None:
+            pass
+
+    class Stream:
+        async def subscribe(self, *_: Any, cb: Any, **__: Any) -> Subscription:
+            async def deliver() -> None:
+                for sequence in (3, 4, 4, 5, 3, 6, 7):
+                    await cb(Delivery(sequence, 10 - sequence))
+
+            asyncio.get_running_loop().create_task(deliver())
+            return Subscription()
+
+    settings = JetStreamSettings(NATS, "S", timeout_seconds=2)
+    read = asyncio.run(_read_ordered(Stream(), settings, 2, 6))
+    assert read.sequences == [3, 4, 5, 6]
+    assert read.times_ms.to_pylist() == [3, 4, 5, 6]

@@ -213,6 +213,8 @@ async def _read_ordered(js: Any, settings: JetStreamSettings, lo: int, hi: int) 
         if sequence > hi:
             finished.set()
             return
+        if read.sequences and sequence <= read.sequences[-1]:
+            return  # delivered again (a consumer reset): each sequence lands once
         read.sequences.append(sequence)
         read.subjects.append(message.subject)
         read.payloads.append(message.data)
