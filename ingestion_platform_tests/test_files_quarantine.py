@@ -242,6 +242,30 @@ def test_on_bad_file_fail_names_the_defs_file_the_field_and_a_fix(
     assert str(tmp_path / "warehouse") not in message and ".staging" not in message
 
 
+def test_csv_row_is_the_record_number_in_a_file_larger_than_one_read_buffer(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    # 400,000 records of ~90 bytes: past DuckDB's 32 MB CSV buffer, so a parallel reader
+    # would split the file; three records with a bad amount, at the start, middle and end.
+    records = 400_000
+    bad = (1, 150_000, records - 1)
+    generate = (
+        "copy (select i as id, case when i in (1, 150000, 399999) then 'oops' "  # noqa: S608
+        "else (i / 4)::varchar end as amount, repeat('x', 80) as pad "
+        f"from range(1, {records + 1}) t(i)) to '{inbox / 'big.csv'}' (header)"
+    )
+    duckdb.sql(generate)
+    defs = _defs(tmp_path, inbox, columns={"id": "BIGINT", "amount": "DOUBLE", "pad": "VARCHAR"})
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(
+        warehouse,
+        "select count(*), count(*) filter (where _row <> id), min(_row), max(_row) "
+        "from inbox.orders",
+    ) == [(records - len(bad), 0, 2, records)]
+    assert [line - 1 for _, line, *_ in _quarantine(warehouse)] == list(bad)
+
+
 def test_quarantine_keeps_the_original_bytes_of_each_row(
     tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:

@@ -149,7 +149,7 @@ def _commit(
     names = column_names(reads)
     connection = warehouse.open_writer()
     try:
-        # row_number() over () numbers rows in file order only while insertion order holds.
+        # CSV rows are numbered in scan order; the insert must keep that order.
         connection.execute("set preserve_insertion_order = true")
         connection.execute("begin")
         connection.execute(f"create schema if not exists {schema}")
@@ -173,14 +173,16 @@ def _commit(
                 report.rows_by_file[read.label] = 0
                 continue
             rejects = f"_rejects_{index}"
+            numbering = f"_row_numbers_{index}"
             try:
+                connection.execute(f"create or replace temp sequence {numbering} start 1")
                 # A JSON Lines file with no object line still has its bad lines to keep.
                 landed = (
                     0
                     if read.empty
                     else connection.execute(
                         f"insert into {relation} by name select *, {stamp} "  # noqa: S608
-                        f"from ({select_rows(read, names, rejects)})",
+                        f"from ({select_rows(read, names, rejects, numbering)})",
                         [loaded_at],
                     ).fetchall()[0][0]
                 )

@@ -1,11 +1,11 @@
 """One rule for a file column's type, whatever order the files arrive in.
 
 A column declared in `columns:` has the declared type. Otherwise a column keeps the type
-chosen by the first landing that had values for it: the type most of those values cast to
-(the narrowest on a tie) among BIGINT, DOUBLE, BOOLEAN, DATE and TIMESTAMPTZ, or VARCHAR
-when no type holds more than half of them. (A column created with no value yet is VARCHAR
-until a landing brings values.) A value that does not
-cast to its column's type goes to quarantine with its reason: a column is never widened to
+chosen by the first landing that had values for it: the type most of those values (in the
+first PROFILE_ROWS rows of each file) cast to (the narrowest on a tie) among BIGINT, DOUBLE,
+BOOLEAN, DATE and TIMESTAMPTZ, or VARCHAR when no type holds more than half of them. (A
+column created with no value yet is VARCHAR until a landing brings values.) A value that
+does not cast to its column's type goes to quarantine with its reason: a column is never widened to
 text because of a few bad values, and CSV and JSON Lines give the same types for the same
 values.
 """
@@ -20,7 +20,9 @@ from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_identifier as _ident
 
 # Sniffed over the first rows of each file: enough for a majority, one pass over little data.
-PROFILE_ROWS = 100_000
+# DuckDB's own CSV sniffer samples as many. Each row costs ~10 µs (five casts of every value),
+# so 100,000 rows took 1.0-1.6 s of every large file's landing (bench/README.md).
+PROFILE_ROWS = 20_480
 TIMESTAMPTZ = "TIMESTAMP WITH TIME ZONE"
 # (type, SQL test of one text value `{v}`), narrowest first. A number with a fraction casts to
 # BIGINT rounded, a timestamp casts to DATE truncated: the tests keep both exact.

@@ -133,7 +133,11 @@ def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
         )
         described = connection.execute(f"describe {probe}").fetchall()
         read.columns = {name: kind for name, kind, *_ in described}
-        scalars = [name for name, kind in read.columns.items() if kind in JSON_SCALARS]
+        scalars = [
+            name
+            for name, kind in read.columns.items()
+            if kind in JSON_SCALARS and name not in options.declared
+        ]
         if scalars:
             text = literal(json_structure(dict.fromkeys(scalars, "VARCHAR")))
             relation = (
@@ -149,6 +153,9 @@ def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
         return
     described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
     read.columns = {name: kind for name, kind, *_ in described}
-    relation = f"(select * from {source} limit {PROFILE_ROWS})"  # noqa: S608
-    row = fetch_row(connection, profile_sql(relation, list(read.columns)))
-    read.profile = split_profile(tuple(row or ()), list(read.columns))
+    # A declared column's type is known: its values need no profile.
+    profiled = [name for name in read.columns if name not in options.declared]
+    if profiled:
+        relation = f"(select * from {source} limit {PROFILE_ROWS})"  # noqa: S608
+        row = fetch_row(connection, profile_sql(relation, profiled))
+        read.profile = split_profile(tuple(row or ()), profiled)
