@@ -40,11 +40,12 @@ import pika
 
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.message_landing import MessageDecoding
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.run import land_buffer_range
 from ingestion_platform.sources.rabbitmq.component import RabbitMqSource
 from ingestion_platform.sources.rabbitmq.connectors import amqp_queue, amqp_stream
-from ingestion_platform.sources.rabbitmq.run import Decoding, land_stream_range
+from ingestion_platform.sources.rabbitmq.run import land_stream_range
 
 SOURCE = SourceContext("bench", "bench/defs.yaml")
 # The RabbitMQ source's default `prefetch`.
@@ -135,7 +136,7 @@ def plain_stream(stream: str, count: int, work: Path) -> None:
 
 
 def platform_stream(stream: str, count: int, work: Path) -> None:
-    land_stream_range(_stream_settings(stream), Decoding("json", 1_048_576, {}), SOURCE,
+    land_stream_range(_stream_settings(stream), MessageDecoding("json", 1_048_576, {}), SOURCE,
                       _warehouse(work), "readings", f"..{count}", 0, count)  # fmt: skip
 
 
@@ -264,7 +265,7 @@ def latency_at_a_cut(work: Path, stream: bool, size: int = 500) -> tuple[float, 
     warehouse = _warehouse(work)
     if stream:
         newest = amqp_stream.span(_stream_settings(name), None).newest  # the sensor's measure
-        land_stream_range(_stream_settings(name), Decoding("json", 1_048_576, {}), SOURCE,
+        land_stream_range(_stream_settings(name), MessageDecoding("json", 1_048_576, {}), SOURCE,
                           warehouse, "readings", f"..{newest}", 0, newest)  # fmt: skip
     else:
         _drain_and_land(warehouse, name, size)

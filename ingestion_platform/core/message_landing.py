@@ -53,6 +53,15 @@ _NAMING = NamingConvention()
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
 
 
+@dataclass(frozen=True)
+class MessageDecoding:
+    """How a queue source turns messages into rows: its declared decoding, limit and types."""
+
+    decoding: Decoding
+    max_record_bytes: int
+    column_types: dict[str, str]
+
+
 @dataclass
 class StreamLandingReport:
     """What one stream landing did; records read = rows landed + records quarantined."""

@@ -189,13 +189,14 @@ class NatsJetStreamSource(dg.Component, dg.Model, dg.Resolvable):
     ) -> dg.MaterializeResult:
         # Imported here: the run's reading and landing need pyarrow and dlt's naming, which
         # the code server never does.
-        from ingestion_platform.sources.nats.run import Decoding, land_range
+        from ingestion_platform.core.message_landing import MessageDecoding
+        from ingestion_platform.sources.nats.run import land_range
 
         cut = CursorSlice.from_key(context.partition_key)
         lo, hi = int(cut.lo or 0), int(cut.hi)
         target = warehouse.get()
         existed = target.table_exists(source.name, table)
-        decoding = Decoding(self.decoding, self.max_record_bytes, dict(self.columns or {}))
+        decoding = MessageDecoding(self.decoding, self.max_record_bytes, dict(self.columns or {}))
         report, metadata = land_range(
             self.settings(source), decoding, source, target, table, context.partition_key, lo, hi
         )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 
 from ingestion_platform.core.declaration import SourceContext, SourceFailure
-from ingestion_platform.core.message_landing import StreamLandingReport, land_stream_slice
+from ingestion_platform.core.message_landing import (
+    MessageDecoding,
+    StreamLandingReport,
+    land_stream_slice,
+)
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.kinesis.connectors.decode import decode_columns
 from ingestion_platform.sources.kinesis.run import landing_metadata
@@ -20,18 +23,9 @@ from ingestion_platform.sources.nats.connectors.jetstream import (
 )
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """How a source turns messages into rows: its declared decoding, limit and types."""
-
-    decoding: Literal["json", "jsonl", "raw"]
-    max_record_bytes: int
-    column_types: dict[str, str]
-
-
 def land_range(
     settings: JetStreamSettings,
-    decoding: Decoding,
+    decoding: MessageDecoding,
     source: SourceContext,
     warehouse: Warehouse,
     table: str,

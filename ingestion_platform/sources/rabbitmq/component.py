@@ -273,13 +273,16 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     ) -> dg.MaterializeResult:
         # Imported here: reading and landing need pyarrow and dlt's naming, which the code
         # server never does.
-        from ingestion_platform.sources.rabbitmq.run import Decoding, land_stream_range
+        from ingestion_platform.core.message_landing import MessageDecoding
+        from ingestion_platform.sources.rabbitmq.run import land_stream_range
 
         cut = CursorSlice.from_key(context.partition_key)
         lo, hi = int(cut.lo or 0), int(cut.hi)
         existed = target.table_exists(source.name, table)
         if self.stream:
-            decoding = Decoding(self.decoding, self.max_record_bytes, dict(self.columns or {}))
+            decoding = MessageDecoding(
+                self.decoding, self.max_record_bytes, dict(self.columns or {})
+            )
             report, metadata = land_stream_range(
                 self.stream_settings(source), decoding, source, target, table,
                 context.partition_key, lo, hi,
