@@ -149,7 +149,8 @@ def _commit(
     names = column_names(reads)
     connection = warehouse.open_writer()
     try:
-        # CSV rows are numbered in scan order; the insert must keep that order.
+        # JSON Lines' row_number() over () numbers lines in file order only while insertion
+        # order holds (CSV rows take a sequence over a serial scan: formats.select_rows).
         connection.execute("set preserve_insertion_order = true")
         connection.execute("begin")
         connection.execute(f"create schema if not exists {schema}")

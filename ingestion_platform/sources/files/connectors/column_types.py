@@ -5,9 +5,9 @@ chosen by the first landing that had values for it: the type most of those value
 first PROFILE_ROWS rows of each file) cast to (the narrowest on a tie) among BIGINT, DOUBLE,
 BOOLEAN, DATE and TIMESTAMPTZ, or VARCHAR when no type holds more than half of them. (A
 column created with no value yet is VARCHAR until a landing brings values.) A value that
-does not cast to its column's type goes to quarantine with its reason: a column is never widened to
-text because of a few bad values, and CSV and JSON Lines give the same types for the same
-values.
+does not cast to its column's type goes to quarantine with its reason: a column is never
+widened to text because of a few bad values, and CSV and JSON Lines give the same types
+for the same values.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str, numbering: 
     """A SELECT of the file's good rows, columns renamed to `names`, plus `_file` and `_row`.
 
     CSV rejects go to the temporary table `rejects` (DuckDB's store_rejects); `_row` of a CSV
-    row is its position among good rows and is corrected for rejects by `fix_rows`. It comes
+    row is its position among good rows and is corrected for rejects by `csv_row_fix`. It comes
     from the sequence `numbering` (which must exist) over a serial scan: one thread reads the
     file in order, so each good row takes the next number. `row_number() over ()` gave the
     same numbers but took 3 s over 2M rows to the sequence's 1.5 s (bench/README.md).
