@@ -11,11 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
+from ingestion_platform.sources.sql.connectors.sql_types import DUCKDB_TYPE, align_column_types
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 DAY = "2026-11-02"
@@ -29,6 +31,13 @@ def _create(url: str, ddl: str, *rows: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql(ddl)
+    engine.dispose()
+    _insert(url, *rows)
+
+
+def _insert(url: str, *rows: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
         for row in rows:
             connection.exec_driver_sql(f"insert into typed values {row}")  # noqa: S608
     engine.dispose()
@@ -115,11 +124,15 @@ def test_postgres_types_land_faithfully(
     }
 
 
+# The unsigned integers below BIGINT (ui, us, um, ut): each type's maximum, the first value
+# past its signed range, and zero.
 MARIADB_ROWS = (
-    f"(1, '{DAY} 10:00', 18446744073709551615, {N38}, {WIDER}, '-838:59:59.000000', 1, 127)",
-    f"(2, '{DAY} 11:00', null, null, null, null, null, null)",
-    f"(3, '{DAY} 12:00', 0, -0.0000000001, -0.5, '100:00:00.5', 0, -128)",
-    f"(4, '{DAY} 13:00', 9223372036854775808, 0, 0, '-00:00:01.5', 1, 0)",
+    f"(1, '{DAY} 10:00', 18446744073709551615, {N38}, {WIDER}, '-838:59:59.000000', 1, 127, "
+    "4294967295, 65535, 16777215, 255)",
+    f"(2, '{DAY} 11:00', null, null, null, null, null, null, null, null, null, null)",
+    f"(3, '{DAY} 12:00', 0, -0.0000000001, -0.5, '100:00:00.5', 0, -128, 2147483648, 32768, "
+    "8388608, 128)",
+    f"(4, '{DAY} 13:00', 9223372036854775808, 0, 0, '-00:00:01.5', 1, 0, 0, 0, 0, 0)",
 )
 
 
@@ -127,7 +140,8 @@ def _mariadb_typed(url: str) -> None:
     _create(
         url,
         "create table typed (id int primary key, updated_at datetime, ub bigint unsigned, "
-        "dc decimal(38,10), dc65 decimal(65,30), tm time(6), flag tinyint(1), small tinyint)",
+        "dc decimal(38,10), dc65 decimal(65,30), tm time(6), flag tinyint(1), small tinyint, "
+        "ui int unsigned, us smallint unsigned, um mediumint unsigned, ut tinyint unsigned)",
         *MARIADB_ROWS,
     )
 
@@ -145,22 +159,29 @@ def test_mariadb_types_land_faithfully(
     assert result.success, failure_message(result)
     assert _read_by_scanner(result, instance) == (backend == "auto")
     landed = warehouse.query(
-        "select id, ub, dc, dc65, tm::varchar, flag, small from src.typed order by id"
+        "select id, ub, dc, dc65, tm::varchar, flag, small, ui, us, um, ut from src.typed "
+        "order by id"
     )
     zeros = "0." + "0" * 30
     assert landed == [
-        (1, 2**64 - 1, N38, WIDER, "-838:59:59", True, 127),
-        (2, None, None, None, None, None, None),
-        (3, 0, Decimal("-0.0000000001"), "-0.5" + "0" * 29, "100:00:00.5", False, -128),
-        (4, 2**63, Decimal(0), zeros, "-00:00:01.5", True, 0),
-    ]
+        (1, 2**64 - 1, N38, WIDER, "-838:59:59", True, 127, 2**32 - 1, 2**16 - 1, 2**24 - 1, 255),
+        (2, None, None, None, None, None, None, None, None, None, None),
+        (3, 0, Decimal("-0.0000000001"), "-0.5" + "0" * 29, "100:00:00.5", False, -128,
+         2**31, 2**15, 2**23, 128),
+        (4, 2**63, Decimal(0), zeros, "-00:00:01.5", True, 0, 0, 0, 0, 0),
+    ]  # fmt: skip
     types = _column_types(warehouse)
-    assert {name: types[name] for name in ("ub", "dc", "dc65", "tm", "flag")} == {
+    names = ("ub", "dc", "dc65", "tm", "flag", "ui", "us", "um", "ut")
+    assert {name: types[name] for name in names} == {
         "ub": "UBIGINT",
         "dc": "DECIMAL(38,10)",
         "dc65": "VARCHAR",
         "tm": "INTERVAL",
         "flag": "BOOLEAN",
+        "ui": "BIGINT",
+        "us": "INTEGER",
+        "um": "INTEGER",
+        "ut": "SMALLINT",
     }
 
 
@@ -175,6 +196,51 @@ def test_mariadb_tinyint1_stays_an_integer_without_the_option(
     assert _read_by_scanner(result, instance)
     assert warehouse.query("select flag from src.typed order by id") == [(1,), (None,), (0,), (1,)]
     assert _column_types(warehouse)["flag"] == _column_types(warehouse)["small"] != "BOOLEAN"
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyarrow"])
+def test_a_mariadb_unsigned_column_landed_narrower_widens_keeping_its_rows(
+    backend: str, mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        mariadb_url,
+        "create table typed (id int primary key, updated_at datetime, ui int unsigned)",
+        f"(1, '{DAY} 10:00', 7)",
+    )
+    assert _land(mariadb_url, tmp_path, resources, instance, backend=backend).success
+    with warehouse.exclusive():  # the INTEGER column a landing before the widening made
+        connection = warehouse.open_writer()
+        connection.execute("alter table src.typed alter column ui type integer")
+        connection.close()
+    _insert(mariadb_url, f"(2, '{DAY} 11:00', 4294967295)")
+
+    result = _land(mariadb_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, ui from src.typed order by id") == [(1, 7), (2, 2**32 - 1)]
+    assert _column_types(warehouse)["ui"] == "BIGINT"
+
+
+def test_an_integer_column_widens_in_place_keeping_its_values(warehouse: Warehouse) -> None:
+    field = pa.field("ui", pa.int64(), metadata={DUCKDB_TYPE: b"BIGINT"})
+    with warehouse.exclusive():
+        connection = warehouse.open_writer()
+        try:
+            connection.execute("create schema if not exists src")
+            connection.execute("create table src.typed (id integer, ui integer)")
+            connection.execute("insert into src.typed values (1, 2147483647)")
+            # A DuckLake changes a type only by widening it: in place, not by recreating it.
+            altered = align_column_types(connection, "src", "typed", pa.schema([field]))
+            connection.execute("insert into src.typed values (2, 4294967295)")
+        finally:
+            connection.close()
+
+    assert altered == ["ui"]
+    assert warehouse.query("select id, ui from src.typed order by id") == [
+        (1, 2**31 - 1),
+        (2, 2**32 - 1),
+    ]
+    assert _column_types(warehouse)["ui"] == "BIGINT"
 
 
 def test_a_type_connectorx_cannot_read_moves_the_table_to_pyarrow_with_a_warning(

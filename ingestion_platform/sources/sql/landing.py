@@ -228,11 +228,14 @@ def _commit(
     superseded = 0
     try:
         connection.execute("begin")
-        delete_slices(connection, dataset, [table], batch_keys)
         if stream is not None:
             reader = stream.reader()
             # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields needing one say so.
+            # Altered before the delete: DuckDB refuses to commit a table altered after rows
+            # of it were deleted.
             align_column_types(connection, dataset, table, reader.schema)
+        delete_slices(connection, dataset, [table], batch_keys)
+        if stream is not None:
             connection.register("slice_stream", reader)
             try:
                 connection.execute(f"insert into {relation} by name select * from slice_stream")  # noqa: S608

@@ -216,10 +216,11 @@ def _commit(
         connection.execute("begin")
         try:
             # Before the source is attached: information_schema would list its tables too
-            # (0.2 s of MariaDB's catalog at every query).
-            delete_slices(connection, dataset, [table], read.batch_keys)
-            # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields say which.
+            # (0.2 s of MariaDB's catalog at every query). dlt cannot create UUID/INTERVAL/
+            # LIST/UBIGINT columns, fields say which; altered before the delete, since DuckDB
+            # refuses to commit a table altered after rows of it were deleted.
             align_column_types(connection, dataset, table, schema)
+            delete_slices(connection, dataset, [table], read.batch_keys)
             with attached(
                 connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
             ) as alias:

@@ -191,16 +191,26 @@ def align_column_types(
         if name not in current or current[name] == target:
             continue
         column = quote_identifier(name)
-        if in_lake:
-            _recreate_empty_column(connection, relation, column, target)
+        if in_lake and not _widens(current[name], target):
+            _recreate_empty_column(connection, relation, column, current[name], target)
         else:
             connection.execute(f"alter table {relation} alter column {column} type {target}")
         altered.append(name)
     return altered
 
 
+# Signed integers, narrowest first: a DuckLake alters a column to a wider one in place.
+_SIGNED_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
+
+
+def _widens(current: str, target: str) -> bool:
+    """Whether `target` is a wider signed integer than `current`."""
+    order = _SIGNED_INTEGERS
+    return current in order and target in order and order.index(current) < order.index(target)
+
+
 def _recreate_empty_column(
-    connection: duckdb.DuckDBPyConnection, relation: str, column: str, target: str
+    connection: duckdb.DuckDBPyConnection, relation: str, column: str, current: str, target: str
 ) -> None:
     """Drop and add the (quoted) `column` with type `target`: only while it holds no value.
 
@@ -213,7 +223,7 @@ def _recreate_empty_column(
     )  # type: ignore[misc]
     if values:
         raise TypeError(
-            f"{relation}.{column} holds {values} value(s) typed as text, and a DuckLake cannot "
+            f"{relation}.{column} holds {values} value(s) as {current}, and a DuckLake cannot "
             f"change it to {target}. Fix: re-land the table into a new schema"
         )
     connection.execute(f"alter table {relation} drop column {column}")
@@ -408,4 +418,31 @@ def _column_read(
                 hint={"data_type": "bool"},
                 read_hint={"data_type": "bigint"},
             )
+    wider = _unsigned_wider(column_type)
+    if wider is not None:
+        # dlt sizes the column by the signed type (INT UNSIGNED → INTEGER), which cannot hold
+        # the upper half of the range: the next signed type up holds all of it, and a column
+        # landed narrower before widens in place (a DuckLake widens too, never narrows).
+        duckdb_type, bits = wider
+        hint = {"data_type": "bigint", "precision": bits}
+        return ColumnRead(name, sql_type, duckdb=duckdb_type, hint=hint, read_hint=hint)
+    return None
+
+
+# MySQL's unsigned integers below BIGINT, and the signed type (and its bits) that holds each.
+_UNSIGNED_WIDER: tuple[tuple[type[Any], str, int], ...] = (
+    (mysql.TINYINT, "SMALLINT", 16),
+    (mysql.SMALLINT, "INTEGER", 32),
+    (mysql.MEDIUMINT, "INTEGER", 32),
+    (mysql.INTEGER, "BIGINT", 64),
+)
+
+
+def _unsigned_wider(column_type: sa.types.TypeEngine[Any]) -> tuple[str, int] | None:
+    """The warehouse type for a MySQL unsigned integer below BIGINT, or None."""
+    if not getattr(column_type, "unsigned", False):
+        return None
+    for sql_class, duckdb_type, bits in _UNSIGNED_WIDER:
+        if isinstance(column_type, sql_class):
+            return duckdb_type, bits
     return None
