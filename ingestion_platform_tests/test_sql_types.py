@@ -341,6 +341,63 @@ def test_postgres_money_lands_as_an_exact_decimal_not_locale_text(
     assert _column_types(warehouse)["price"] == "DECIMAL(23,4)"
 
 
+@pytest.mark.parametrize("backend", ["auto", "connectorx"])
+def test_postgres_infinities_and_bc_dates_land_as_postgresql_holds_them(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, ts timestamp, "
+        "tz timestamptz, d date)",
+        f"(1, '{DAY} 10:00+00', 'infinity', '-infinity', 'infinity')",
+        f"(2, '{DAY} 11:00+00', '-infinity', 'infinity', '-infinity')",
+        f"(3, '{DAY} 12:00+00', '0044-03-15 10:00 BC', null, '0044-03-15 BC')",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    # ConnectorX alone read infinity as 262142-12-31 23:59:59.999999, a real-looking date.
+    landed = "select id, ts::varchar, tz::varchar, d::varchar from src.typed order by id"
+    assert warehouse.query(landed) == [
+        (1, "infinity", "-infinity", "infinity"),
+        (2, "-infinity", "infinity", "-infinity"),
+        (3, "0044-03-15 (BC) 10:00:00", None, "0044-03-15 (BC)"),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["auto", "connectorx", "pyarrow"])
+def test_postgres_bits_one_byte_char_and_unusual_numeric_scales_land_exactly(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, n numeric(5,-2), "
+        'm numeric(3,5), c "char", b bit(3), vb varbit(8))',
+        f"(1, '{DAY} 10:00+00', 12345, 0.00999, 'a', B'101', B'1010')",
+        f"(2, '{DAY} 11:00+00', -99900, -0.00001, 'z', B'000', B'')",
+        f"(3, '{DAY} 12:00+00', null, null, null, null, null)",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    # ConnectorX alone packed BIT(3) '101' into the byte 0xa0 (BIT(4) '1010' reads the same).
+    assert warehouse.query("select id, n, m, c, b, vb from src.typed order by id") == [
+        (1, Decimal(12300), Decimal("0.00999"), "a", "101", "1010"),
+        (2, Decimal(-99900), Decimal("-0.00001"), "z", "000", ""),
+        (3, None, None, None, None, None),
+    ]
+    types = _column_types(warehouse)
+    assert [types[name] for name in ("n", "m", "c", "b", "vb")] == [
+        "DECIMAL(7,0)",
+        "DECIMAL(5,5)",
+        "VARCHAR",
+        "VARCHAR",
+        "VARCHAR",
+    ]
+
+
 def test_mariadb_varbinary_lands_as_bytes(
     mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:

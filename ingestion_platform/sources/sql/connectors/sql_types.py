@@ -55,6 +55,7 @@ class ColumnRead:
     duckdb: str | None = None  # the warehouse column's type
     hint: dict[str, Any] | None = None  # dlt's column type, which creates the column
     read_hint: dict[str, Any] | None = None  # pyarrow backend: how rows become Arrow
+    infinities: bool = False  # ConnectorX's stand-ins for ±infinity become DuckDB's
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class TypePlan:
         for column in self.columns:
             index = item.schema.get_field_index(column.name)
             if index < 0 or (column.arrow is None and column.duckdb is None):
+                if index >= 0 and column.infinities:
+                    item = item.set_column(
+                        index, item.schema.field(index), _infinities(item.column(index))
+                    )
                 continue
             values = item.column(index)
             if column.arrow is not None and values.type != column.arrow:
@@ -286,12 +291,52 @@ def list_element(item: sa.types.TypeEngine[Any]) -> tuple[str, pa.DataType] | No
     return None
 
 
+# ConnectorX reads PostgreSQL's infinity and -infinity as chrono's extremes (262142-12-31
+# 23:59:59.999999 and 262144-01-01 BC); DuckDB reads the extremes of Arrow's int64 (µs) and
+# int32 (days) as its own infinities. Per Arrow storage type: ConnectorX's max and min.
+_CONNECTORX_EXTREMES = {
+    pa.int64(): (8_210_266_876_799_999_999, -8_334_601_228_800_000_000),
+    pa.int32(): (95_026_236, -96_465_292),
+}
+
+
+def _infinities(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A timestamp[us] or date32 column with ConnectorX's extremes made DuckDB's infinities."""
+    if pa.types.is_timestamp(values.type) and values.type.unit == "us":
+        storage = pa.int64()
+    elif pa.types.is_date32(values.type):
+        storage = pa.int32()
+    else:
+        return values
+    high, low = _CONNECTORX_EXTREMES[storage]
+    raw = values.cast(storage)
+    extremes = pc.min_max(raw).as_py()
+    if extremes["max"] is None or (extremes["max"] < high and extremes["min"] > low):
+        return values  # the usual batch: no infinity, no copy
+    top = pa.scalar(2 ** (storage.bit_width - 1) - 1, storage)
+    bottom = pa.scalar(-top.as_py(), storage)
+    raw = pc.if_else(pc.equal(raw, high), top, pc.if_else(pc.equal(raw, low), bottom, raw))
+    return raw.cast(values.type)
+
+
+def _decimal_shape(precision: int | None, scale: int) -> tuple[int, int] | None:
+    """The DuckDB DECIMAL(p,s) holding every value of a declared numeric, or None if none does.
+
+    PostgreSQL allows a scale below zero (numeric(5,-2) holds 9,999,900 in steps of 100) or
+    above the precision (numeric(3,5) holds 0.00999); DuckDB's scale is 0 to the width.
+    """
+    if precision is None:
+        return None
+    width, places = (precision - scale, 0) if scale < 0 else (max(precision, scale), scale)
+    return (width, places) if width <= DUCKDB_MAX_PRECISION else None
+
+
 def _connectorx_reads(column_type: sa.types.TypeEngine[Any], is_pg: bool) -> bool:
     """Whether ConnectorX reads the column, as it is or through `_column_read`'s rewrite."""
     if isinstance(column_type, sa.ARRAY):
         return list_element(column_type.item_type) is not None
     if isinstance(column_type, postgresql.BIT):
-        return not column_type.varying
+        return True  # as text (`_column_read`)
     readable: tuple[type[Any], ...] = (
         sa.Integer,
         sa.Numeric,
@@ -342,13 +387,17 @@ def _column_read(
     name, column_type = column.name, column.type
     text = {"data_type": "text"}
     if isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
-        precision, scale = column_type.precision, column_type.scale or 0
-        if precision is None or precision > DUCKDB_MAX_PRECISION:
+        declared = (column_type.precision, column_type.scale or 0)
+        shape = _decimal_shape(*declared)
+        if shape is None:
             # No DuckDB DECIMAL holds it: the exact decimal text, whatever the value.
             return ColumnRead(name, sql_type, _as_text, duckdb="VARCHAR", hint=text, read_hint=text)
+        precision, scale = shape
         decimal = {"data_type": "decimal", "precision": precision, "scale": scale}
         exact = scale <= CONNECTORX_MAX_SCALE and precision - scale <= CONNECTORX_MAX_INTEGER_DIGITS
-        if backend == "connectorx" and not exact:
+        # A shape DuckDB lacks is read as text by the scanner too: its native read of
+        # numeric(5,-2) kills the process (SIGFPE in DuckDB 1.5.5's postgres extension).
+        if backend == "connectorx" and (not exact or shape != declared):
             return ColumnRead(
                 name,
                 sql_type,
@@ -357,7 +406,17 @@ def _column_read(
                 duckdb=f"DECIMAL({precision},{scale})",
                 hint=decimal,
             )
+        if shape != declared:
+            return ColumnRead(name, sql_type, hint=decimal, read_hint=decimal)
         return None  # dlt creates DECIMAL(p,s) from the reflected type
+    if is_pg and backend == "connectorx" and isinstance(column_type, sa.DateTime | sa.Date):
+        return ColumnRead(name, sql_type, infinities=True)
+    if is_pg and isinstance(column_type, postgresql.BIT):
+        # ConnectorX packs BIT(n) into bytes, losing n ('101' and '1010' both read 0xa0).
+        return ColumnRead(name, sql_type, _as_text, hint=text, read_hint=text)
+    if is_pg and type(column_type) is sa.String:
+        # PostgreSQL's one-byte "char" (catalog columns), which ConnectorX fails on.
+        return ColumnRead(name, sql_type, _as_text, hint=text, read_hint=text)
     if is_pg and isinstance(column_type, postgresql.MONEY):
         # PostgreSQL prints money in the server's locale ('$1,234.56'); its numeric cast is
         # exact. 19 integer digits hold any money value, 4 decimals any currency's minor unit.
