@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,97 @@ def test_postgres_bits_one_byte_char_and_unusual_numeric_scales_land_exactly(
         "VARCHAR",
         "VARCHAR",
     ]
+
+
+def _create_permissive(url: str, ddl: str, *rows: str) -> None:
+    """A MariaDB table written with an empty sql_mode, as legacy databases hold zero dates."""
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("set session sql_mode = ''")
+        connection.exec_driver_sql(ddl)
+        for row in rows:
+            connection.exec_driver_sql(f"insert into typed values {row}")  # noqa: S608
+    engine.dispose()
+
+
+def test_a_mariadb_zero_date_fails_the_slice_naming_the_column_and_the_view_that_lands_it(
+    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create_permissive(
+        mariadb_url,
+        "create table typed (id int primary key, updated_at datetime, d date, dt datetime(6))",
+        f"(1, '{DAY} 10:00', '2026-01-02', '2026-01-02 03:04:05.678901')",
+        f"(2, '{DAY} 11:00', '2026-01-03', '0000-00-00 00:00:00')",
+    )
+
+    failed = _land(mariadb_url, tmp_path, resources, instance)
+
+    # The scanner alone landed the zero date as NULL, silently.
+    assert not failed.success
+    assert failure_message(failed).endswith(
+        "source 'src': reading table 'typed' failed: column 'dt' holds MySQL's zero date "
+        "('0000-00-00'), which no date type can hold. Fix: read the table through a view "
+        "that turns it into NULL, e.g. `nullif(dt, 0) as dt` in place of the column. "
+        "Nothing was landed"
+    )
+    assert warehouse.query("select count(*) from src.typed") == [(0,)]
+    engine = sa.create_engine(mariadb_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "create view typed_view as select id, updated_at, d, nullif(dt, 0) as dt from typed"
+        )
+    engine.dispose()
+
+    landed = _land(mariadb_url, tmp_path, resources, instance, tables=[{"name": "typed_view"}])
+
+    assert landed.success, failure_message(landed)
+    assert warehouse.query("select id, d, dt from src.typed_view order by id") == [
+        (1, date(2026, 1, 2), datetime(2026, 1, 2, 3, 4, 5, 678901)),
+        (2, date(2026, 1, 3), None),
+    ]
+
+
+def test_a_mariadb_incomplete_date_fails_the_slice_naming_the_fix(
+    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create_permissive(
+        mariadb_url,
+        "create table typed (id int primary key, updated_at datetime, d date)",
+        f"(1, '{DAY} 10:00', '2026-02-00')",
+    )
+
+    failed = _land(mariadb_url, tmp_path, resources, instance)
+
+    assert not failed.success
+    assert failure_message(failed).endswith(
+        "source 'src': reading table 'typed' failed: a date of the slice is MySQL's incomplete "
+        "date 2026-2-0 (a zero month or day), which no date type can hold. Fix: read the table "
+        "through a view that turns such dates into NULL, e.g. "
+        "`if(month(d) = 0 or dayofmonth(d) = 0, null, d) as d`. Nothing was landed"
+    )
+
+
+@pytest.mark.parametrize("backend", ["auto", "connectorx", "pyarrow"])
+def test_mariadb_unsigned_decimals_and_latin1_text_land_exactly(
+    backend: str, mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        mariadb_url,
+        "create table typed (id int primary key, updated_at datetime, "
+        "du decimal(10,2) unsigned, lat varchar(20) character set latin1)",
+        f"(1, '{DAY} 10:00', 99999999.99, 'café ñ')",
+        f"(2, '{DAY} 11:00', 0, '')",
+    )
+
+    result = _land(mariadb_url, tmp_path, resources, instance, backend=backend)
+
+    # DuckDB's scanner alone read DECIMAL(10,2) UNSIGNED as DECIMAL(9,2) and failed.
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, du, lat from src.typed order by id") == [
+        (1, Decimal("99999999.99"), "café ñ"),
+        (2, Decimal("0.00"), ""),
+    ]
+    assert _column_types(warehouse)["du"] == "DECIMAL(10,2)"
 
 
 def test_mariadb_varbinary_lands_as_bytes(

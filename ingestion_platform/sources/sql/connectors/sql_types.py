@@ -396,8 +396,10 @@ def _column_read(
         decimal = {"data_type": "decimal", "precision": precision, "scale": scale}
         exact = scale <= CONNECTORX_MAX_SCALE and precision - scale <= CONNECTORX_MAX_INTEGER_DIGITS
         # A shape DuckDB lacks is read as text by the scanner too: its native read of
-        # numeric(5,-2) kills the process (SIGFPE in DuckDB 1.5.5's postgres extension).
-        if backend == "connectorx" and (not exact or shape != declared):
+        # numeric(5,-2) kills the process (SIGFPE in DuckDB 1.5.5's postgres extension), and
+        # it reads MySQL's DECIMAL(10,2) UNSIGNED as DECIMAL(9,2), failing on 8 digits.
+        unsigned = getattr(column_type, "unsigned", False)
+        if backend == "connectorx" and (not exact or shape != declared or unsigned):
             return ColumnRead(
                 name,
                 sql_type,
