@@ -490,6 +490,27 @@ def test_mariadb_unsigned_decimals_and_latin1_text_land_exactly(
     assert _column_types(warehouse)["du"] == "DECIMAL(10,2)"
 
 
+def test_columns_landing_under_one_name_fail_naming_them_before_anything_is_read(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        'create table typed (id int primary key, updated_at timestamptz, "aB" int, a_b int)',
+        f"(1, '{DAY} 10:00+00', 1, 2)",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance)
+
+    # Before: dlt's NameNormalizationCollision, or DuckDB's duplicate-column binder error.
+    assert failure_message(result) == (
+        "ingestion_platform.core.declaration.DeclarationError: "
+        f"{tmp_path / 'src' / 'defs.yaml'}: tables[0].name: columns 'aB', 'a_b' of table "
+        "'typed' would all land as column 'a_b' (the warehouse's snake_case names). Fix: read "
+        "the table through a view that renames all but one of them."
+    )
+    assert not warehouse.table_exists("src", "typed")
+
+
 def test_mariadb_varbinary_lands_as_bytes(
     mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:
