@@ -479,3 +479,26 @@ def test_a_column_empty_in_the_first_file_takes_its_type_from_the_first_values(
         (3, 0.5),
         (4, 1.0),
     ]
+
+
+def test_a_file_whose_columns_would_land_as_one_is_quarantined_naming_them(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("id,userId,user_id\n1,10,20\n2,11,21\n")
+    (inbox / "b.csv").write_text("id,userId\n3,12\n")
+    defs = _defs(tmp_path, inbox, batch={"files": 2})
+    (key,) = keys(tick(defs, instance))
+
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: DuckDB's `Table "orders" does not have a column with name "user_id_1"`.
+    reason = (
+        "a.csv: columns 'userId', 'user_id' would all land as column 'user_id' (the "
+        "warehouse's snake_case names), so one of their values would be lost; rename one of "
+        "them in the file"
+    )
+    assert _quarantine(warehouse) == [("a.csv", None, None, f"file not read: {reason}", None)]
+    assert rows(warehouse, "select id, user_id, _file from inbox.orders") == [(3, 12, "b.csv")]
+    metadata = _metadata(result)
+    assert (metadata["rows_read"], metadata["rows_landed"]) == (3, 1)
+    assert metadata["rows_quarantined"] == 2

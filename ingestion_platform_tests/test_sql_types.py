@@ -504,8 +504,8 @@ def test_columns_landing_under_one_name_fail_naming_them_before_anything_is_read
     # Before: dlt's NameNormalizationCollision, or DuckDB's duplicate-column binder error.
     assert failure_message(result) == (
         "ingestion_platform.core.declaration.DeclarationError: "
-        f"{tmp_path / 'src' / 'defs.yaml'}: tables[0].name: columns 'aB', 'a_b' of table "
-        "'typed' would all land as column 'a_b' (the warehouse's snake_case names). Fix: read "
+        f"{tmp_path / 'src' / 'defs.yaml'}: tables[0].name: table 'typed': columns 'aB', "
+        "'a_b' would all land as column 'a_b' (the warehouse's snake_case names). Fix: read "
         "the table through a view that renames all but one of them."
     )
     assert not warehouse.table_exists("src", "typed")

@@ -90,7 +90,7 @@ def _check_dlt_config(component: ApiDeclaration, source: SourceContext) -> None:
         {
             key: value
             for key, value in resource.model_dump(exclude_none=True).items()
-            if key != "window"
+            if key not in ("window", "rename")  # the platform's own settings
         }
         for resource in component.resources
     ]

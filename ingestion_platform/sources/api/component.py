@@ -62,6 +62,7 @@ from ingestion_platform.sources.api.connectors.shared_budget import SharedRateBu
 from ingestion_platform.sources.api.errors import readable
 from ingestion_platform.sources.api.lag import api_lag_measures
 from ingestion_platform.sources.api.landing import LandingReport, land_slice
+from ingestion_platform.sources.api.record_names import RecordNames
 
 
 class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
@@ -268,6 +269,9 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
             ],
         }
         wanted = [r for r in rest_api_resources(config) if r.name in selected]  # type: ignore[arg-type]
+        renames = {resource.name: resource.rename or {} for resource in self.resources}
+        for resource in wanted:
+            resource.add_map(RecordNames(resource.name, renames.get(resource.name, {})))
         try:
             return land_slice(
                 warehouse=warehouse.get(),

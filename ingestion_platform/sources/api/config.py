@@ -84,6 +84,9 @@ class ApiResource(dg.Model):
     primary_key: str | list[str] | None = None
     include_from_parent: list[str] | None = None
     window: CursorWindow | None = None
+    # Top-level keys landed under another name (`{userId: user_id_camel}`): two keys that
+    # would land as one column (`userId`, `user_id`) fail the run until one is renamed.
+    rename: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

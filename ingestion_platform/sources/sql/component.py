@@ -30,6 +30,7 @@ from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManage
 from pydantic import PrivateAttr
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
+from ingestion_platform.core.column_names import clashing_names, describe_clash
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health
 from ingestion_platform.core.lag import lag_defs
@@ -55,11 +56,7 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
     slice_resource,
 )
 from ingestion_platform.sources.sql.lag import sql_lag_measure
-from ingestion_platform.sources.sql.landing import (
-    column_name_clashes,
-    land_arrow_slice,
-    warehouse_table_name,
-)
+from ingestion_platform.sources.sql.landing import land_arrow_slice, warehouse_table_name
 from ingestion_platform.sources.sql.reader import land_scanned, scanner_plan
 from ingestion_platform.sources.sql.run import report_landing, run_slice, window_starts
 from ingestion_platform.sources.sql.scanner_landing import ScanSlice
@@ -444,13 +441,11 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         except SourceDatabaseError as unreachable:
             raise self._unreachable(source, unreachable) from None
         assert cursor is not None
-        clashes = column_name_clashes([column.name for column in reflected.columns])
+        clashes = clashing_names(column.name for column in reflected.columns)
         if clashes:
-            name, columns = next(iter(clashes.items()))
-            listed = ", ".join(repr(column) for column in columns)
             raise source.error(
                 self._field(table.name, "name"),
-                f"columns {listed} of table {table.name!r} would all land as column {name!r} "
+                f"table {table.name!r}: columns {describe_clash(clashes)} "
                 "(the warehouse's snake_case names)",
                 "read the table through a view that renames all but one of them",
             )

@@ -119,15 +119,6 @@ def warehouse_table_name(table: str) -> str:
     return _NAMING.normalize_table_identifier(table)
 
 
-def column_name_clashes(columns: list[str]) -> dict[str, list[str]]:
-    """Source columns that dlt's names would land as one warehouse column, by that name
-    (`Amount` and `amount` both land as `amount`; `aB` and `a_b` as `a_b`)."""
-    landed: dict[str, list[str]] = {}
-    for column in columns:
-        landed.setdefault(_NAMING.normalize_identifier(column), []).append(column)
-    return {name: sources for name, sources in landed.items() if len(sources) > 1}
-
-
 def _as_arrow(item: object) -> ArrowItem:
     if not isinstance(item, ArrowItem):
         raise TypeError(f"expected Arrow batches from the database backend, got {type(item)}")

@@ -15,6 +15,7 @@ import zlib
 
 import duckdb
 
+from ingestion_platform.core.column_names import clashing_names, describe_clash
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_literal as literal
 from ingestion_platform.sources.files.connectors.column_types import (
@@ -45,6 +46,12 @@ def plan_read(
         _sniff(connection, read)
     except duckdb.Error as error:
         raise UnreadableFile(unreadable_reason(error, read)) from None
+    clashes = clashing_names(read.columns)
+    if clashes:
+        raise UnreadableFile(
+            f"{label}: columns {describe_clash(clashes)} (the warehouse's snake_case names), "
+            "so one of their values would be lost; rename one of them in the file"
+        )
     return read
 
 

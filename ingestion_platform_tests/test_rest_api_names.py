@@ -1,0 +1,114 @@
+"""API records whose keys would land as one column: refused naming the fix, landed once renamed.
+
+dlt lands `userId` and `user_id` as one column `user_id` and keeps only the last value; the
+music API has no such record, so a second, minimal HTTP server serves one here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.sources.api.component import RestApiSource
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
+
+ERROR = "ingestion_platform.sources.api.errors.ApiSourceError"
+DAY = "2026-01-02"
+USERS = [
+    {"id": 1, "userId": 10, "user_id": 20, "profile": {"firstName": "Ada"}},
+    {"id": 2, "userId": 11, "user_id": 21, "profile": {"firstName": "Bo"}},
+]
+
+
+class _Users(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = json.dumps(USERS).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def users_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Users)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def _defs(tmp_path: Path, url: str, **resource: Any) -> Any:
+    users = {
+        "name": "users",
+        "endpoint": {"path": "users", "paginator": "single_page"},
+        "primary_key": "id",
+        **resource,
+    }
+    attributes = {
+        "base_url": url,
+        "resources": [users],
+        "batch": {"every": "day", "start": "2026-01-01"},
+    }
+    return build_source(RestApiSource, tmp_path / "shop", attributes)
+
+
+def test_keys_that_would_land_as_one_column_fail_naming_them_and_the_rename(
+    users_api: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    failed = materialize(
+        _defs(tmp_path, users_api),
+        partition_key=DAY,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert failure_message(failed) == (
+        f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': a "
+        "record's keys 'userId', 'user_id' would all land as column 'user_id', so one of "
+        "their values would be lost; nothing was landed. Fix: give one of them a name of its "
+        "own with `rename: {userId: <new name>}` under the resource 'users' (top-level keys "
+        "only)."
+    )
+    assert not warehouse.table_exists("shop", "users")
+
+    renamed = _defs(tmp_path, users_api, rename={"userId": "user_id_camel"})
+    for _ in range(2):
+        landed = materialize(renamed, partition_key=DAY, resources=resources, instance=instance)
+        assert landed.success
+
+    assert warehouse.query(
+        "select id, user_id_camel, user_id, profile__first_name from shop.users order by id"
+    ) == [(1, 10, 20, "Ada"), (2, 11, 21, "Bo")]
+
+
+def test_a_rename_onto_a_key_the_record_has_fails_instead_of_dropping_it(
+    users_api: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    failed = materialize(
+        _defs(tmp_path, users_api, rename={"userId": "id"}),
+        partition_key=DAY,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    assert failure_message(failed) == (
+        f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': "
+        "`rename` gives a record's key the name 'id', which the record already has; nothing "
+        "was landed. Fix: rename it to a name the API does not use, under resources "
+        "(users).rename."
+    )
+    assert not warehouse.table_exists("shop", "users")
