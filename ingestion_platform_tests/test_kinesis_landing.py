@@ -86,6 +86,50 @@ def test_bad_records_are_quarantined_and_the_counts_reconcile(
     assert warehouse.count("clicks", "events") == 7
 
 
+def test_a_record_whose_keys_would_land_as_one_column_is_quarantined_naming_them(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    from ingestion_platform.demo.kinesis_producer import put
+
+    values = [
+        {"event_id": 1, "userId": 10, "user_id": 20},
+        {"event_id": 2, "userId": 11},
+        {"event_id": 3, "user_id": 12},
+    ]
+    put(
+        client(moto_endpoint),
+        stream,
+        [{"Data": json.dumps(v), "PartitionKey": "a"} for v in values],
+    )
+    defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 3})
+    (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
+
+    for _ in range(2):  # a replay replaces both the rows and the quarantined record
+        result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: the slice failed on DuckDB's `no column with name "user_id_1"`, forever.
+    assert warehouse.query("select event_id, user_id from clicks.events order by 1") == [
+        (2, 11),
+        (3, 12),
+    ]
+    assert warehouse.query("select reason, raw_value from clicks._quarantine") == [
+        (
+            "keys 'userId', 'user_id' would all land as column 'user_id', so one of their "
+            "values would be lost",
+            json.dumps(values[0]),
+        )
+    ]
+    metadata = result.asset_materializations_for_node("clicks__events")[0].metadata
+    assert (metadata["records_read"].value, metadata["rows_landed"].value) == (3, 2)
+    assert metadata["rows_quarantined"].value == 1
+
+
 def test_a_replay_past_retention_fails_clearly_and_keeps_the_landed_slice(
     moto_endpoint: str,
     stream: str,

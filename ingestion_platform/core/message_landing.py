@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 
+from ingestion_platform.core.column_names import clashing_names, describe_clash, warehouse_name
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.core.sql_quoting import quote_literal
@@ -48,7 +48,6 @@ ORIGIN_COLUMNS = [
     "_partition_key",
     "_approximate_arrival",
 ]
-_NAMING = NamingConvention()
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -101,6 +100,13 @@ def land_stream_slice(
             staging.register("slice_rows", decoded.rows)
             bad += _invalid_json(staging)
             inferred = infer_structure(staging, decoded.rows)
+            clashes = clashing_names(inferred)
+            if clashes:
+                clashing, rows = _split_clashing(staging, clashes)
+                bad += clashing
+                decoded = replace(decoded, rows=rows)
+                staging.register("slice_rows", rows)
+                inferred = infer_structure(staging, rows)  # without the quarantined keys
         finally:
             staging.close()
     with warehouse.exclusive():
@@ -156,6 +162,36 @@ def _invalid_json(connection: duckdb.DuckDBPyConnection) -> list[BadRecord]:
     ]
 
 
+def _split_clashing(
+    connection: duckdb.DuckDBPyConnection, clashes: dict[str, list[str]]
+) -> tuple[list[BadRecord], pa.Table]:
+    """Records holding two keys that would land as one column (`userId`, `user_id`), as bad
+    records, and the slice without them; a record holding one of them lands in that column."""
+    bad: dict[tuple[str, str, int], BadRecord] = {}
+    for column, keys in clashes.items():
+        found = connection.execute(
+            "select _shard_id, _sequence_number, _sub_sequence, payload from slice_rows "  # noqa: S608
+            f"where {_holds_two_of('$1')}",
+            [keys],
+        ).fetchall()
+        reason = f"keys {describe_clash({column: keys})}, so one of their values would be lost"
+        for shard, sequence, sub, payload in found:
+            where = (shard, sequence, sub)
+            bad.setdefault(where, BadRecord(*where, reason, payload[:4096]))
+    groups = list(clashes.values())
+    kept = " and ".join(f"not {_holds_two_of(f'${index + 1}')}" for index in range(len(groups)))
+    rows = connection.execute(f"select * from slice_rows where {kept}", groups).arrow()  # noqa: S608
+    return list(bad.values()), rows.read_all() if isinstance(rows, pa.RecordBatchReader) else rows
+
+
+def _holds_two_of(keys: str) -> str:
+    """Whether a row's JSON object holds more than one of the keys in parameter `keys`."""
+    return (
+        f"(case when {VALID_OBJECT} then "
+        f"len(list_intersect(json_keys(payload), {keys}::varchar[])) > 1 else false end)"
+    )
+
+
 def _json_problem(text: str) -> str:
     try:
         value = json.loads(text)
@@ -167,22 +203,31 @@ def _json_problem(text: str) -> str:
 def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str:
     """A query over `slice_rows` giving the origin columns and one column per JSON key."""
     structure = dict(inferred)
-    names = {key: _NAMING.normalize_identifier(key) for key in structure}
+    names = {key: warehouse_name(key) for key in structure}
     for key, kind in column_types.items():
-        source_key = next((k for k, name in names.items() if name == key), key)
-        structure[source_key] = kind
-        names[source_key] = key
+        for source_key in [k for k, name in names.items() if name == key] or [key]:
+            structure[source_key] = kind
+            names[source_key] = key
     origin = ", ".join(quote_identifier(name) for name in ORIGIN_COLUMNS)
     if not structure:
         return f"select {origin} from slice_rows where {VALID_OBJECT}"  # noqa: S608
+    # Keys landing as one column (`userId`, `user_id`): a record holds at most one of them
+    # (_split_clashing quarantined the others), so the column takes whichever it holds.
+    by_name: dict[str, list[str]] = {}
+    for key, name in names.items():
+        by_name.setdefault(name, []).append(f"_row.{quote_identifier(key)}")
     fields = ", ".join(
-        f"_row.{quote_identifier(key)} as {quote_identifier(name)}" for key, name in names.items()
+        f"{_first_of(keys)} as {quote_identifier(name)}" for name, keys in by_name.items()
     )
     transform = f"json_transform(payload, {quote_literal(json.dumps(structure))})"
     return (
         f"select {origin}, {fields} from (select {origin}, {transform} as _row "  # noqa: S608
         f"from slice_rows where {VALID_OBJECT})"
     )
+
+
+def _first_of(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else f"coalesce({', '.join(values)})"
 
 
 def _evolve(
