@@ -502,3 +502,31 @@ def test_a_file_whose_columns_would_land_as_one_is_quarantined_naming_them(
     metadata = _metadata(result)
     assert (metadata["rows_read"], metadata["rows_landed"]) == (3, 1)
     assert metadata["rows_quarantined"] == 2
+
+
+def test_a_record_not_in_utf8_is_quarantined_with_the_encoding_fix_and_lands_once_declared(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "latin.csv").write_bytes(b"id,name\n1,caf\xe9\n2,ok\n")
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert rows(warehouse, "select id, name from inbox.orders") == [(2, "ok")]
+    assert rows(warehouse, "select line, reason, raw from inbox._quarantine") == [
+        (
+            2,
+            "Invalid unicode (byte sequence mismatch) detected. This file is not utf-8 "
+            "encoded. Fix: if the file is in another encoding, set `encoding:` in the "
+            "source's defs.yaml (e.g. latin-1)",
+            b"1,caf\xe9",
+        )
+    ]
+    declared = _defs(tmp_path, inbox, encoding="latin-1")
+    materialize(declared, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, name from inbox.orders order by id") == [
+        (1, "café"),
+        (2, "ok"),
+    ]
+    assert warehouse.count("inbox", "_quarantine") == 0

@@ -231,9 +231,11 @@ def bad_rows(read: FileRead, rejects: str) -> str:
     if read.format == "csv":
         return (
             f"select {label} as file, line, string_agg(distinct column_name, ', ') as "  # noqa: S608
-            f"column_name, string_agg(error_message || case when error_type = "
+            f"column_name, string_agg(error_message || case error_type when "
             "'LINE SIZE OVER MAXIMUM' then '. Fix: raise max_line_size in the source''s "
-            "defs.yaml' else '' end, '; ') as reason, "
+            "defs.yaml' when 'INVALID ENCODING' then ' Fix: if the file is in another "
+            "encoding, set `encoding:` in the source''s defs.yaml (e.g. latin-1)' "
+            "else '' end, '; ') as reason, "
             f"any_value(csv_line) as raw_value from {_ident(rejects)} group by line"
         )
     if read.format == "jsonl":
