@@ -263,3 +263,43 @@ def test_a_backfill_puts_each_days_own_figures_and_no_run_wide_one_on_a_partitio
         f"{tmp_path / 'shop' / 'defs.yaml'}"
     )
     assert checks["rows_reconcile"].metadata["rows_landed"].value == 12
+
+
+def test_rows_before_the_first_partition_are_reported_with_the_start_that_holds_them(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("create table visits (id int primary key, at timestamptz)")
+        connection.exec_driver_sql(
+            "insert into visits values (1, '2026-10-30 08:00+00'), (2, '2026-10-31 23:59+00'), "
+            "(3, '2026-11-01 00:00+00'), (4, '2026-11-01 12:00+00')"
+        )
+    engine.dispose()
+    attributes = {
+        "connection": postgres_url,
+        "cursor": "at",
+        "tables": [{"name": "visits"}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+
+    result = materialize(defs, partition_key="2026-11-01", resources=resources, instance=instance)
+
+    # Before: the two October rows were never landed by any partition, and nothing said so.
+    assert warehouse.query("select id from shop.visits order by id") == [(3,), (4,)]
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert not checks["unplaced_rows"].passed
+    assert checks["unplaced_rows"].metadata["rows_before_start"].value == 2
+    metadata = result.asset_materializations_for_node("shop__visits")[0].metadata
+    assert metadata["rows_before_start"].value == 2
+    (warning,) = [
+        e.message for e in instance.all_logs(result.run_id) if "before the" in (e.message or "")
+    ]
+    assert warning == (
+        "shop.visits: 2 source rows have a cursor (at) before the first partition's start "
+        "(2026-11-01 00:00), so no partition can hold them and they were not landed; the "
+        "earliest is 2026-10-30 08:00:00+00:00. Fix: set `batch.start` in "
+        f"{tmp_path / 'shop' / 'defs.yaml'} to 2026-10-30 or earlier, then backfill the new "
+        "partitions"
+    )

@@ -6,8 +6,8 @@ no second read of the source):
   those it quarantined (an ERROR: the landing contract is broken if it fails);
 - `schema_drift`: the source gained columns or changed their types (a WARN: dlt has
   already evolved the table, but downstream models may need a look);
-- `unplaced_rows`: source rows no slice can hold (NULL cursor) or rows quarantined above
-  the declared share (a WARN).
+- `unplaced_rows`: source rows no slice can hold (a NULL cursor, or one before the first
+  time partition) or rows quarantined above the declared share (a WARN).
 Freshness is judged against the batch boundary by a Dagster freshness policy on the asset:
 a daily source whose newest landing is more than a day and a grace old is flagged.
 """
@@ -57,7 +57,7 @@ def check_specs(asset_key: dg.AssetKey, quarantines: bool = False) -> list[dg.As
     unplaced = (
         "rows quarantined or without a slice (NULL cursor)"
         if quarantines
-        else ("source rows no slice can hold (NULL cursor)")
+        else "source rows no slice can hold (a NULL cursor, or one before the first partition)"
     )
     return [
         dg.AssetCheckSpec(
@@ -98,13 +98,14 @@ def landing_checks(
     null_cursor: int = 0,
     warn_share: float = 0.0,
     quarantine: QuarantineSummary | None = None,
+    before_start: int = 0,
 ) -> list[dg.AssetCheckResult]:
     """The in-run check results of one landing (`new_columns`: added to an existing table)."""
     extra = quarantine_metadata(quarantine) if quarantine is not None else {}
     return [
         reconcile_result(asset_key, read, quarantined, landed),
         drift_result(asset_key, new_columns),
-        unplaced_result(asset_key, read, null_cursor, quarantined, warn_share, extra),
+        unplaced_result(asset_key, read, null_cursor, quarantined, warn_share, extra, before_start),
     ]
 
 
@@ -156,15 +157,17 @@ def drift_result(
 def unplaced_result(
     asset_key: dg.AssetKey, read: int, null_cursor: int = 0, quarantined: int = 0,
     warn_share: float = 0.0, extra: dict[str, dg.MetadataValue] | None = None,
+    before_start: int = 0,
 ) -> dg.AssetCheckResult:  # fmt: skip
     share = quarantined / read if read else 0.0
     return dg.AssetCheckResult(
         check_name=UNPLACED_ROWS,
         asset_key=asset_key,
-        passed=null_cursor == 0 and share <= warn_share,
+        passed=null_cursor == 0 and before_start == 0 and share <= warn_share,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "rows_null_cursor": null_cursor,
+            "rows_before_start": before_start,
             "rows_quarantined": quarantined,
             "quarantine_share": dg.MetadataValue.float(round(share, 6)),
             **(extra or {}),

@@ -16,6 +16,7 @@ the database and stores it (in `defs/.local_defs_state/`), and definitions load 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,11 +42,13 @@ from ingestion_platform.core.warehouse import WAREHOUSE_POOL, WarehouseResource
 from ingestion_platform.sources.api.landing import BatchKeyOf
 from ingestion_platform.sources.sql.connectors.sql_database import (
     Backend,
+    BeforeStart,
     CursorColumn,
     MissingInSource,
     MixedCursorTypes,
     SourceDatabaseError,
     column_kind,
+    count_before,
     count_null_cursor,
     inspect_table,
     list_tables,
@@ -374,6 +377,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             # Counted after the landing, so a row that gained a cursor meanwhile is not counted
             # as unseen although it was landed.
             unseen = count_null_cursor(engine, reflected, cursor)
+            early = self._before_start(context, engine, reflected, cursor)
         finally:
             engine.dispose()
         landed = warehouse.get().count_batches(source.name, warehouse_table_name(table.name), keys)
@@ -388,7 +392,22 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             unseen,
             landed,
             fallback=_fallback_column(reflected, cursor) if unseen else None,
+            before_start=early,
         )
+
+    def _before_start(
+        self,
+        context: dg.AssetExecutionContext,
+        engine: sa.Engine,
+        reflected: sa.Table,
+        cursor: CursorColumn,
+    ) -> tuple[BeforeStart, datetime] | None:
+        """Rows older than the first time window, which no partition will ever land."""
+        partitions_def = context.assets_def.partitions_def
+        if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            return None
+        start = partitions_def.start
+        return count_before(engine, reflected, cursor, start), start
 
     def _key_of(
         self, context: dg.AssetExecutionContext, cursor: CursorColumn, keys: list[str]

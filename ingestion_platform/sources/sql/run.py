@@ -18,7 +18,7 @@ from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.health import landing_checks
 from ingestion_platform.core.materialization import landing_metadata, partition_metadata
 from ingestion_platform.sources.api.landing import LandingReport
-from ingestion_platform.sources.sql.connectors.sql_database import SliceBounds
+from ingestion_platform.sources.sql.connectors.sql_database import BeforeStart, SliceBounds
 
 
 def run_slice(context: dg.AssetExecutionContext, is_time: bool) -> tuple[list[str], SliceBounds]:
@@ -50,9 +50,13 @@ def report_landing(
     unseen: int,
     landed: int,
     fallback: str | None = None,
+    before_start: tuple[BeforeStart, datetime] | None = None,
 ) -> dg.MaterializeResult:
     """Log the landing, put each partition's own figures on it, and return the run's."""
     _log_landing(context, source, table, report, keys, cursor, unseen, fallback)
+    early = before_start[0].rows if before_start else 0
+    if before_start and early:
+        _log_before_start(context, source, table, cursor, *before_start)
     if len(keys) > 1:
         # Dagster copies a result's metadata onto every partition of the run, so a
         # multi-partition run's result carries none: each partition gets only its own.
@@ -65,6 +69,7 @@ def report_landing(
     else:
         metadata = landing_metadata(report, table, bounds.lower, bounds.upper)
         metadata["rows_null_cursor"] = unseen
+        metadata["rows_before_start"] = early
     # A table's first landing creates every column; only later additions are drift.
     drifted = report.new_columns.get(table, []) if report.table_existed else []
     checks = landing_checks(
@@ -74,8 +79,27 @@ def report_landing(
         landed=landed,
         new_columns=drifted,
         null_cursor=unseen,
+        before_start=early,
     )
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _log_before_start(
+    context: dg.AssetExecutionContext,
+    source: SourceContext,
+    table: str,
+    cursor: str,
+    found: BeforeStart,
+    start: datetime,
+) -> None:
+    earliest = found.earliest
+    day = earliest.date() if isinstance(earliest, datetime) else earliest
+    context.log.warning(
+        f"{source.name}.{table}: {found.rows} source rows have a cursor ({cursor}) before the "
+        f"first partition's start ({start:%Y-%m-%d %H:%M}), so no partition can hold them and "
+        f"they were not landed; the earliest is {earliest}. Fix: set `batch.start` in "
+        f"{source.defs_file} to {day} or earlier, then backfill the new partitions"
+    )
 
 
 def _log_landing(

@@ -137,6 +137,26 @@ def count_null_cursor(engine: sa.Engine, table: sa.Table, cursor: CursorColumn) 
         return int(connection.execute(query).scalar_one())
 
 
+@dataclass(frozen=True)
+class BeforeStart:
+    """Source rows whose cursor lies before the first time partition: no window holds them."""
+
+    rows: int
+    earliest: Any = None
+
+
+def count_before(
+    engine: sa.Engine, table: sa.Table, cursor: CursorColumn, start: datetime
+) -> BeforeStart:
+    """How many rows have a cursor before `start`, and the earliest of them (an index on the
+    cursor answers it from the index)."""
+    column = cursor.expression(table)
+    query = sa.select(sa.func.count(), sa.func.min(column)).where(column < cursor.bound(start))
+    with engine.connect() as connection:
+        rows, earliest = connection.execute(query).one()
+    return BeforeStart(int(rows), earliest)
+
+
 def list_tables(engine: sa.Engine, schema: str | None) -> list[str]:
     """The names of the tables (not views) in `schema`, or in the default schema."""
     try:
