@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.api.component import RestApiSource
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
@@ -112,3 +113,14 @@ def test_a_rename_onto_a_key_the_record_has_fails_instead_of_dropping_it(
         "(users).rename."
     )
     assert not warehouse.table_exists("shop", "users")
+
+
+def test_renaming_the_primary_key_is_a_declaration_error(users_api: str, tmp_path: Path) -> None:
+    with pytest.raises(DeclarationError) as raised:
+        _defs(tmp_path, users_api, rename={"id": "user_number"})
+
+    assert str(raised.value) == (
+        f"{tmp_path / 'shop' / 'defs.yaml'}: resources[0].rename: 'id' is a key dlt matches "
+        "records on (primary key, cursor or a field a child resource includes), so it keeps "
+        "the API's name. Fix: remove 'id' from rename."
+    )

@@ -35,7 +35,29 @@ def check_declaration(component: ApiDeclaration, source: SourceContext) -> None:
             "resources", "resource names must be present and unique", "name each endpoint once"
         )
     _check_batch(component, source)
+    _check_renames(component, source)
     _check_dlt_config(component, source)
+
+
+def _check_renames(component: ApiDeclaration, source: SourceContext) -> None:
+    """A `rename:` never touches the keys dlt matches records on (its primary key, a
+    parent's fields a child includes, the window's cursor): they keep the API's names."""
+    for index, resource in enumerate(component.resources):
+        keys = resource.primary_key or []
+        kept = {keys} if isinstance(keys, str) else set(keys)
+        kept |= set(resource.include_from_parent or [])
+        if resource.window is not None:
+            kept.add(resource.window.cursor_path)
+        for child in component.resources:
+            kept |= set(child.include_from_parent or []) if child is not resource else set()
+        renamed = sorted(kept & set(resource.rename or {}))
+        if renamed:
+            raise source.error(
+                f"resources[{index}].rename",
+                f"{renamed[0]!r} is a key dlt matches records on (primary key, cursor or a "
+                "field a child resource includes), so it keeps the API's name",
+                f"remove {renamed[0]!r} from rename",
+            )
 
 
 def _check_limits(component: ApiDeclaration, source: SourceContext) -> None:
