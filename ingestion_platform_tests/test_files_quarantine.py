@@ -530,3 +530,20 @@ def test_a_record_not_in_utf8_is_quarantined_with_the_encoding_fix_and_lands_onc
         (2, "ok"),
     ]
     assert warehouse.count("inbox", "_quarantine") == 0
+
+
+def test_a_nested_object_with_keys_differing_in_case_lands_whole_as_json(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "n.jsonl").write_text('{"id": 1, "a": {"X": 1, "x": 2}}\n{"id": 2, "a": {"x": 3}}\n')
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+
+    # Before: the run failed on DuckDB's `Duplicate STRUCT type argument name "x"`.
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert rows(warehouse, "select id, a::varchar from inbox.orders order by id") == [
+        (1, '{"X":1,"x":2}'),
+        (2, '{"x":3}'),
+    ]
+    assert _metadata(result)["rows_quarantined"] == 0

@@ -130,6 +130,35 @@ def test_a_record_whose_keys_would_land_as_one_column_is_quarantined_naming_them
     assert metadata["rows_quarantined"].value == 1
 
 
+def test_a_nested_object_with_keys_differing_in_case_lands_whole_as_json(
+    moto_endpoint: str,
+    stream: str,
+    tmp_path: Path,
+    warehouse_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+) -> None:
+    from ingestion_platform.demo.kinesis_producer import put
+
+    values = [{"event_id": 1, "a": {"X": 1, "x": 2}}, {"event_id": 2, "a": {"x": 3}}]
+    put(
+        client(moto_endpoint),
+        stream,
+        [{"Data": json.dumps(v), "PartitionKey": "a"} for v in values],
+    )
+    defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 2})
+    (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
+
+    # Before: every landing of the slice failed on `Duplicate STRUCT type argument name "x"`.
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert warehouse.query("select event_id, a::varchar from clicks.events order by 1") == [
+        (1, '{"X":1,"x":2}'),
+        (2, '{"x":3}'),
+    ]
+
+
 def test_a_replay_past_retention_fails_clearly_and_keeps_the_landed_slice(
     moto_endpoint: str,
     stream: str,

@@ -72,3 +72,22 @@ def record_clashes(record: dict[str, Any]) -> dict[str, list[str]]:
 @lru_cache(maxsize=4096)
 def _path_name(key: str) -> str:
     return _NAMING.normalize_path(key) if key and not key.isspace() else "_empty"
+
+
+def without_case_clashes(structure: dict[str, Any]) -> dict[str, Any]:
+    """A `json_group_structure` result whose nested objects DuckDB can type: an object with
+    keys that differ only in case (`X`, `x`) has no STRUCT (DuckDB's field names ignore
+    case), so it is typed JSON and lands whole, as text. Top-level keys are columns, which
+    `clashing_names` checks."""
+    return {key: _struct_or_json(kind) for key, kind in structure.items()}
+
+
+def _struct_or_json(kind: Any) -> Any:
+    if isinstance(kind, dict):
+        lowered = [key.lower() for key in kind]
+        if len(set(lowered)) < len(lowered):
+            return "JSON"
+        return {key: _struct_or_json(value) for key, value in kind.items()}
+    if isinstance(kind, list):
+        return [_struct_or_json(value) for value in kind]
+    return kind

@@ -10,12 +10,17 @@ where it stops without a word, and a cut transfer must never land part of a file
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 
 import duckdb
 
-from ingestion_platform.core.column_names import clashing_names, describe_clash
+from ingestion_platform.core.column_names import (
+    clashing_names,
+    describe_clash,
+    without_case_clashes,
+)
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_literal as literal
 from ingestion_platform.sources.files.connectors.column_types import (
@@ -135,9 +140,8 @@ def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
         )
         if structure is None or structure[0] is None:
             return
-        probe = (
-            f"select s.* from (select json_transform('{{}}', {literal(str(structure[0]))}) as s)"  # noqa: S608
-        )
+        typed = json.dumps(without_case_clashes(json.loads(str(structure[0]))))
+        probe = f"select s.* from (select json_transform('{{}}', {literal(typed)}) as s)"  # noqa: S608
         described = connection.execute(f"describe {probe}").fetchall()
         read.columns = {name: kind for name, kind, *_ in described}
         scalars = [

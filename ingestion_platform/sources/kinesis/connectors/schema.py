@@ -14,6 +14,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ingestion_platform.core.column_names import without_case_clashes
+
 CHUNK_ROWS = 25_000
 VALID_OBJECT = "case when json_valid(payload) then json_type(payload) = 'OBJECT' else false end"
 _NUMBERS = {"UBIGINT", "BIGINT", "DOUBLE"}
@@ -34,7 +36,7 @@ def infer_structure(connection: duckdb.DuckDBPyConnection, rows: pa.Table) -> di
             connection.unregister("structure_chunk")
         if text:
             merged = merge(merged, json.loads(text))
-    return {key: signed(kind) for key, kind in merged.items()}
+    return without_case_clashes({key: signed(kind) for key, kind in merged.items()})
 
 
 def merge(left: Any, right: Any) -> Any:
