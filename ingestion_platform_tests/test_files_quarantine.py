@@ -547,3 +547,20 @@ def test_a_nested_object_with_keys_differing_in_case_lands_whole_as_json(
         (2, '{"x":3}'),
     ]
     assert _metadata(result)["rows_quarantined"] == 0
+
+
+def test_a_file_with_a_column_named_like_the_platforms_own_is_quarantined_naming_it(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv").write_text("id,_row\n1,99\n")
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: DuckDB's `Table "orders" does not have a column with name "_row_1"`.
+    reason = (
+        "a.csv: column '_row' would land as the platform's own column '_row' (every landing "
+        "writes _file, _row, _batch_key, _loaded_at); rename it in the file"
+    )
+    assert _quarantine(warehouse) == [("a.csv", None, None, f"file not read: {reason}", None)]

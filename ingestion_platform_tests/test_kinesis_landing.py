@@ -86,7 +86,7 @@ def test_bad_records_are_quarantined_and_the_counts_reconcile(
     assert warehouse.count("clicks", "events") == 7
 
 
-def test_a_record_whose_keys_would_land_as_one_column_is_quarantined_naming_them(
+def test_a_record_whose_keys_would_land_as_one_or_as_the_platforms_column_is_quarantined(
     moto_endpoint: str,
     stream: str,
     tmp_path: Path,
@@ -101,16 +101,17 @@ def test_a_record_whose_keys_would_land_as_one_column_is_quarantined_naming_them
         {"event_id": 1, "userId": 10, "user_id": 20},
         {"event_id": 2, "userId": 11},
         {"event_id": 3, "user_id": 12},
+        {"event_id": 4, "_shard_id": "not this one"},
     ]
     put(
         client(moto_endpoint),
         stream,
         [{"Data": json.dumps(v), "PartitionKey": "a"} for v in values],
     )
-    defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 3})
+    defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 4})
     (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
 
-    for _ in range(2):  # a replay replaces both the rows and the quarantined record
+    for _ in range(2):  # a replay replaces both the rows and the quarantined records
         result = materialize(defs, partition_key=key, resources=resources, instance=instance)
 
     # Before: the slice failed on DuckDB's `no column with name "user_id_1"`, forever.
@@ -118,16 +119,21 @@ def test_a_record_whose_keys_would_land_as_one_column_is_quarantined_naming_them
         (2, 11),
         (3, 12),
     ]
-    assert warehouse.query("select reason, raw_value from clicks._quarantine") == [
+    assert warehouse.query("select reason, raw_value from clicks._quarantine order by 2") == [
         (
             "keys 'userId', 'user_id' would all land as column 'user_id', so one of their "
             "values would be lost",
             json.dumps(values[0]),
-        )
+        ),
+        (
+            "key '_shard_id' would land as the platform's own column '_shard_id'; rename it "
+            "at the producer",
+            json.dumps(values[3]),
+        ),
     ]
     metadata = result.asset_materializations_for_node("clicks__events")[0].metadata
-    assert (metadata["records_read"].value, metadata["rows_landed"].value) == (3, 2)
-    assert metadata["rows_quarantined"].value == 1
+    assert (metadata["records_read"].value, metadata["rows_landed"].value) == (4, 2)
+    assert metadata["rows_quarantined"].value == 2
 
 
 def test_a_nested_object_with_keys_differing_in_case_lands_whole_as_json(

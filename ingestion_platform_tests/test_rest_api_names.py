@@ -29,8 +29,10 @@ USERS = [
 
 
 class _Users(BaseHTTPRequestHandler):
+    records: list[dict[str, Any]] = USERS  # what the next page holds
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = json.dumps(USERS).encode()
+        body = json.dumps(self.records).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -123,4 +125,27 @@ def test_renaming_the_primary_key_is_a_declaration_error(users_api: str, tmp_pat
         f"{tmp_path / 'shop' / 'defs.yaml'}: resources[0].rename: 'id' is a key dlt matches "
         "records on (primary key, cursor or a field a child resource includes), so it keeps "
         "the API's name. Fix: remove 'id' from rename."
+    )
+
+
+def test_a_key_named_like_the_platforms_own_column_fails_naming_the_rename(
+    users_api: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(_Users, "records", [{"id": 1, "_loaded_at": "2026-01-01"}])
+
+    failed = materialize(
+        _defs(tmp_path, users_api),
+        partition_key=DAY,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+    # Before: the landing's own `_loaded_at` overwrote the record's, silently.
+    assert failure_message(failed) == (
+        f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': a "
+        "record's key '_loaded_at' would land as the platform's own column '_loaded_at'; "
+        "nothing was landed. Fix: give it a name of its own with `rename: {_loaded_at: <new "
+        "name>}` under the resource 'users'."
     )

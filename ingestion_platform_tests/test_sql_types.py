@@ -511,6 +511,26 @@ def test_columns_landing_under_one_name_fail_naming_them_before_anything_is_read
     assert not warehouse.table_exists("src", "typed")
 
 
+def test_a_column_named_like_the_platforms_own_fails_naming_it(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, _loaded_at text)",
+        f"(1, '{DAY} 10:00+00', 'the source system''s own')",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance)
+
+    assert failure_message(result) == (
+        "ingestion_platform.core.declaration.DeclarationError: "
+        f"{tmp_path / 'src' / 'defs.yaml'}: tables[0].name: table 'typed': column "
+        "'_loaded_at' would land as the platform's own column '_loaded_at' (every landing "
+        "writes _batch_key and _loaded_at). Fix: read the table through a view that renames it."
+    )
+    assert not warehouse.table_exists("src", "typed")
+
+
 def test_mariadb_varbinary_lands_as_bytes(
     mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:

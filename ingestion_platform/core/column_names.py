@@ -91,3 +91,16 @@ def _struct_or_json(kind: Any) -> Any:
     if isinstance(kind, list):
         return [_struct_or_json(value) for value in kind]
     return kind
+
+
+def taken_names(names: Iterable[str], reserved: Iterable[str]) -> dict[str, str]:
+    """Source names that would land as one of the platform's own columns (`_batch_key`,
+    `_loaded_at`, a file's `_row`): source name → that column."""
+    own = set(reserved)
+    return {name: warehouse_name(name) for name in names if warehouse_name(name) in own}
+
+
+def describe_taken(taken: dict[str, str]) -> str:
+    """The first taken name, for a message: `'_row' would land as the platform's own '_row'`."""
+    name, column = next(iter(taken.items()))
+    return f"{name!r} would land as the platform's own column {column!r}"

@@ -27,7 +27,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion_platform.core.column_names import clashing_names, describe_clash, warehouse_name
+from ingestion_platform.core.column_names import (
+    clashing_names,
+    describe_clash,
+    describe_taken,
+    taken_names,
+    warehouse_name,
+)
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.core.sql_quoting import quote_literal
@@ -48,6 +54,8 @@ ORIGIN_COLUMNS = [
     "_partition_key",
     "_approximate_arrival",
 ]
+# The columns every stream landing writes itself: a record's key may not land as one.
+_OWN_COLUMNS = (*ORIGIN_COLUMNS, BATCH_KEY_COLUMN, LOADED_AT_COLUMN)
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -100,9 +108,9 @@ def land_stream_slice(
             staging.register("slice_rows", decoded.rows)
             bad += _invalid_json(staging)
             inferred = infer_structure(staging, decoded.rows)
-            clashes = clashing_names(inferred)
-            if clashes:
-                clashing, rows = _split_clashing(staging, clashes)
+            refused = _refused_keys(inferred)
+            if refused:
+                clashing, rows = _split_refused(staging, refused)
                 bad += clashing
                 decoded = replace(decoded, rows=rows)
                 staging.register("slice_rows", rows)
@@ -162,33 +170,51 @@ def _invalid_json(connection: duckdb.DuckDBPyConnection) -> list[BadRecord]:
     ]
 
 
-def _split_clashing(
-    connection: duckdb.DuckDBPyConnection, clashes: dict[str, list[str]]
+def _refused_keys(inferred: dict[str, Any]) -> list[tuple[list[str], int, str]]:
+    """Keys a record may not hold together, as (keys, how many it may hold, why): two that
+    would land as one column (`userId`, `user_id`), or one the platform writes itself."""
+    refused = [
+        (keys, 1, f"keys {describe_clash({column: keys})}, so one of their values would be lost")
+        for column, keys in clashing_names(inferred).items()
+    ]
+    refused += [
+        ([key], 0, f"key {describe_taken({key: column})}; rename it at the producer")
+        for key, column in taken_names(inferred, _OWN_COLUMNS).items()
+    ]
+    return refused
+
+
+def _split_refused(
+    connection: duckdb.DuckDBPyConnection, refused: list[tuple[list[str], int, str]]
 ) -> tuple[list[BadRecord], pa.Table]:
-    """Records holding two keys that would land as one column (`userId`, `user_id`), as bad
-    records, and the slice without them; a record holding one of them lands in that column."""
+    """The records holding refused keys, as bad records, and the slice without them; a
+    record holding one of two clashing keys lands it in their column."""
     bad: dict[tuple[str, str, int], BadRecord] = {}
-    for column, keys in clashes.items():
+    for keys, allowed, reason in refused:
         found = connection.execute(
             "select _shard_id, _sequence_number, _sub_sequence, payload from slice_rows "  # noqa: S608
-            f"where {_holds_two_of('$1')}",
+            f"where {_holds_more_than('$1', allowed)}",
             [keys],
         ).fetchall()
-        reason = f"keys {describe_clash({column: keys})}, so one of their values would be lost"
         for shard, sequence, sub, payload in found:
             where = (shard, sequence, sub)
             bad.setdefault(where, BadRecord(*where, reason, payload[:4096]))
-    groups = list(clashes.values())
-    kept = " and ".join(f"not {_holds_two_of(f'${index + 1}')}" for index in range(len(groups)))
-    rows = connection.execute(f"select * from slice_rows where {kept}", groups).arrow()  # noqa: S608
+    kept = " and ".join(
+        f"not {_holds_more_than(f'${index + 1}', allowed)}"
+        for index, (_, allowed, _) in enumerate(refused)
+    )
+    rows = connection.execute(
+        f"select * from slice_rows where {kept}",  # noqa: S608
+        [keys for keys, _, _ in refused],
+    ).arrow()
     return list(bad.values()), rows.read_all() if isinstance(rows, pa.RecordBatchReader) else rows
 
 
-def _holds_two_of(keys: str) -> str:
-    """Whether a row's JSON object holds more than one of the keys in parameter `keys`."""
+def _holds_more_than(keys: str, allowed: int) -> str:
+    """Whether a row's JSON object holds more than `allowed` of the keys in parameter `keys`."""
     return (
         f"(case when {VALID_OBJECT} then "
-        f"len(list_intersect(json_keys(payload), {keys}::varchar[])) > 1 else false end)"
+        f"len(list_intersect(json_keys(payload), {keys}::varchar[])) > {allowed} else false end)"
     )
 
 

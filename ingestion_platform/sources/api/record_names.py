@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingestion_platform.core.column_names import describe_clash, record_clashes
+from ingestion_platform.core.column_names import (
+    describe_clash,
+    describe_taken,
+    record_clashes,
+    taken_names,
+)
+from ingestion_platform.core.warehouse import BATCH_KEY_COLUMN, LOADED_AT_COLUMN
 from ingestion_platform.sources.api.connectors.rest_api import ApiError
+
+# Columns the landing (and dlt) write on every row: a record's own key may not land as one.
+_OWN_COLUMNS = (BATCH_KEY_COLUMN, LOADED_AT_COLUMN, "_dlt_id", "_dlt_load_id")
 
 
 class RecordNames:
@@ -34,6 +43,15 @@ class RecordNames:
                     f"({self.resource}).rename",
                 )
             record = renamed
+        taken = taken_names(record, _OWN_COLUMNS)
+        if taken:
+            name = next(iter(taken))
+            raise ApiError(
+                f"resource {self.resource!r}: a record's key {describe_taken(taken)}; "
+                "nothing was landed",
+                f"give it a name of its own with `rename: {{{name}: <new name>}}` under the "
+                f"resource {self.resource!r}",
+            )
         clashes = record_clashes(record)
         if clashes:
             first = next(iter(clashes.values()))[0]

@@ -31,14 +31,24 @@ from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManage
 from pydantic import PrivateAttr
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
-from ingestion_platform.core.column_names import clashing_names, describe_clash
+from ingestion_platform.core.column_names import (
+    clashing_names,
+    describe_clash,
+    describe_taken,
+    taken_names,
+)
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health
 from ingestion_platform.core.lag import lag_defs
 from ingestion_platform.core.pending import Pending
 from ingestion_platform.core.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.core.time_keys import key_assigner
-from ingestion_platform.core.warehouse import WAREHOUSE_POOL, WarehouseResource
+from ingestion_platform.core.warehouse import (
+    BATCH_KEY_COLUMN,
+    LOADED_AT_COLUMN,
+    WAREHOUSE_POOL,
+    WarehouseResource,
+)
 from ingestion_platform.sources.api.landing import BatchKeyOf
 from ingestion_platform.sources.sql.connectors.sql_database import (
     Backend,
@@ -467,6 +477,16 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                 f"table {table.name!r}: columns {describe_clash(clashes)} "
                 "(the warehouse's snake_case names)",
                 "read the table through a view that renames all but one of them",
+            )
+        taken = taken_names(
+            (c.name for c in reflected.columns), (BATCH_KEY_COLUMN, LOADED_AT_COLUMN)
+        )
+        if taken:
+            raise source.error(
+                self._field(table.name, "name"),
+                f"table {table.name!r}: column {describe_taken(taken)} (every landing writes "
+                f"{BATCH_KEY_COLUMN} and {LOADED_AT_COLUMN})",
+                "read the table through a view that renames it",
             )
         allowed = ("timestamp_tz", "timestamp", "date") if self.batch.is_time else None
         if allowed and cursor.kind not in allowed:

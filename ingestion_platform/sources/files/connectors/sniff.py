@@ -19,10 +19,13 @@ import duckdb
 from ingestion_platform.core.column_names import (
     clashing_names,
     describe_clash,
+    describe_taken,
+    taken_names,
     without_case_clashes,
 )
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_literal as literal
+from ingestion_platform.core.warehouse import BATCH_KEY_COLUMN, LOADED_AT_COLUMN
 from ingestion_platform.sources.files.connectors.column_types import (
     JSON_SCALARS,
     PROFILE_ROWS,
@@ -37,6 +40,9 @@ from ingestion_platform.sources.files.connectors.formats import (
     json_structure,
 )
 from ingestion_platform.sources.files.connectors.records import count_records
+
+# The columns every file landing writes itself.
+FILE_COLUMNS = ("_file", "_row", BATCH_KEY_COLUMN, LOADED_AT_COLUMN)
 
 
 def plan_read(
@@ -56,6 +62,12 @@ def plan_read(
         raise UnreadableFile(
             f"{label}: columns {describe_clash(clashes)} (the warehouse's snake_case names), "
             "so one of their values would be lost; rename one of them in the file"
+        )
+    taken = taken_names(read.columns, FILE_COLUMNS)
+    if taken:
+        raise UnreadableFile(
+            f"{label}: column {describe_taken(taken)} (every landing writes "
+            f"{', '.join(FILE_COLUMNS)}); rename it in the file"
         )
     return read
 
