@@ -15,6 +15,9 @@ from typing import Any
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 _NAMING = NamingConvention()
+# The columns every landing writes on each row: which partition, and when.
+BATCH_KEY_COLUMN = "_batch_key"
+LOADED_AT_COLUMN = "_loaded_at"
 
 
 @lru_cache(maxsize=4096)

@@ -19,6 +19,9 @@ import dagster as dg
 import duckdb
 from filelock import FileLock
 
+# Re-exported: the landings import both from here.
+from ingestion_platform.core.column_names import BATCH_KEY_COLUMN as BATCH_KEY_COLUMN
+from ingestion_platform.core.column_names import LOADED_AT_COLUMN as LOADED_AT_COLUMN
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.ducklake import CATALOG_ENV, DATA_PATH_ENV, DuckLake
 from ingestion_platform.core.sql_quoting import quote_identifier
@@ -30,8 +33,6 @@ WAREHOUSE_PATH_ENV = "INGESTION_WAREHOUSE_PATH"
 # written blocks, and spills to `<warehouse>.tmp/` if an operation needs more.
 DEFAULT_MEMORY_LIMIT = "256MB"
 MEMORY_LIMIT_ENV = "INGESTION_WAREHOUSE_MEMORY_LIMIT"
-BATCH_KEY_COLUMN = "_batch_key"
-LOADED_AT_COLUMN = "_loaded_at"
 # The Dagster pool every ingestion step joins; dagster.yaml limits it to one step at a time.
 WAREHOUSE_POOL = "duckdb_warehouse"
 # Long enough for a large load ahead in the queue; a stuck writer still surfaces.

@@ -17,6 +17,8 @@ import zlib
 import duckdb
 
 from ingestion_platform.core.column_names import (
+    BATCH_KEY_COLUMN,
+    LOADED_AT_COLUMN,
     clashing_names,
     describe_clash,
     describe_taken,
@@ -25,7 +27,6 @@ from ingestion_platform.core.column_names import (
 )
 from ingestion_platform.core.duckdb_results import fetch_row
 from ingestion_platform.core.sql_quoting import quote_literal as literal
-from ingestion_platform.core.warehouse import BATCH_KEY_COLUMN, LOADED_AT_COLUMN
 from ingestion_platform.sources.files.connectors.column_types import (
     JSON_SCALARS,
     PROFILE_ROWS,
