@@ -67,18 +67,20 @@ def _defs(tmp_path: Path, url: str, **resource: Any) -> Any:
     return build_source(RestApiSource, tmp_path / "shop", attributes)
 
 
+def _failure(defs: Any, resources: dict, instance: Any) -> str:
+    """The error of the day's run, which must fail."""
+    failed = materialize(
+        defs, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False
+    )
+    return failure_message(failed)
+
+
 def test_keys_that_would_land_as_one_column_fail_naming_them_and_the_rename(
     users_api: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:
-    failed = materialize(
-        _defs(tmp_path, users_api),
-        partition_key=DAY,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    failed = _failure(_defs(tmp_path, users_api), resources, instance)
 
-    assert failure_message(failed) == (
+    assert failed == (
         f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': a "
         "record's keys 'userId', 'user_id' would all land as column 'user_id', so one of "
         "their values would be lost; nothing was landed. Fix: give one of them a name of its "
@@ -100,15 +102,9 @@ def test_keys_that_would_land_as_one_column_fail_naming_them_and_the_rename(
 def test_a_rename_onto_a_key_the_record_has_fails_instead_of_dropping_it(
     users_api: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
 ) -> None:
-    failed = materialize(
-        _defs(tmp_path, users_api, rename={"userId": "id"}),
-        partition_key=DAY,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    failed = _failure(_defs(tmp_path, users_api, rename={"userId": "id"}), resources, instance)
 
-    assert failure_message(failed) == (
+    assert failed == (
         f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': "
         "`rename` gives a record's key the name 'id', which the record already has; nothing "
         "was landed. Fix: rename it to a name the API does not use, under resources "
@@ -134,16 +130,10 @@ def test_a_key_named_like_the_platforms_own_column_fails_naming_the_rename(
 ) -> None:  # fmt: skip
     monkeypatch.setattr(_Users, "records", [{"id": 1, "_loaded_at": "2026-01-01"}])
 
-    failed = materialize(
-        _defs(tmp_path, users_api),
-        partition_key=DAY,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
-    )
+    failed = _failure(_defs(tmp_path, users_api), resources, instance)
 
     # Before: the landing's own `_loaded_at` overwrote the record's, silently.
-    assert failure_message(failed) == (
+    assert failed == (
         f"{ERROR}: source 'shop' ({tmp_path / 'shop' / 'defs.yaml'}): resource 'users': a "
         "record's key '_loaded_at' would land as the platform's own column '_loaded_at'; "
         "nothing was landed. Fix: give it a name of its own with `rename: {_loaded_at: <new "

@@ -238,7 +238,7 @@ def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str
     if not structure:
         return f"select {origin} from slice_rows where {VALID_OBJECT}"  # noqa: S608
     # Keys landing as one column (`userId`, `user_id`): a record holds at most one of them
-    # (_split_clashing quarantined the others), so the column takes whichever it holds.
+    # (_split_refused quarantined the others), so the column takes whichever it holds.
     by_name: dict[str, list[str]] = {}
     for key, name in names.items():
         by_name.setdefault(name, []).append(f"_row.{quote_identifier(key)}")

@@ -42,14 +42,12 @@ def check_declaration(component: ApiDeclaration, source: SourceContext) -> None:
 def _check_renames(component: ApiDeclaration, source: SourceContext) -> None:
     """A `rename:` never touches the keys dlt matches records on (its primary key, a
     parent's fields a child includes, the window's cursor): they keep the API's names."""
+    included = {field for r in component.resources for field in r.include_from_parent or []}
     for index, resource in enumerate(component.resources):
         keys = resource.primary_key or []
-        kept = {keys} if isinstance(keys, str) else set(keys)
-        kept |= set(resource.include_from_parent or [])
+        kept = included | ({keys} if isinstance(keys, str) else set(keys))
         if resource.window is not None:
             kept.add(resource.window.cursor_path)
-        for child in component.resources:
-            kept |= set(child.include_from_parent or []) if child is not resource else set()
         renamed = sorted(kept & set(resource.rename or {}))
         if renamed:
             raise source.error(

@@ -16,7 +16,6 @@ the database and stores it (in `defs/.local_defs_state/`), and definitions load 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -411,13 +410,12 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         engine: sa.Engine,
         reflected: sa.Table,
         cursor: CursorColumn,
-    ) -> tuple[BeforeStart, datetime] | None:
+    ) -> BeforeStart | None:
         """Rows older than the first time window, which no partition will ever land."""
         partitions_def = context.assets_def.partitions_def
         if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
             return None
-        start = partitions_def.start
-        return count_before(engine, reflected, cursor, start), start
+        return count_before(engine, reflected, cursor, partitions_def.start)
 
     def _key_of(
         self, context: dg.AssetExecutionContext, cursor: CursorColumn, keys: list[str]

@@ -50,13 +50,13 @@ def report_landing(
     unseen: int,
     landed: int,
     fallback: str | None = None,
-    before_start: tuple[BeforeStart, datetime] | None = None,
+    before_start: BeforeStart | None = None,
 ) -> dg.MaterializeResult:
     """Log the landing, put each partition's own figures on it, and return the run's."""
     _log_landing(context, source, table, report, keys, cursor, unseen, fallback)
-    early = before_start[0].rows if before_start else 0
+    early = before_start.rows if before_start else 0
     if before_start and early:
-        _log_before_start(context, source, table, cursor, *before_start)
+        _log_before_start(context, source, table, cursor, before_start)
     if len(keys) > 1:
         # Dagster copies a result's metadata onto every partition of the run, so a
         # multi-partition run's result carries none: each partition gets only its own.
@@ -90,15 +90,14 @@ def _log_before_start(
     table: str,
     cursor: str,
     found: BeforeStart,
-    start: datetime,
 ) -> None:
     earliest = found.earliest
     day = earliest.date() if isinstance(earliest, datetime) else earliest
     context.log.warning(
         f"{source.name}.{table}: {found.rows} source rows have a cursor ({cursor}) before the "
-        f"first partition's start ({start:%Y-%m-%d %H:%M}), so no partition can hold them and "
-        f"they were not landed; the earliest is {earliest}. Fix: set `batch.start` in "
-        f"{source.defs_file} to {day} or earlier, then backfill the new partitions"
+        f"first partition's start ({found.start:%Y-%m-%d %H:%M}), so no partition can hold "
+        f"them and they were not landed; the earliest is {earliest}. Fix: set `batch.start` "
+        f"in {source.defs_file} to {day} or earlier, then backfill the new partitions"
     )
 
 

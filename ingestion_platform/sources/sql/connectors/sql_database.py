@@ -141,6 +141,7 @@ def count_null_cursor(engine: sa.Engine, table: sa.Table, cursor: CursorColumn) 
 class BeforeStart:
     """Source rows whose cursor lies before the first time partition: no window holds them."""
 
+    start: datetime
     rows: int
     earliest: Any = None
 
@@ -154,7 +155,7 @@ def count_before(
     query = sa.select(sa.func.count(), sa.func.min(column)).where(column < cursor.bound(start))
     with engine.connect() as connection:
         rows, earliest = connection.execute(query).one()
-    return BeforeStart(int(rows), earliest)
+    return BeforeStart(start, int(rows), earliest)
 
 
 def list_tables(engine: sa.Engine, schema: str | None) -> list[str]:

@@ -210,8 +210,8 @@ _SIGNED_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 
 def _widens(current: str, target: str) -> bool:
     """Whether `target` is a wider signed integer than `current`."""
-    order = _SIGNED_INTEGERS
-    return current in order and target in order and order.index(current) < order.index(target)
+    known = current in _SIGNED_INTEGERS and target in _SIGNED_INTEGERS
+    return known and _SIGNED_INTEGERS.index(current) < _SIGNED_INTEGERS.index(target)
 
 
 def _recreate_empty_column(
