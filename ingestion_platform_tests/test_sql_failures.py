@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from dlt.common.configuration.container import Container
@@ -257,3 +258,128 @@ def test_a_failed_landing_leaves_no_dlt_context_behind(
     assert "division by zero" in failure_message(result)
     injected = {spec.__name__ for spec in Container().thread_contexts[threading.get_ident()][0]}
     assert not injected & {"StateInjectableContext", "SourceInjectableContext"}
+
+
+def _dataset_state(warehouse: Warehouse) -> dict[str, Any]:
+    """The warehouse's tables, columns and dlt's stored schema versions, for 'shop'."""
+    tables = warehouse.query(
+        "select table_name, list(column_name order by ordinal_position) "
+        "from information_schema.columns where table_schema = 'shop' group by 1 order by 1"
+    )
+    versions = (
+        warehouse.query("select version_hash from shop._dlt_version order by 1")
+        if any(name == "_dlt_version" for name, _ in tables)
+        else []
+    )
+    return {"tables": tables, "versions": versions}
+
+
+def _ratios(
+    url: str, tmp_path: Path, instance: Any, backend: str, divisor: str
+) -> tuple[sa.Engine, dg.Definitions]:
+    """A view `ratios` over six readings (total / divisor), declared as one 6-row slice."""
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f"create table readings as select id, 10 * id as total, {divisor} as divisor "  # noqa: S608
+                "from generate_series(1, 6) as id"
+            )
+        )
+        connection.execute(
+            sa.text("create view ratios as select id, total / divisor as ratio from readings")
+        )
+    attributes = {
+        "connection": url,
+        "tables": [{"name": "ratios", "cursor": "id"}],
+        "batch": {"rows": 100},
+        "backend": backend,
+    }
+    defs = build_source(SqlDatabaseSource, tmp_path / "shop", attributes)
+    instance.add_dynamic_partitions("shop__ratios", ["..6"])
+    return engine, defs
+
+
+@pytest.mark.parametrize("backend", ["auto", "connectorx", "pyarrow"])
+def test_a_failed_first_landing_leaves_no_table_behind_and_the_next_one_creates_it(
+    backend: str,
+    postgres_url: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance,
+) -> None:
+    engine, defs = _ratios(postgres_url, tmp_path, instance, backend, divisor="id - 3")
+
+    failed = materialize(
+        defs, partition_key="..6", resources=resources, instance=instance, raise_on_error=False
+    )
+
+    assert failure_message(failed).endswith(
+        "source 'shop': reading table 'ratios' failed: division by zero. Nothing was landed"
+    )
+    # dlt's schema step had created shop.ratios and its own tables; all of it is gone.
+    assert warehouse.query(
+        "select count(*) from information_schema.schemata where schema_name = 'shop'"
+    ) == [(0,)]
+
+    with engine.begin() as connection:
+        connection.execute(sa.text("update readings set divisor = 5 where divisor = 0"))
+    for _ in range(2):
+        landed = materialize(defs, partition_key="..6", resources=resources, instance=instance)
+        assert landed.success
+        assert warehouse.query("select id, ratio from shop.ratios order by id") == [
+            (1, -5),
+            (2, -20),
+            (3, 6),
+            (4, 40),
+            (5, 25),
+            (6, 20),
+        ]
+
+
+@pytest.mark.parametrize("backend", ["auto", "connectorx"])
+def test_a_failed_landing_that_added_a_column_leaves_the_table_as_it_was(
+    backend: str,
+    postgres_url: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance,
+) -> None:
+    engine, defs = _ratios(postgres_url, tmp_path, instance, backend, divisor="id + 1")
+    materialize(defs, partition_key="..6", resources=resources, instance=instance)
+    before = _dataset_state(warehouse)
+    rows = warehouse.query("select * from shop.ratios order by id")
+
+    # The view gains a column, and one row now fails in PostgreSQL.
+    with engine.begin() as connection:
+        connection.execute(sa.text("update readings set divisor = 0 where id = 4"))
+        connection.execute(
+            sa.text(
+                "create or replace view ratios as "
+                "select id, total / divisor as ratio, total as grand_total from readings"
+            )
+        )
+    failed = materialize(
+        defs, partition_key="..6", resources=resources, instance=instance, raise_on_error=False
+    )
+
+    assert "division by zero. Nothing was landed" in failure_message(failed)
+    assert _dataset_state(warehouse) == before
+    assert warehouse.query("select * from shop.ratios order by id") == rows
+
+    with engine.begin() as connection:
+        connection.execute(sa.text("update readings set divisor = 2 where id = 4"))
+    landed = materialize(defs, partition_key="..6", resources=resources, instance=instance)
+
+    (event,) = landed.asset_materializations_for_node("shop__ratios")
+    assert event.metadata["new_columns"].value == {"ratios": ["grand_total"]}
+    assert warehouse.query("select id, ratio, grand_total from shop.ratios order by id") == [
+        (1, 5, 10),
+        (2, 6, 20),
+        (3, 7, 30),
+        (4, 20, 40),
+        (5, 8, 50),
+        (6, 8, 60),
+    ]

@@ -184,11 +184,15 @@ class Warehouse:
         sql = f"select count(*) from {relation} where {quote_identifier(BATCH_KEY_COLUMN)} = ?"  # noqa: S608
         return self.query(sql, (batch,))[0][0]
 
+    def open_reader_unlocked(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection; the caller holds the lock (`exclusive`) and closes it."""
+        return self._open(read_only=True)
+
     def table_exists_unlocked(self, schema: str, table: str) -> bool:
         """Whether `schema.table` exists; the caller holds the lock (`exclusive`)."""
         if not self.lake and not self.path.exists():
             return False
-        connection = self._open(read_only=True)
+        connection = self.open_reader_unlocked()
         try:
             (found,) = fetch_row(
                 connection,

@@ -40,6 +40,11 @@ from ingestion_platform.core.warehouse import (
 )
 from ingestion_platform.sources.api.landing import BatchKeyOf, KeyStamper, LandingReport
 from ingestion_platform.sources.sql.connectors.sql_types import align_column_types
+from ingestion_platform.sources.sql.schema_undo import (
+    DatasetBefore,
+    dataset_before,
+    undone_on_failure,
+)
 
 ArrowItem = pa.Table | pa.RecordBatch
 # dlt's naming for DuckDB, which every landing pipeline uses.
@@ -73,31 +78,22 @@ def land_arrow_slice(
     # ContainerInjectableContextMangled, and a long-lived sensor process keeps stale state).
     source_items = iter(resource)
     stream: _SliceStream | None = None
-    added: list[str] = []
-    columns: dict[str, str] = {}
-    superseded = 0
-    existed = True
+    migrated: Migrated | None = None
+    before: DatasetBefore | None = None
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         items = (stamper(_as_arrow(item)) for item in source_items)
         first = next(items, None)
         with warehouse.exclusive():
-            if first is not None:
-                existed = warehouse.table_exists_unlocked(dataset, landed)
-                pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
-                names, added = migrate_table(pipeline, resource, first)
-                columns = {
-                    name: column.get("data_type", "unknown")
-                    for name, column in pipeline.default_schema.get_table_columns(landed).items()
-                }
-                stream = _SliceStream(itertools.chain([first], items), names)
-                key_columns = [
-                    pipeline.default_schema.naming.normalize_identifier(name)
-                    for name in primary_key or []
-                ]
-            else:
-                key_columns = []
-            superseded = _commit(warehouse, dataset, landed, batch_keys, stream, key_columns)
+            # A slice with no rows changes no schema: nothing to undo.
+            before = None if first is None else dataset_before(warehouse, dataset, landed)
+            with undone_on_failure(warehouse, before):
+                if first is not None:
+                    pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
+                    migrated = migrate_table(pipeline, resource, first, primary_key)
+                    stream = _SliceStream(itertools.chain([first], items), migrated.names)
+                key_columns = migrated.key_columns if migrated else []
+                superseded = _commit(warehouse, dataset, landed, batch_keys, stream, key_columns)
     finally:
         source_items.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -105,12 +101,12 @@ def land_arrow_slice(
         rows_by_table={table: stream.rows if stream else 0},
         bytes_loaded=stream.nbytes if stream else 0,
         duration_seconds=time.monotonic() - started,
-        new_columns={table: added} if added else {},
-        columns_by_table={table: columns} if columns else {},
+        new_columns={table: migrated.added} if migrated and migrated.added else {},
+        columns_by_table={table: migrated.columns} if migrated and migrated.columns else {},
         emptied_batches=sorted(set(batch_keys) - stamper.seen),
         rows_by_key={table: dict(stamper.rows_by_key)},
         superseded_rows=superseded,
-        table_existed=existed,
+        table_existed=before.table_existed if before else True,
     )
 
 
@@ -136,22 +132,41 @@ def landing_pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str
     )
 
 
-def migrate_table(
-    pipeline: dlt.Pipeline, resource: DltResource, first: ArrowItem
-) -> tuple[list[str], list[str]]:
-    """Let dlt create or evolve the table from an empty sample.
+@dataclass(frozen=True)
+class Migrated:
+    """The table as dlt's schema step left it, in dlt's names."""
 
-    Returns dlt's names for the batch's columns and the columns dlt added to the table.
-    """
+    names: list[str]  # the sample's columns
+    added: list[str]  # columns the step added to the table
+    columns: dict[str, str]  # every column's dlt data type
+    key_columns: list[str]  # the primary key
+
+
+def migrate_table(
+    pipeline: dlt.Pipeline,
+    resource: DltResource,
+    first: ArrowItem,
+    primary_key: list[str] | None,
+) -> Migrated:
+    """Let dlt create or evolve the table from an empty sample."""
     hints = resource.compute_table_schema()
     empty = _conform(first.slice(0, 0), hints["columns"])
     sample = dlt.resource([empty], name=hints["name"], columns=hints["columns"])
     pipeline.extract(sample, loader_file_format="parquet")
     pipeline.normalize()
     applied = pipeline.sync_schema()
-    naming = pipeline.default_schema.naming
-    added = list(applied.get(hints["name"], {}).get("columns", {}))
-    return [naming.normalize_identifier(name) for name in first.schema.names], added
+    schema = pipeline.default_schema
+    naming = schema.naming
+    table = naming.normalize_table_identifier(hints["name"])
+    return Migrated(
+        names=[naming.normalize_identifier(name) for name in first.schema.names],
+        added=list(applied.get(hints["name"], {}).get("columns", {})),
+        columns={
+            name: column.get("data_type", "unknown")
+            for name, column in schema.get_table_columns(table).items()
+        },
+        key_columns=[naming.normalize_identifier(name) for name in primary_key or []],
+    )
 
 
 def _conform(sample: ArrowItem, hints: dict[str, Any]) -> ArrowItem:

@@ -62,6 +62,7 @@ from ingestion_platform.sources.sql.landing import (
     migrate_table,
     warehouse_table_name,
 )
+from ingestion_platform.sources.sql.schema_undo import dataset_before, undone_on_failure
 
 # The cursor as the window lookup sees it, beside the slice's own columns.
 _CURSOR = "__slice_cursor"
@@ -108,26 +109,21 @@ def land_scanned_slice(
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         with warehouse.exclusive():
-            existed = warehouse.table_exists_unlocked(dataset, landed)
-            pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
-            names, added = migrate_table(pipeline, resource, sample)
-            schema = pipeline.default_schema
-            columns = {
-                name: column.get("data_type", "unknown")
-                for name, column in schema.get_table_columns(landed).items()
-            }
-            key_columns = [schema.naming.normalize_identifier(name) for name in primary_key or []]
-            renamed = dict(zip(sample.schema.names, names, strict=True))
-            figures = _commit(
-                warehouse,
-                dataset,
-                landed,
-                read,
-                read.plan.renamed(renamed),
-                sample.rename_columns(names).schema,
-                key_columns,
-                loaded_at,
-            )
+            before = dataset_before(warehouse, dataset, landed)
+            with undone_on_failure(warehouse, before):
+                pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
+                migrated = migrate_table(pipeline, resource, sample, primary_key)
+                renamed = dict(zip(sample.schema.names, migrated.names, strict=True))
+                figures = _commit(
+                    warehouse,
+                    dataset,
+                    landed,
+                    read,
+                    read.plan.renamed(renamed),
+                    sample.rename_columns(migrated.names).schema,
+                    migrated.key_columns,
+                    loaded_at,
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     rows_by_key = {key: rows for key, (rows, _) in figures.rows.items()}
@@ -135,12 +131,12 @@ def land_scanned_slice(
         rows_by_table={table: sum(rows_by_key.values())},
         bytes_loaded=sum(nbytes for _, nbytes in figures.rows.values()),
         duration_seconds=time.monotonic() - started,
-        new_columns={table: added} if added else {},
-        columns_by_table={table: columns} if columns else {},
+        new_columns={table: migrated.added} if migrated.added else {},
+        columns_by_table={table: migrated.columns} if migrated.columns else {},
         emptied_batches=sorted(set(read.batch_keys) - {k for k, n in rows_by_key.items() if n}),
         rows_by_key={table: rows_by_key},
         superseded_rows=figures.superseded,
-        table_existed=existed,
+        table_existed=before.table_existed,
     )
     return report, figures.mode
 
