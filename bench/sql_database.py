@@ -302,7 +302,7 @@ def dlt_steps() -> list[tuple[Any, str, str]]:
 
 
 def platform_steps() -> list[tuple[Any, str, str]]:
-    """The platform's timed steps: the scanner's describe (no lock), dlt's schema migration,
+    """The platform's timed steps: the scanner's describe (no rows), dlt's schema migration,
     then the locked transaction that reads the slice and writes it (Arrow path: migration,
     then the streamed insert)."""
     from ingestion_platform.sources.sql import landing as arrow_landing

@@ -184,44 +184,53 @@ class Warehouse:
         sql = f"select count(*) from {relation} where {quote_identifier(BATCH_KEY_COLUMN)} = ?"  # noqa: S608
         return self.query(sql, (batch,))[0][0]
 
-    def open_reader_unlocked(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection; the caller holds the lock (`exclusive`) and closes it."""
-        return self._open(read_only=True)
-
     def table_exists_unlocked(self, schema: str, table: str) -> bool:
         """Whether `schema.table` exists; the caller holds the lock (`exclusive`)."""
         if not self.lake and not self.path.exists():
             return False
-        connection = self.open_reader_unlocked()
+        connection = self._open(read_only=True)
         try:
-            (found,) = fetch_row(
-                connection,
-                "select count(*) from information_schema.tables where table_schema = ? "
-                "and table_name = ?",
-                [schema, table],
-            )  # type: ignore[misc]
+            return _table_exists(connection, schema, table)
         finally:
             connection.close()
-        return bool(found)
 
     def count_batches(self, schema: str, table: str, keys: Sequence[str]) -> int:
         """Rows of `schema.table` in the slices `keys`."""
-        if not self.table_exists(schema, table):
+        if not self.lake and not self.path.exists():
             return 0
-        relation = f"{quote_identifier(schema)}.{quote_identifier(table)}"
-        batch = quote_identifier(BATCH_KEY_COLUMN)
-        sql = f"select count(*) from {relation} where {batch} in (select unnest(?))"  # noqa: S608
-        return self.query(sql, (list(keys),))[0][0]
+        with self.connect() as connection:  # one connection: opening one costs ~10 ms
+            if not _table_exists(connection, schema, table):
+                return 0
+            relation = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+            batch = quote_identifier(BATCH_KEY_COLUMN)
+            sql = f"select count(*) from {relation} where {batch} in (select unnest(?))"  # noqa: S608
+            (count,) = fetch_row(connection, sql, [list(keys)]) or (0,)
+            return int(count)
 
-    def dlt_destination(self) -> Any:
+    def dlt_destination(self, connection: duckdb.DuckDBPyConnection | None = None) -> Any:
+        """dlt's destination for the warehouse.
+
+        On a DuckDB file, dlt may borrow an open writing `connection` (the caller holds the
+        lock): the file cannot be opened twice in one process with other settings. A lake's
+        destination always attaches the lake itself.
+        """
         if self.lake:
             return self.lake.dlt_destination()
         import dlt
         from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
-        credentials = DuckDbCredentials(str(self.path))
+        credentials = DuckDbCredentials(connection or str(self.path))
         credentials.global_config = self.write_config
         return dlt.destinations.duckdb(credentials=credentials)
+
+
+def _table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    (found,) = fetch_row(
+        connection,
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ) or (0,)
+    return bool(found)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -17,6 +17,7 @@ failure anywhere (the source, a value DuckDB cannot cast) rolls the slice back.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -85,15 +86,25 @@ def land_arrow_slice(
         items = (stamper(_as_arrow(item)) for item in source_items)
         first = next(items, None)
         with warehouse.exclusive():
-            # A slice with no rows changes no schema: nothing to undo.
-            before = None if first is None else dataset_before(warehouse, dataset, landed)
-            with undone_on_failure(warehouse, before):
-                if first is not None:
-                    pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
-                    migrated = migrate_table(pipeline, resource, first, primary_key)
-                    stream = _SliceStream(itertools.chain([first], items), migrated.names)
-                key_columns = migrated.key_columns if migrated else []
-                superseded = _commit(warehouse, dataset, landed, batch_keys, stream, key_columns)
+            # One connection for the landing, which dlt's schema step borrows (as on the
+            # scanner path).
+            connection = warehouse.open_writer()
+            try:
+                # A slice with no rows changes no schema: nothing to undo.
+                before = None if first is None else dataset_before(connection, dataset, landed)
+                with undone_on_failure(connection, before):
+                    if first is not None:
+                        pipeline = landing_pipeline(
+                            warehouse, dataset, pipeline_name, workdir, connection
+                        )
+                        migrated = migrate_table(pipeline, resource, first, primary_key)
+                        stream = _SliceStream(itertools.chain([first], items), migrated.names)
+                    key_columns = migrated.key_columns if migrated else []
+                    superseded = _commit(
+                        connection, dataset, landed, batch_keys, stream, key_columns
+                    )
+            finally:
+                connection.close()
     finally:
         source_items.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -121,12 +132,19 @@ def _as_arrow(item: object) -> ArrowItem:
     return item
 
 
-def landing_pipeline(warehouse: Warehouse, dataset: str, name: str, workdir: str) -> dlt.Pipeline:
+def landing_pipeline(
+    warehouse: Warehouse,
+    dataset: str,
+    name: str,
+    workdir: str,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> dlt.Pipeline:
+    """dlt's pipeline for one landing; on a DuckDB file it borrows `connection`, if given."""
     # A private working folder per run: concurrent runs never share dlt state.
     return dlt.pipeline(
         pipeline_name=name,
         pipelines_dir=workdir,
-        destination=warehouse.dlt_destination(),
+        destination=warehouse.dlt_destination(connection),
         dataset_name=dataset,
         progress=None,
     )
@@ -227,7 +245,7 @@ class _SliceStream:
 
 
 def _commit(
-    warehouse: Warehouse,
+    connection: duckdb.DuckDBPyConnection,
     dataset: str,
     table: str,
     batch_keys: list[str],
@@ -239,10 +257,9 @@ def _commit(
     Returns how many older versions of the inserted keys were removed from other slices.
     """
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
-    connection = warehouse.open_writer()
     superseded = 0
+    connection.execute("begin")
     try:
-        connection.execute("begin")
         if stream is not None:
             reader = stream.reader()
             # dlt cannot create UUID/INTERVAL/LIST/UBIGINT columns; fields needing one say so.
@@ -257,12 +274,16 @@ def _commit(
             except duckdb.Error:
                 if stream.error is None:
                     raise
+            finally:
+                connection.unregister("slice_stream")
             if stream.error is not None:
                 # Raised outside the `except`, so its own cause chain stays as it was.
                 raise stream.error
             if key_columns:
                 superseded = delete_older_versions(connection, relation, key_columns, batch_keys)
         connection.execute("commit")
-    finally:
-        connection.close()
+    except BaseException:
+        with contextlib.suppress(duckdb.TransactionException):
+            connection.execute("rollback")
+        raise
     return superseded

@@ -12,9 +12,12 @@ private DuckDB first and copying from it under the lock would shorten the lock's
 the local copy, but writes every row twice; the `duckdb_warehouse` pool runs one warehouse
 step at a time anyway, so the lock window costs no concurrency (docs/sources/sql.md).
 
-Before the lock, a private in-memory DuckDB attaches the source and reads no rows of it: the
-slice's column types, from which dlt creates or migrates the table as it does from the
-first Arrow batch. A source that refuses the scanner fails there, holding nothing.
+One writing connection serves the whole landing, under the lock: it notes what the dataset
+holds (schema_undo.py), attaches the source to read the slice's column types with no rows
+(from which dlt creates or migrates the table as it does from the first Arrow batch), lends
+itself to dlt's schema step, and runs the transaction. DuckDB loads the scanner extension
+once per database instance (0.08 s, mostly its signature check), so a second connection
+would pay it twice.
 """
 
 from __future__ import annotations
@@ -103,27 +106,36 @@ def land_scanned_slice(
     table = resource.table_name
     assert isinstance(table, str), "database resources have a static table name"
     landed = warehouse_table_name(table)
-    plan, sample = _sample(read)
-    read = replace(read, plan=plan)
-    sample = _stamped(_with_warehouse_types(sample, plan, type_plan))
     workdir = tempfile.mkdtemp(prefix=f"dlt-{pipeline_name}-")
     try:
         with warehouse.exclusive():
-            before = dataset_before(warehouse, dataset, landed)
-            with undone_on_failure(warehouse, before):
-                pipeline = landing_pipeline(warehouse, dataset, pipeline_name, workdir)
-                migrated = migrate_table(pipeline, resource, sample, primary_key)
-                renamed = dict(zip(sample.schema.names, migrated.names, strict=True))
-                figures = _commit(
-                    warehouse,
-                    dataset,
-                    landed,
-                    read,
-                    read.plan.renamed(renamed),
-                    sample.rename_columns(migrated.names).schema,
-                    migrated.key_columns,
-                    loaded_at,
-                )
+            # One connection for the whole landing: DuckDB loads the scanner extension once
+            # per database instance (0.08 s, its signature check), and dlt's schema step
+            # borrows this connection instead of opening the file again.
+            connection = warehouse.open_writer()
+            try:
+                before = dataset_before(connection, dataset, landed)
+                plan, sample = _sample(read, connection)
+                read = replace(read, plan=plan)
+                sample = _stamped(_with_warehouse_types(sample, plan, type_plan))
+                with undone_on_failure(connection, before):
+                    pipeline = landing_pipeline(
+                        warehouse, dataset, pipeline_name, workdir, connection
+                    )
+                    migrated = migrate_table(pipeline, resource, sample, primary_key)
+                    renamed = dict(zip(sample.schema.names, migrated.names, strict=True))
+                    figures = _commit(
+                        connection,
+                        dataset,
+                        landed,
+                        read,
+                        read.plan.renamed(renamed),
+                        sample.rename_columns(migrated.names).schema,
+                        migrated.key_columns,
+                        loaded_at,
+                    )
+            finally:
+                connection.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     rows_by_key = {key: rows for key, (rows, _) in figures.rows.items()}
@@ -141,21 +153,18 @@ def land_scanned_slice(
     return report, figures.mode
 
 
-def _sample(read: ScanSlice) -> tuple[ScanPlan, pa.Table]:
+def _sample(read: ScanSlice, connection: duckdb.DuckDBPyConnection) -> tuple[ScanPlan, pa.Table]:
     """No rows of the slice, with the types the scanner reads it as, and the plan that
-    reads its text columns as text."""
-    connection = duckdb.connect()
-    try:
-        with attached(
-            connection, read.plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
-        ) as alias:
-            plan = read.plan
-            scanned = _describe(connection, sample_scan(plan, read.engine, alias))
-            plan = plan.decoding(scanned)
-            sample = connection.execute(sample_scan(plan, read.engine, alias).select_sql())
-            return plan, sample.arrow().read_all()
-    finally:
-        connection.close()
+    reads its text columns as text. The source is detached again afterwards: while it is
+    attached, every information_schema query lists its tables too."""
+    with attached(
+        connection, read.plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
+    ) as alias:
+        plan = read.plan
+        scanned = _describe(connection, sample_scan(plan, read.engine, alias))
+        plan = plan.decoding(scanned)
+        sample = connection.execute(sample_scan(plan, read.engine, alias).select_sql())
+        return plan, sample.arrow().read_all()
 
 
 def _describe(connection: duckdb.DuckDBPyConnection, scan: SliceScan) -> dict[str, str]:
@@ -196,7 +205,7 @@ class _Figures:
 
 
 def _commit(
-    warehouse: Warehouse,
+    connection: duckdb.DuckDBPyConnection,
     dataset: str,
     table: str,
     read: ScanSlice,
@@ -207,37 +216,33 @@ def _commit(
 ) -> _Figures:
     """Delete the slices and insert the scanned rows, in one transaction."""
     relation = f"{quote_identifier(dataset)}.{quote_identifier(table)}"
-    connection = warehouse.open_writer()
+    connection.execute("begin")
     try:
-        connection.execute("begin")
-        try:
-            # Before the source is attached: information_schema would list its tables too
-            # (0.2 s of MariaDB's catalog at every query). dlt cannot create UUID/INTERVAL/
-            # LIST/UBIGINT columns, fields say which; altered before the delete, since DuckDB
-            # refuses to commit a table altered after rows of it were deleted.
-            align_column_types(connection, dataset, table, schema)
-            delete_slices(connection, dataset, [table], read.batch_keys)
-            with attached(
-                connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
-            ) as alias:
-                try:
-                    scan = slice_scan(plan, read.engine, alias, read.cursor, read.bounds)
-                    inserted = _run_insert(connection, scan, read, relation, loaded_at)
-                    rows = _rows_and_bytes(connection, relation, read, inserted, schema)
-                    superseded = 0
-                    if key_columns and inserted:
-                        superseded = delete_older_versions(
-                            connection, relation, key_columns, read.batch_keys
-                        )
-                    connection.execute("commit")
-                except BaseException:
-                    _rollback(connection)  # an aborted transaction cannot detach the source
-                    raise
-        except BaseException:
-            _rollback(connection)
-            raise
-    finally:
-        connection.close()
+        # Before the source is attached: information_schema would list its tables too
+        # (0.2 s of MariaDB's catalog at every query). dlt cannot create UUID/INTERVAL/
+        # LIST/UBIGINT columns, fields say which; altered before the delete, since DuckDB
+        # refuses to commit a table altered after rows of it were deleted.
+        align_column_types(connection, dataset, table, schema)
+        delete_slices(connection, dataset, [table], read.batch_keys)
+        with attached(
+            connection, plan.source, tinyint1_as_boolean=read.tinyint1_as_boolean
+        ) as alias:
+            try:
+                scan = slice_scan(plan, read.engine, alias, read.cursor, read.bounds)
+                inserted = _run_insert(connection, scan, read, relation, loaded_at)
+                rows = _rows_and_bytes(connection, relation, read, inserted, schema)
+                superseded = 0
+                if key_columns and inserted:
+                    superseded = delete_older_versions(
+                        connection, relation, key_columns, read.batch_keys
+                    )
+                connection.execute("commit")
+            except BaseException:
+                _rollback(connection)  # an aborted transaction cannot detach the source
+                raise
+    except BaseException:
+        _rollback(connection)
+        raise
     return _Figures(rows, superseded, scan.mode)
 
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import duckdb
+
 from ingestion_platform.core.sql_quoting import quote_identifier
-from ingestion_platform.core.warehouse import Warehouse
 
 # dlt's table of stored schema versions; a version it finds there is not migrated again.
 _VERSIONS = "_dlt_version"
@@ -37,64 +38,61 @@ class DatasetBefore:
         return self.table in self.tables
 
 
-def dataset_before(warehouse: Warehouse, dataset: str, table: str) -> DatasetBefore:
-    """Note what `dataset` holds now; the caller holds the warehouse lock."""
-    connection = warehouse.open_reader_unlocked()
-    try:
-        schemas = connection.execute(
-            "select count(*) from information_schema.schemata "
-            "where catalog_name = current_database() and schema_name = ?",
-            [dataset],
-        ).fetchall()
-        tables = {
-            name
-            for (name,) in connection.execute(
-                "select table_name from information_schema.tables "
-                "where table_catalog = current_database() and table_schema = ?",
-                [dataset],
-            ).fetchall()
-        }
-        columns: list[str] = []
-        if table in tables:
-            columns = [
-                name
-                for (name,) in connection.execute(
-                    "select column_name from information_schema.columns "
-                    "where table_catalog = current_database() and table_schema = ? "
-                    "and table_name = ? order by ordinal_position",
-                    [dataset, table],
-                ).fetchall()
-            ]
-        versions: set[str] = set()
-        if _VERSIONS in tables:
-            relation = f"{quote_identifier(dataset)}.{_VERSIONS}"
-            versions = {
-                version
-                for (version,) in connection.execute(
-                    f"select version_hash from {relation}"  # noqa: S608
-                ).fetchall()
-            }
-    finally:
-        connection.close()
+def dataset_before(
+    connection: duckdb.DuckDBPyConnection, dataset: str, table: str
+) -> DatasetBefore:
+    """Note what `dataset` holds now, through a connection opened under the warehouse lock."""
+    (schemas,) = connection.execute(
+        "select count(*) from information_schema.schemata "
+        "where catalog_name = current_database() and schema_name = ?",
+        [dataset],
+    ).fetchall()
+    tables = _column(
+        connection,
+        "select table_name from information_schema.tables "
+        "where table_catalog = current_database() and table_schema = ?",
+        [dataset],
+    )
+    columns: list[str] = []
+    if table in tables:
+        columns = _column(
+            connection,
+            "select column_name from information_schema.columns "
+            "where table_catalog = current_database() and table_schema = ? "
+            "and table_name = ? order by ordinal_position",
+            [dataset, table],
+        )
+    versions: list[str] = []
+    if _VERSIONS in tables:
+        relation = f"{quote_identifier(dataset)}.{_VERSIONS}"
+        versions = _column(connection, f"select version_hash from {relation}")  # noqa: S608
     return DatasetBefore(
         dataset=dataset,
         table=table,
-        dataset_existed=bool(schemas[0][0]),
+        dataset_existed=bool(schemas[0]),
         tables=frozenset(tables),
         columns=tuple(columns),
         versions=frozenset(versions),
     )
 
 
+def _column(
+    connection: duckdb.DuckDBPyConnection, sql: str, parameters: list[object] | None = None
+) -> list[str]:
+    return [value for (value,) in connection.execute(sql, parameters or []).fetchall()]
+
+
 @contextmanager
-def undone_on_failure(warehouse: Warehouse, before: DatasetBefore | None) -> Iterator[None]:
+def undone_on_failure(
+    connection: duckdb.DuckDBPyConnection, before: DatasetBefore | None
+) -> Iterator[None]:
     """Restore the dataset as `before` noted it if the body fails (None: nothing to undo)."""
     try:
         yield
     except BaseException as error:
         if before is not None:
             try:
-                restore_dataset(warehouse, before)
+                restore_dataset(connection, before)
             except Exception as undo_error:  # the landing's own error is the one to report
                 error.add_note(
                     f"The warehouse could not be put back as it was ({undo_error}); "
@@ -103,13 +101,13 @@ def undone_on_failure(warehouse: Warehouse, before: DatasetBefore | None) -> Ite
         raise
 
 
-def restore_dataset(warehouse: Warehouse, before: DatasetBefore) -> None:
+def restore_dataset(connection: duckdb.DuckDBPyConnection, before: DatasetBefore) -> None:
     """Put `before.dataset` back as it was: drop what dlt's step created, in one transaction.
 
     Only what dlt's schema step adds is undone (tables, the landing table's new columns,
     stored schema versions); rows were never written, the slice's own transaction rolled back.
     """
-    now = dataset_before(warehouse, before.dataset, before.table)
+    now = dataset_before(connection, before.dataset, before.table)
     schema = quote_identifier(before.dataset)
     statements: list[tuple[str, list[object]]] = []
     for name in sorted(now.tables - before.tables):
@@ -132,11 +130,11 @@ def restore_dataset(warehouse: Warehouse, before: DatasetBefore) -> None:
         statements.append((f"drop schema {schema}", []))
     if not statements:
         return
-    connection = warehouse.open_writer()
+    connection.execute("begin")
     try:
-        connection.execute("begin")
         for sql, parameters in statements:
             connection.execute(sql, parameters)
         connection.execute("commit")
-    finally:
-        connection.close()
+    except BaseException:
+        connection.execute("rollback")
+        raise
