@@ -11,10 +11,13 @@ from typing import Any
 import dagster as dg
 import pytest
 import requests
+from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginator
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.sources.api.component import RestApiSource
+from ingestion_platform.sources.api.connectors.loop_guard import LoopGuard
+from ingestion_platform.sources.api.connectors.rest_api import ApiError
 from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
 from ingestion_platform_tests.music import music_attributes as _attributes
 from ingestion_platform_tests.sources import (
@@ -144,6 +147,53 @@ def test_every_paginator_walks_to_exactly_all_records(
     assert len(expected) > 14, "the window should span several pages"
     assert _landed(warehouse, "releases", DAY) == expected
     assert _metadata(result, "releases")["pages"] >= len(expected) // 7
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "repeated"),
+    [("json_link", "/v1/browse/new-releases", "last"), ("cursor", "/v1/cursor/albums", "second")],
+)
+def test_pagination_that_goes_round_forever_fails_the_run_and_lands_nothing(
+    kind: str,
+    path: str,
+    repeated: str,
+    server: MusicApiServer,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources,
+    instance,
+) -> None:
+    attributes = _attributes(
+        resources=[PAGINATORS[kind]], limits={"page_size": 7, "page_size_param": "limit"}
+    )
+    _run(tmp_path, resources, instance, partition_key=NEXT_DAY, attributes=attributes)
+    before = warehouse.query("select * from music.releases order by id")
+    # The last page now links back to itself (json_link) or to the second page (cursor).
+    server.configure(loop_at_end=1)
+    server.reset_stats()
+
+    result = _run(
+        tmp_path,
+        resources,
+        instance,
+        partition_key=DAY,
+        attributes=attributes,
+        raise_on_error=False,
+    )
+
+    pages = -(-len(_albums(DAY)) // 7)
+    assert pages > 2, "the day's releases should fill several pages of 7"
+    again = pages if repeated == "last" else 2
+    assert failure_message(result) == (
+        f"{ERROR}: source 'music' ({tmp_path / 'music' / 'defs.yaml'}): {server.url}{path}: "
+        f"page {pages + 1} of this walk is page {again} again "
+        "(the same request answered with the same content), so its pagination would go "
+        "round forever; nothing was landed. Fix: check the resource's paginator: the next "
+        "link or cursor it follows must change from page to page and be empty on the last "
+        "page. If it does, the API repeats a page, and only its owner can fix that."
+    )
+    assert server.stats()["by_path"][path] == pages + 1
+    assert warehouse.query("select * from music.releases order by id") == before
 
 
 def test_rate_budget_keeps_every_request_under_the_servers_limit(
@@ -357,3 +407,32 @@ def test_every_auth_style_fetches_the_whole_window(
         assert server.stats()["status_counts"].get("401", 0) == 0
 
     assert _landed(warehouse, "album_tracks", DAY) == _tracks(_albums(DAY))
+
+
+def _page(url: str, body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body
+    response.headers["Content-Type"] = "application/json"
+    response.request = requests.Request("GET", url).prepare()
+    response.url = url
+    return response
+
+
+def test_a_page_that_repeats_its_request_with_new_content_is_not_a_loop() -> None:
+    # A scroll API sends the same cursor on every page; only a page answered the same way
+    # twice is a loop. Each walk (the next parent's pages) starts afresh.
+    guard = LoopGuard(JSONResponseCursorPaginator(cursor_path="scroll", cursor_param="scroll"))
+    url = "http://127.0.0.1/v1/scroll?scroll=s1"
+    for _walk in range(2):
+        request = requests.Request("GET", "http://127.0.0.1/v1/scroll")
+        guard.init_request(request)
+        for hits in (b"[1]", b"[2]"):
+            guard.update_state(_page(url, b'{"scroll": "s1", "hits": ' + hits + b"}"))
+            guard.update_request(request)
+            assert guard.has_next_page and request.params == {"scroll": "s1"}
+
+    with pytest.raises(
+        ApiError, match=r"^http://127.0.0.1/v1/scroll: page 3 of this walk is page 2 again"
+    ):
+        guard.update_state(_page(url, b'{"scroll": "s1", "hits": [2]}'))

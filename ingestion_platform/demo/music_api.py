@@ -67,10 +67,13 @@ class Settings:
     slow_every_nth: int | None = None  # None means every /v1 request is slowed
     malformed_offset: int | None = None  # new-releases page at this offset: truncated JSON
     wrong_content_type_offset: int | None = None  # new-releases page at this offset: HTML
+    # 1: pagination never ends, as a buggy API's does: the last new-releases page links to
+    # itself, and the last cursor page hands out the first page's cursor again.
+    loop_at_end: int = 0
 
 
 _SETTING_NAMES = frozenset(f.name for f in fields(Settings))
-_NEVER_NULL = {"fail_next_5xx", "force_429_next", "slow_seconds"}
+_NEVER_NULL = {"fail_next_5xx", "force_429_next", "slow_seconds", "loop_at_end"}
 _FRACTIONAL = {"rate_limit_per_second", "slow_seconds"}
 _POSITIVE = {"rate_limit_per_second", "rate_limit_burst", "fail_every_nth", "slow_every_nth"}
 
@@ -457,8 +460,10 @@ class MusicApi:
 
     def _new_releases(self, request: Request) -> Response:
         page = self._offset_page(request, self._window(request))
-        response = json_response(200, {"albums": page})
         settings = self.config.snapshot()
+        if settings.loop_at_end and page["next"] is None:
+            page["next"] = page["href"]
+        response = json_response(200, {"albums": page})
         if page["offset"] == settings.malformed_offset:
             response.body = response.body[: len(response.body) // 2]
         if page["offset"] == settings.wrong_content_type_offset:
@@ -488,6 +493,9 @@ class MusicApi:
         rest = self.catalog.releases_after_key(key, after, before)
         chunk = rest[:limit]
         next_cursor = _encode_cursor(chunk[-1]) if len(rest) > limit else None
+        if next_cursor is None and self.config.snapshot().loop_at_end:
+            first = self.catalog.releases_after_key(None, after, before)[:limit]
+            next_cursor = _encode_cursor(first[-1]) if first else None  # the second page again
         return json_response(200, {"items": chunk, "next_cursor": next_cursor})
 
     def _linked(self, request: Request) -> Response:

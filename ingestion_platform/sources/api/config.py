@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal, Protocol
 import dagster as dg
 import requests
 from dlt.common.jsonpath import compile_path
+from dlt.sources.rest_api.config_setup import create_paginator
 from pydantic import Field
 
 from ingestion_platform.core.batching import BatchSpec
 from ingestion_platform.core.declaration import Setting, SourceContext
+from ingestion_platform.sources.api.connectors.loop_guard import LoopGuard
 from ingestion_platform.sources.api.connectors.rest_api import RefreshingClientCredentials
 
 
@@ -159,12 +161,13 @@ def resource_config(
     endpoint = dict(resource.endpoint)
     params = dict(endpoint.get("params") or {})
     page_size = limits.effective_page_size()
+    chosen = endpoint.get("paginator") or paginator
     if page_size is not None:
-        chosen = endpoint.get("paginator") or paginator
         if isinstance(chosen, dict) and chosen.get("type") == "offset":
-            endpoint["paginator"] = {**chosen, "limit": page_size}
+            chosen = {**chosen, "limit": page_size}
         else:
             params.setdefault(limits.page_size_param, page_size)
+    endpoint["paginator"] = LoopGuard(create_paginator(chosen))
     endpoint["params"] = params
     if isinstance(endpoint.get("data_selector"), str):
         # dlt would parse the JSONPath again for every page; parse it once.
