@@ -16,7 +16,7 @@ from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginat
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.demo.music_api import MusicApiServer
 from ingestion_platform.sources.api.component import RestApiSource
-from ingestion_platform.sources.api.connectors.loop_guard import LoopGuard
+from ingestion_platform.sources.api.connectors.page_guard import PageGuard
 from ingestion_platform.sources.api.connectors.rest_api import ApiError
 from ingestion_platform_tests.music import CATALOG, DAY, NEXT_DAY, SECRET, WINDOW
 from ingestion_platform_tests.music import music_attributes as _attributes
@@ -52,6 +52,14 @@ def _run(tmp_path: Path, resources: dict, instance: dg.DagsterInstance, **kwargs
     attributes = kwargs.pop("attributes", None) or _attributes()
     defs = build_source(RestApiSource, tmp_path / "music", attributes)
     return materialize(defs, resources=resources, instance=instance, **kwargs)
+
+
+def _failed_day(
+    tmp_path: Path, resources: dict, instance: dg.DagsterInstance, attributes: dict
+) -> dg.ExecuteInProcessResult:
+    """A run of DAY with `attributes` that is expected to fail (its result, not raised)."""
+    options = {"partition_key": DAY, "attributes": attributes, "raise_on_error": False}
+    return _run(tmp_path, resources, instance, **options)
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -172,14 +180,7 @@ def test_pagination_that_goes_round_forever_fails_the_run_and_lands_nothing(
     server.configure(loop_at_end=1)
     server.reset_stats()
 
-    result = _run(
-        tmp_path,
-        resources,
-        instance,
-        partition_key=DAY,
-        attributes=attributes,
-        raise_on_error=False,
-    )
+    result = _failed_day(tmp_path, resources, instance, attributes)
 
     pages = -(-len(_albums(DAY)) // 7)
     assert pages > 2, "the day's releases should fill several pages of 7"
@@ -194,6 +195,26 @@ def test_pagination_that_goes_round_forever_fails_the_run_and_lands_nothing(
     )
     assert server.stats()["by_path"][path] == pages + 1
     assert warehouse.query("select * from music.releases order by id") == before
+
+
+def test_a_data_selector_that_misses_the_records_fails_naming_where_they_are(
+    server: MusicApiServer, tmp_path: Path, warehouse: Warehouse, resources, instance
+) -> None:
+    releases = dict(PAGINATORS["json_link"])
+    # A typo: dlt alone would land an empty page for every page and the run would succeed.
+    releases["endpoint"] = {**releases["endpoint"], "data_selector": "albums.itms"}
+    attributes = _attributes(resources=[releases], limits={"page_size": 7})
+
+    result = _failed_day(tmp_path, resources, instance, attributes)
+
+    assert failure_message(result) == (
+        f"{ERROR}: source 'music' ({tmp_path / 'music' / 'defs.yaml'}): "
+        f"{server.url}/v1/browse/new-releases: resource 'releases': data_selector "
+        "'albums.itms' matches nothing in the page, which holds 7 records at 'albums.items'; "
+        "nothing was landed. Fix: set the resource's endpoint.data_selector to "
+        "'albums.items' (the path to its records)."
+    )
+    assert not warehouse.table_exists("music", "releases")
 
 
 def test_rate_budget_keeps_every_request_under_the_servers_limit(
@@ -230,14 +251,7 @@ def test_an_api_that_keeps_failing_is_given_up_on_with_a_clear_error(
 ) -> None:
     server.configure(fail_every_nth=1)
     attributes = _attributes(limits={"page_size": 50, "give_up_after": "3s"})
-    result = _run(
-        tmp_path,
-        resources,
-        instance,
-        partition_key=DAY,
-        attributes=attributes,
-        raise_on_error=False,
-    )
+    result = _failed_day(tmp_path, resources, instance, attributes)
     message = failure_message(result)
     defs_file = tmp_path / "music" / "defs.yaml"
     assert re.fullmatch(
@@ -301,14 +315,7 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
     before = warehouse.query("select * from music.new_releases order by id")
 
     server.configure(malformed_offset=10)
-    broken = _run(
-        tmp_path,
-        resources,
-        instance,
-        partition_key=DAY,
-        attributes=attributes,
-        raise_on_error=False,
-    )
+    broken = _failed_day(tmp_path, resources, instance, attributes)
     defs_file = tmp_path / "music" / "defs.yaml"
     assert failure_message(broken).startswith(
         f"{ERROR}: source 'music' ({defs_file}): "
@@ -318,14 +325,7 @@ def test_a_malformed_page_fails_the_run_and_keeps_the_previous_contents(
         "); nothing was landed. Fix: run it again; if it persists, the API is sending broken pages."
     )
     server.configure(malformed_offset=None, wrong_content_type_offset=5)
-    html = _run(
-        tmp_path,
-        resources,
-        instance,
-        partition_key=DAY,
-        attributes=attributes,
-        raise_on_error=False,
-    )
+    html = _failed_day(tmp_path, resources, instance, attributes)
     assert failure_message(html) == (
         f"{ERROR}: source 'music' ({defs_file}): "
         f"{server.url}/v1/browse/new-releases answered HTTP 200 with content type "
@@ -422,7 +422,9 @@ def _page(url: str, body: bytes) -> requests.Response:
 def test_a_page_that_repeats_its_request_with_new_content_is_not_a_loop() -> None:
     # A scroll API sends the same cursor on every page; only a page answered the same way
     # twice is a loop. Each walk (the next parent's pages) starts afresh.
-    guard = LoopGuard(JSONResponseCursorPaginator(cursor_path="scroll", cursor_param="scroll"))
+    guard = PageGuard(
+        JSONResponseCursorPaginator(cursor_path="scroll", cursor_param="scroll"), "hits", "hits"
+    )
     url = "http://127.0.0.1/v1/scroll?scroll=s1"
     for _walk in range(2):
         request = requests.Request("GET", "http://127.0.0.1/v1/scroll")
@@ -436,3 +438,16 @@ def test_a_page_that_repeats_its_request_with_new_content_is_not_a_loop() -> Non
         ApiError, match=r"^http://127.0.0.1/v1/scroll: page 3 of this walk is page 2 again"
     ):
         guard.update_state(_page(url, b'{"scroll": "s1", "hits": [2]}'))
+
+
+def test_a_page_the_selector_misses_is_empty_unless_it_holds_records_elsewhere() -> None:
+    guard = PageGuard(None, "releases", "albums.items")
+    url = "http://127.0.0.1/v1/browse/new-releases"
+    guard.init_request(requests.Request("GET", url))
+    # An API that leaves the list out of an empty page.
+    guard.update_state(_page(url, b'{"albums": {"total": 0}, "next": null}'), [])
+    assert not guard.has_next_page
+
+    guard.init_request(requests.Request("GET", url))
+    with pytest.raises(ApiError, match=r"holds 2 records at 'data'; nothing was landed$"):
+        guard.update_state(_page(url, b'{"data": [{"id": 1}, {"id": 2}]}'), [])

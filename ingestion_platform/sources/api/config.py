@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ingestion_platform.core.batching import BatchSpec
 from ingestion_platform.core.declaration import Setting, SourceContext
-from ingestion_platform.sources.api.connectors.loop_guard import LoopGuard
+from ingestion_platform.sources.api.connectors.page_guard import PageGuard
 from ingestion_platform.sources.api.connectors.rest_api import RefreshingClientCredentials
 
 
@@ -167,11 +167,13 @@ def resource_config(
             chosen = {**chosen, "limit": page_size}
         else:
             params.setdefault(limits.page_size_param, page_size)
-    endpoint["paginator"] = LoopGuard(create_paginator(chosen))
     endpoint["params"] = params
     if isinstance(endpoint.get("data_selector"), str):
         # dlt would parse the JSONPath again for every page; parse it once.
         endpoint["data_selector"] = compile_path(endpoint["data_selector"])
+    endpoint["paginator"] = PageGuard(
+        create_paginator(chosen), resource.name, endpoint.get("data_selector")
+    )
     config: dict[str, Any] = {"name": resource.name, "endpoint": endpoint}
     if resource.window is not None and bounds is not None:
         if bounds.lower is not None or bounds.upper is not None:
