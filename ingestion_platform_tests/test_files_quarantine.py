@@ -564,3 +564,77 @@ def test_a_file_with_a_column_named_like_the_platforms_own_is_quarantined_naming
         "writes _file, _row, _batch_key, _loaded_at); rename it in the file"
     )
     assert _quarantine(warehouse) == [("a.csv", None, None, f"file not read: {reason}", None)]
+
+
+def test_a_csv_no_record_of_which_reads_is_quarantined_with_the_delimiter_fix(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "semi.csv").write_text("id;name;amount\n1;a;1,5\n2;b;2,5\n")
+    (inbox / "header_only.csv").write_text("id;name;amount\n")
+    defs = _defs(tmp_path, inbox, batch={"files": 2})
+    (key,) = keys(tick(defs, instance))
+
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: every record failed to parse, the file counted as empty, and the run succeeded
+    # with 0 rows read.
+    reason = (
+        "semi.csv: none of its records could be read with delimiter ','; the file looks "
+        "';'-separated. Fix: set `delimiter: ';'` in the source's defs.yaml"
+    )
+    assert _quarantine(warehouse) == [("semi.csv", None, None, f"file not read: {reason}", None)]
+    metadata = _metadata(result)
+    assert (metadata["rows_read"], metadata["rows_landed"], metadata["rows_quarantined"]) == (
+        2,
+        0,
+        2,
+    )
+
+    declared = _defs(tmp_path, inbox, batch={"files": 2}, delimiter=";")
+    materialize(declared, partition_key=key, resources=resources, instance=instance)
+    landed = "select id, name, amount, _file, _row from inbox.orders order by id"
+    assert rows(warehouse, landed) == [
+        (1, "a", "1,5", "semi.csv", 1),
+        (2, "b", "2,5", "semi.csv", 2),
+    ]
+    assert warehouse.count("inbox", "_quarantine") == 0
+
+
+def test_a_tsv_file_is_read_tab_separated(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "orders.tsv").write_text("id\tname\n1\ta, b\n2\tc\n")
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert rows(warehouse, "select id, name from inbox.orders order by id") == [
+        (1, "a, b"),
+        (2, "c"),
+    ]
+
+
+def test_a_utf16_file_is_quarantined_naming_the_encoding_and_lands_once_declared(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "wide.csv").write_bytes("id,name\n1,café\n2,b\n".encode("utf-16"))
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: "Parser Error: unterminated quoted identifier at or near ..." (its header's
+    # NUL bytes had reached a SQL statement).
+    reason = (
+        "wide.csv is UTF-16 encoded (it starts with a UTF-16 byte order mark). Fix: set "
+        "`encoding: utf-16` in the source's defs.yaml"
+    )
+    assert _quarantine(warehouse) == [("wide.csv", None, None, f"file not read: {reason}", None)]
+    declared = _defs(tmp_path, inbox, encoding="utf-16")
+    materialize(declared, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, name, _row from inbox.orders order by id") == [
+        (1, "café", 1),
+        (2, "b", 2),
+    ]
+    assert warehouse.count("inbox", "_quarantine") == 0

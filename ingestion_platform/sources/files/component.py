@@ -74,7 +74,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     batch: CheckedBatch = Field(default_factory=lambda: BatchSpec(files=1))
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     header: bool = True
-    delimiter: str = ","
+    delimiter: str | None = None  # "," (a tab for .tsv files)
     quote: str = '"'
     encoding: str = "utf-8"
     max_line_size: int | str = DEFAULT_MAX_LINE_SIZE

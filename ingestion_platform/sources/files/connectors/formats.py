@@ -56,7 +56,7 @@ class FormatOptions:
 
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     header: bool = True
-    delimiter: str = ","
+    delimiter: str | None = None  # None: "," (a tab for .tsv files)
     quote: str = '"'
     encoding: str = "utf-8"
     columns: tuple[tuple[str, str], ...] = ()  # explicit (header name, DuckDB type)
@@ -73,9 +73,17 @@ class FormatOptions:
             )
         return _SUFFIXES[suffix]
 
-    def _csv_options(self) -> str:
+    def delimiter_for(self, name: str) -> str:
+        """The declared delimiter, else the one the file's extension says."""
+        if self.delimiter is not None:
+            return self.delimiter
+        stem = name[:-3] if name.endswith(".gz") else name
+        return "\t" if stem.lower().endswith(".tsv") else ","
+
+    def csv_options(self, name: str) -> str:
+        """read_csv's options for file `name` (its label: the extension may set the delimiter)."""
         return (
-            f"header={str(self.header).lower()}, delim={literal(self.delimiter)}, "
+            f"header={str(self.header).lower()}, delim={literal(self.delimiter_for(name))}, "
             f"quote={literal(self.quote)}, encoding={literal(self.encoding)}, "
             f"max_line_size={self.max_line_size}, buffer_size={self._buffer_size}"
         )
@@ -156,7 +164,8 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str, numbering: 
     columns = _struct(tuple(read.columns.items()))  # in file order, as sniffed
     return (
         f"select {renamed}, {label} as _file, nextval({literal(numbering)}) as _row from "  # noqa: S608
-        f"read_csv({path}, {options._csv_options()}, columns={columns}, auto_detect=false, "
+        f"read_csv({path}, {options.csv_options(read.label)}, columns={columns}, "
+        "auto_detect=false, "
         f"parallel=false, store_rejects=true, rejects_table={literal(rejects)}, "
         f"rejects_scan={literal(rejects + '_scan')})"
     )

@@ -58,6 +58,15 @@ def raw_records(local: str, quote: str | None, wanted: set[int]) -> dict[int, by
     return found
 
 
+def has_records(local: str, quote: str | None, header: bool) -> bool:
+    """Whether the file holds a non-blank record past its header."""
+    with open_staged(local) as stream:
+        seen = records(stream, quote.encode() if quote else None)
+        if header:
+            next(seen, None)
+        return any(record.strip() for record in seen)
+
+
 def count_records(local: str, quote: str | None, header: bool) -> int:
     """How many records a file holds, as far as it can be read (at least 1): what a file
     quarantined whole counts against the quarantine share."""

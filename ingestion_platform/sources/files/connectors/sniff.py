@@ -40,7 +40,11 @@ from ingestion_platform.sources.files.connectors.formats import (
     UnreadableFile,
     json_structure,
 )
-from ingestion_platform.sources.files.connectors.records import count_records
+from ingestion_platform.sources.files.connectors.records import (
+    count_records,
+    has_records,
+    open_staged,
+)
 
 # The columns every file landing writes itself.
 FILE_COLUMNS = ("_file", "_row", BATCH_KEY_COLUMN, LOADED_AT_COLUMN)
@@ -54,6 +58,8 @@ def plan_read(
     read = FileRead(local, label, fmt, {}, options)
     if local.endswith(".gz"):
         _check_gzip(local, label)
+    if fmt != "parquet" and options.encoding.lower().replace("-", "") == "utf8":
+        _check_utf16(local, label)
     try:
         _sniff(connection, read)
     except duckdb.Error as error:
@@ -82,6 +88,17 @@ def _check_gzip(local: str, label: str) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as error:
         raise UnreadableFile(f"{label} is not a complete gzip file ({error})") from None
+
+
+def _check_utf16(local: str, label: str) -> None:
+    """A UTF-16 file read as UTF-8 fails with a misleading parser error; name the encoding."""
+    with open_staged(local) as stream:
+        start = stream.read(2)
+    if start in (b"\xff\xfe", b"\xfe\xff"):
+        raise UnreadableFile(
+            f"{label} is UTF-16 encoded (it starts with a UTF-16 byte order mark). Fix: set "
+            "`encoding: utf-16` in the source's defs.yaml"
+        )
 
 
 def unreadable_reason(error: BaseException, read: FileRead) -> str:
@@ -172,8 +189,13 @@ def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
             read.profile = split_profile(tuple(row or ()), scalars)
         return
     # Every value as text: the types are settled at landing from the values' profile.
-    source = f"read_csv({path}, {options._csv_options()}, ignore_errors=true, all_varchar=true)"
+    csv_options = options.csv_options(read.label)
+    source = f"read_csv({path}, {csv_options}, ignore_errors=true, all_varchar=true)"
     if not connection.execute(f"select 1 from {source} limit 1").fetchall():  # noqa: S608
+        if has_records(read.local_path, options.quote or None, options.header):
+            # Every record failed to parse (ignore_errors skipped them all): a file in
+            # another dialect, not an empty one.
+            raise UnreadableFile(_none_readable(connection, read))
         return
     described = connection.execute(f"describe select * from {source}").fetchall()  # noqa: S608
     read.columns = {name: kind for name, kind, *_ in described}
@@ -183,3 +205,29 @@ def _sniff(connection: duckdb.DuckDBPyConnection, read: FileRead) -> None:
         relation = f"(select * from {source} limit {PROFILE_ROWS})"  # noqa: S608
         row = fetch_row(connection, profile_sql(relation, profiled))
         read.profile = split_profile(tuple(row or ()), profiled)
+
+
+def _none_readable(connection: duckdb.DuckDBPyConnection, read: FileRead) -> str:
+    """Why no record of a CSV file could be read with the source's settings, and the fix."""
+    options = read.options
+    delimiter = options.delimiter_for(read.label)
+    try:
+        sniffed = fetch_row(
+            connection,
+            f"select delimiter from sniff_csv({literal(read.local_path)}, "  # noqa: S608
+            f"encoding={literal(options.encoding)}, max_line_size={options.max_line_size})",
+        )
+    except duckdb.Error:
+        sniffed = None
+    found = sniffed[0] if sniffed else None
+    if found and found != delimiter:
+        return (
+            f"{read.label}: none of its records could be read with delimiter {delimiter!r}; "
+            f"the file looks {found!r}-separated. Fix: set `delimiter: {found!r}` in the "
+            "source's defs.yaml"
+        )
+    return (
+        f"{read.label}: none of its records could be read as CSV with delimiter "
+        f"{delimiter!r}, quote {options.quote!r} and header {str(options.header).lower()}. "
+        "Fix: set `delimiter`, `quote` and `header` in the source's defs.yaml to the file's"
+    )
