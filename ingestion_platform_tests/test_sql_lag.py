@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from ingestion_platform.core.declaration import SourceContext, SourceFailure
-from ingestion_platform.core.lag import SOURCE_LAG
+from ingestion_platform.core.lag import SOURCE_LAG, LagRule, evaluate
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
 from ingestion_platform.sources.sql.lag import sql_lag_measure
 from ingestion_platform_tests.sources import build_source, materialize
@@ -116,3 +117,72 @@ def test_an_unreachable_database_fails_the_measure_naming_the_source(
         "'events' at postgresql://nobody:***@127.0.0.1:9/test: cannot connect to "
     ), message
     assert "secret" not in message
+
+
+def _insert(url: str, *rows: tuple[int, str]) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("insert into events values (:id, :at)"), [{"id": i, "at": at} for i, at in rows]
+        )
+    engine.dispose()
+
+
+def test_rows_that_reach_a_landed_window_later_wait_naming_the_partition_to_land_again(
+    events_url: str, tmp_path: Path, resources: dict, instance
+) -> None:
+    batch = {"every": "day", "start": "2026-11-01"}
+    defs = build_source(
+        SqlDatabaseSource, tmp_path / "shop", _attributes(events_url, "order", batch)
+    )
+    for day in ("2026-11-01", "2026-11-02", "2026-11-03"):
+        materialize(defs, partition_key=day, resources=resources, instance=instance)
+    measure = _measure(tmp_path, events_url, defs, "order")
+    assert measure(instance).waiting == 0
+
+    # A transaction that committed after Nov 2nd had landed (or a replica that was behind).
+    _insert(events_url, (11, "2026-11-02 23:30"), (12, "2026-11-02 23:45"))
+    lag = measure(instance)
+
+    assert (lag.waiting, lag.stranded) == (2, 2)
+    assert lag.oldest_waiting_at == datetime(2026, 11, 3, tzinfo=UTC)  # the window's end
+    assert lag.detail == {"late_rows": 2, "late_partitions": "2026-11-02"}
+    assert lag.note == (
+        "2 of them reached partition(s) 2026-11-02 after they landed (a transaction that "
+        "committed late, or a replica behind). Fix: materialise 2026-11-02 again"
+    )
+    rule = LagRule(timedelta(hours=1), timedelta(days=1))
+    at = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    evaluation, _ = evaluate(dg.AssetKey(["shop", "events"]), measure, instance, rule, at)
+    assert evaluation.description == (
+        "2 rows wait at the source; the oldest for 2:00:00, longer than the batch allows "
+        "(1:00:00); "
+        f"{lag.note}"
+    )
+
+    materialize(defs, partition_key="2026-11-02", resources=resources, instance=instance)
+    assert measure(instance).waiting == 0
+
+
+def test_a_row_that_reaches_a_landed_cut_later_fails_however_few_wait(
+    events_url: str, tmp_path: Path, resources: dict, instance
+) -> None:
+    defs = build_source(
+        SqlDatabaseSource, tmp_path / "shop", _attributes(events_url, "id", {"rows": 4})
+    )
+    (asset,) = defs.assets  # type: ignore[misc]
+    instance.add_dynamic_partitions(asset.partitions_def.name, ["..4", "4..8"])  # type: ignore[union-attr]
+    for key in ("..4", "4..8"):
+        materialize(defs, partition_key=key, resources=resources, instance=instance)
+    # An id below the newest cut, committed after its slice landed: no later cut reads it.
+    _insert(events_url, (0, "2026-11-01 04:00"))
+    measure = _measure(tmp_path, events_url, defs, "id")
+
+    lag = measure(instance)
+
+    assert (lag.waiting, lag.stranded, lag.detail["late_partitions"]) == (3, 1, "..4")  # 0, 9, 10
+    rule = LagRule(timedelta(minutes=1), timedelta(minutes=3), whole_batch=4, unit="rows")
+    assert rule.judge(lag, timedelta(minutes=2)) == (False, dg.AssetCheckSeverity.WARN)
+    # Without the late row, 2 pending rows are less than a batch of 4: nothing to flag.
+    pending = dataclasses.replace(lag, waiting=2, stranded=0)
+    assert rule.judge(pending, timedelta(minutes=2)) == (True, dg.AssetCheckSeverity.WARN)

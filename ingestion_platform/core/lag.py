@@ -47,6 +47,10 @@ class SourceLag:
     detail: Mapping[str, int | float | str] = field(default_factory=dict)
     # For a batch in bytes: how many bytes wait (None when the kind cannot tell cheaply).
     waiting_bytes: int | None = None
+    # Of `waiting`, how many no future run will land (rows that reached a slice after it
+    # landed); they count however few, and `note` says what lands them.
+    stranded: int = 0
+    note: str | None = None
 
 
 LagMeasure = Callable[[dg.DagsterInstance], SourceLag]
@@ -77,7 +81,7 @@ class LagRule:
         """(passed, severity) for `lag` whose oldest item has waited `age`."""
         if lag.waiting == 0 or age is None:
             return True, dg.AssetCheckSeverity.WARN
-        if self.whole_batch is not None:
+        if self.whole_batch is not None and not lag.stranded:
             held = lag.waiting_bytes if self.unit == "bytes" else lag.waiting
             if held is None or held < self.whole_batch:
                 return True, dg.AssetCheckSeverity.WARN
@@ -129,6 +133,8 @@ def evaluate(
             f"{lag.waiting} {lag.unit} wait at the source; the oldest for "
             f"{_round(age)}, longer than the batch allows ({_round(rule.warn_after)})"
         )
+        if lag.note:
+            description += f"; {lag.note}"
     evaluation = dg.AssetCheckEvaluation(
         asset_key=asset_key,
         check_name=SOURCE_LAG,

@@ -5,12 +5,17 @@ from the code that cuts (size_sensor, measure_pending) or schedules them:
 - a size batch: rows past the newest cut, i.e. whose cursor is above the largest upper
   bound of the dynamic partition keys (`lo..hi`);
 - a time batch: rows in closed windows that no materialized partition holds (from the
-  table's first landed window on, as core/window_lag.py counts windows).
+  table's first landed window on, as core/window_lag.py counts windows);
+- either: rows that reached a slice after it landed. A transaction that commits after the
+  window closed (or a read replica behind its primary) adds rows to a slice already landed,
+  and no later run reads them: the newest RECHECKED slices that landed are counted again at
+  the source and compared with the rows their latest materialisation landed.
 Each query has a time limit; an unreachable database raises SourceFailure naming the source.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -30,6 +35,8 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
 )
 
 TIMEOUT_SECONDS = 20
+# How many of the newest landed slices are counted again for rows that arrived after them.
+RECHECKED = 3
 
 
 def sql_lag_measure(
@@ -54,9 +61,13 @@ def sql_lag_measure(
             with engine.connect() as conn:
                 if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
                     ranges = _unlanded_ranges(instance, asset_key, partitions_def)
-                    return _rows_in(conn, reflected, column, ranges)
-                newest = _newest_cut(instance, partitions_def)
-                return _rows_in(conn, reflected, column, [(newest, None)], lower_inclusive=False)
+                    lag = _rows_in(conn, reflected, column, ranges)
+                else:
+                    newest = _newest_cut(instance, partitions_def)
+                    pending = [(newest, None)]
+                    lag = _rows_in(conn, reflected, column, pending, lower_inclusive=False)
+                slices = _newest_landed(instance, asset_key, partitions_def)
+                return _with_late_rows(lag, conn, reflected, column, slices, instance, asset_key)
         except (SourceDatabaseError, MissingInSource, sa.exc.DBAPIError) as error:
             raise SourceFailure(
                 f"source {source.name!r} ({source.defs_file}): cannot measure the lag of table "
@@ -119,6 +130,103 @@ def _unlanded_ranges(
     return ranges
 
 
+@dataclass(frozen=True)
+class _Landed:
+    """A landed slice: its key and cursor range (time: [lower, upper); size: (lower, upper])."""
+
+    key: str
+    lower: Any
+    upper: Any
+    is_time: bool
+
+
+def _newest_landed(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> list[_Landed]:
+    """The RECHECKED newest slices that have landed."""
+    landed = instance.get_materialized_partitions(asset_key)
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        windows = [(partitions_def.time_window_for_partition_key(key), key) for key in landed]
+        windows.sort(key=lambda found: found[0].start, reverse=True)
+        return [_Landed(key, w.start, w.end, True) for w, key in windows[:RECHECKED]]
+    cuts = [(CursorSlice.from_key(key), key) for key in landed]
+    cuts.sort(key=lambda found: found[0].hi, reverse=True)
+    return [_Landed(key, cut.lo, cut.hi, False) for cut, key in cuts[:RECHECKED]]
+
+
+def _with_late_rows(
+    lag: SourceLag,
+    conn: sa.Connection,
+    table: sa.Table,
+    cursor: CursorColumn,
+    slices: list[_Landed],
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+) -> SourceLag:
+    """`lag` plus the rows each of `slices` holds at the source beyond what it landed."""
+    late: dict[str, int] = {}
+    since = lag.oldest_waiting_at
+    for landed in slices:
+        recorded = _landed_rows(instance, asset_key, landed.key)
+        if recorded is None:
+            continue
+        count, _ = _count(conn, table, cursor, landed.lower, landed.upper, time=landed.is_time)
+        if count > recorded:
+            late[landed.key] = count - recorded
+            # They arrived after the slice closed: for a window, at its end at the earliest.
+            closed = landed.upper if landed.is_time else None
+            if closed is not None and (since is None or closed < since):
+                since = closed
+    if not late:
+        return lag
+    keys = ", ".join(sorted(late))
+    return replace(
+        lag,
+        waiting=lag.waiting + sum(late.values()),
+        oldest_waiting_at=since,
+        detail={**lag.detail, "late_rows": sum(late.values()), "late_partitions": keys},
+        stranded=sum(late.values()),
+        note=(
+            f"{sum(late.values())} of them reached partition(s) {keys} after they landed "
+            "(a transaction that committed late, or a replica behind). Fix: materialise "
+            f"{keys} again"
+        ),
+    )
+
+
+def _landed_rows(instance: dg.DagsterInstance, asset_key: dg.AssetKey, key: str) -> int | None:
+    """The rows the latest materialisation of partition `key` landed."""
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
+    ).records
+    materialization = found[0].asset_materialization if found else None
+    value = materialization.metadata.get("dagster/row_count") if materialization else None
+    return int(value.value) if value is not None else None  # type: ignore[arg-type]
+
+
+def _count(
+    conn: sa.Connection,
+    table: sa.Table,
+    cursor: CursorColumn,
+    lower: Any,
+    upper: Any,
+    *,
+    time: bool,
+) -> tuple[int, Any]:
+    """Rows with a cursor in the slice, and the smallest: a window is [lower, upper), a cut
+    (lower, upper]; an open end is None."""
+    column = cursor.expression(table)
+    query = sa.select(sa.func.count(), sa.func.min(column)).where(column.is_not(None))
+    if lower is not None:
+        bound = cursor.bound(lower)
+        query = query.where(column >= bound if time else column > bound)
+    if upper is not None:
+        bound = cursor.bound(upper)
+        query = query.where(column < bound if time else column <= bound)
+    count, smallest = conn.execute(query.select_from(table)).one()
+    return int(count), smallest
+
+
 def _rows_in(
     conn: sa.Connection,
     table: sa.Table,
@@ -127,17 +235,11 @@ def _rows_in(
     lower_inclusive: bool = True,
 ) -> SourceLag:
     """How many rows have a cursor in `ranges`, and the smallest such cursor."""
-    column = cursor.expression(table)
     waiting, oldest = 0, None
     for lower, upper in ranges:
-        query = sa.select(sa.func.count(), sa.func.min(column)).where(column.is_not(None))
-        if lower is not None:
-            bound = cursor.bound(lower)
-            query = query.where(column >= bound if lower_inclusive else column > bound)
-        if upper is not None:
-            query = query.where(column < cursor.bound(upper))
-        count, smallest = conn.execute(query.select_from(table)).one()
-        waiting += int(count)
+        # An unlanded range: a window's [lower, upper), or all rows past a cut (lower, ...).
+        count, smallest = _count(conn, table, cursor, lower, upper, time=lower_inclusive)
+        waiting += count
         if smallest is not None and (oldest is None or smallest < oldest):
             oldest = smallest
     return SourceLag(
