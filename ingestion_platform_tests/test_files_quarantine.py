@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -638,3 +639,45 @@ def test_a_utf16_file_is_quarantined_naming_the_encoding_and_lands_once_declared
         (2, "b", 2),
     ]
     assert warehouse.count("inbox", "_quarantine") == 0
+
+
+def test_a_json_array_file_lands_each_element_as_a_row_numbered_by_its_place(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    # Pretty-printed, as exports are: elements span lines, one value holds an escaped newline.
+    (inbox / "export.json").write_text(
+        '[\n  {\n    "id": 1,\n    "note": "a\\nb",\n    "amount": 12345.6789\n  },\n'
+        '  42,\n  {"id": 3, "note": "c", "amount": 2}\n]\n'
+    )
+    (inbox / "cut.json").write_text('[{"id": 9, "note": "x"}, {"id": ')
+    defs = _defs(tmp_path, inbox, batch={"files": 2}, columns={"amount": "DECIMAL(10,4)"})
+    (key,) = keys(tick(defs, instance))
+
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    # Before: each file was one JSON value, quarantined whole as "not an object".
+    assert rows(
+        warehouse, "select id, note, amount, _file, _row from inbox.orders order by id"
+    ) == [
+        (1, "a\nb", Decimal("12345.6789"), "export.json", 1),
+        (3, "c", Decimal("2"), "export.json", 3),
+    ]
+    assert rows(
+        warehouse, "select file, line, reason, raw from inbox._quarantine order by file"
+    ) == [
+        (
+            "cut.json",
+            None,
+            "file not read: cut.json is a JSON array that cannot be read: Invalid Input Error: "
+            'Malformed JSON in file "cut.json", at byte 8 in record/value 3: unexpected end of '
+            "data.",
+            None,
+        ),
+        ("export.json", 2, "a JSON value that is not an object", b"42"),
+    ]
+    metadata = _metadata(result)
+    assert (metadata["rows_read"], metadata["rows_landed"], metadata["rows_quarantined"]) == (
+        4,
+        2,
+        2,
+    )

@@ -60,6 +60,8 @@ def plan_read(
         _check_gzip(local, label)
     if fmt != "parquet" and options.encoding.lower().replace("-", "") == "utf8":
         _check_utf16(local, label)
+    if fmt == "jsonl" and _starts_an_array(local):
+        read.local_path = _array_as_lines(connection, local, label)
     try:
         _sniff(connection, read)
     except duckdb.Error as error:
@@ -88,6 +90,33 @@ def _check_gzip(local: str, label: str) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as error:
         raise UnreadableFile(f"{label} is not a complete gzip file ({error})") from None
+
+
+def _starts_an_array(local: str) -> bool:
+    """Whether a JSON file is one array (`[{…}, {…}]`) rather than JSON Lines."""
+    with open_staged(local) as stream:
+        start = stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return start.startswith(b"[")
+
+
+def _array_as_lines(connection: duckdb.DuckDBPyConnection, local: str, label: str) -> str:
+    """A JSON array's elements as JSON Lines beside the staged file (element N is line N,
+    its `_row`). Each element keeps its text: whitespace newlines become spaces (a newline
+    in a JSON value is always escaped), so no number is re-printed."""
+    lines = f"{local}.lines"
+    elements = (
+        "select replace(replace(json, chr(13), ' '), chr(10), ' ') "  # noqa: S608
+        f"from read_json_objects({literal(local)}, format='array')"
+    )
+    try:
+        connection.execute(
+            f"copy ({elements}) to {literal(lines)} "
+            "(format csv, header false, quote '', escape '', delim '\x01')"
+        )
+    except duckdb.Error as error:
+        reason = str(error).strip().splitlines()[0].replace(local, label)
+        raise UnreadableFile(f"{label} is a JSON array that cannot be read: {reason}") from None
+    return lines
 
 
 def _check_utf16(local: str, label: str) -> None:
