@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.demo.kinesis_producer import put
 from ingestion_platform.sources.kinesis.connectors.kinesis import (
     Backoff,
     KinesisReader,
@@ -24,6 +25,7 @@ from ingestion_platform_tests.kinesis_emulators import (
     event_ids,
     new_stream,
     put_events,
+    put_json,
     tick,
 )
 from ingestion_platform_tests.kinesis_proxies import FaultProxy
@@ -50,8 +52,6 @@ def test_bad_records_are_quarantined_and_the_counts_reconcile(
         {"Data": b'{"event_id": 10, "note": "\xff"}', "PartitionKey": "a"},
         {"Data": json.dumps({"event_id": 11, "pad": "x" * 300}).encode(), "PartitionKey": "a"},
     ]
-    from ingestion_platform.demo.kinesis_producer import put
-
     put(kinesis, stream, entries)
     defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 11}, max_record_bytes=200)
     (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
@@ -95,19 +95,13 @@ def test_a_record_whose_keys_would_land_as_one_or_as_the_platforms_column_is_qua
     resources: dict,
     instance: dg.DagsterInstance,
 ) -> None:
-    from ingestion_platform.demo.kinesis_producer import put
-
     values = [
         {"event_id": 1, "userId": 10, "user_id": 20},
         {"event_id": 2, "userId": 11},
         {"event_id": 3, "user_id": 12},
         {"event_id": 4, "_shard_id": "not this one"},
     ]
-    put(
-        client(moto_endpoint),
-        stream,
-        [{"Data": json.dumps(v), "PartitionKey": "a"} for v in values],
-    )
+    put_json(client(moto_endpoint), stream, values, key="a")
     defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 4})
     (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
 
@@ -145,14 +139,8 @@ def test_a_nested_object_with_keys_differing_in_case_lands_whole_as_json(
     resources: dict,
     instance: dg.DagsterInstance,
 ) -> None:
-    from ingestion_platform.demo.kinesis_producer import put
-
     values = [{"event_id": 1, "a": {"X": 1, "x": 2}}, {"event_id": 2, "a": {"x": 3}}]
-    put(
-        client(moto_endpoint),
-        stream,
-        [{"Data": json.dumps(v), "PartitionKey": "a"} for v in values],
-    )
+    put_json(client(moto_endpoint), stream, values, key="a")
     defs = declare(tmp_path, moto_endpoint, stream, batch={"records": 2})
     (key,) = [r.partition_key for r in tick(defs, instance, warehouse_path).run_requests]
 
@@ -286,8 +274,6 @@ def test_an_iterator_that_expires_mid_shard_resumes_after_the_last_record_read(
 ) -> None:
     proxy, endpoint = fault_proxy
     kinesis = client(moto_endpoint)
-    from ingestion_platform.demo.kinesis_producer import put
-
     put(kinesis, stream, [{"Data": b'{"n": %d}' % n, "PartitionKey": "same"} for n in range(50)])
     reader = KinesisReader(
         make_client(StreamAddress(stream, "us-east-1", endpoint)),

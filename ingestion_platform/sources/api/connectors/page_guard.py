@@ -95,7 +95,7 @@ class PageGuard(BasePaginator):
             return  # no records anywhere: an empty page
         found = ".".join(where)
         raise ApiError(
-            f"{path}: resource {self.resource!r}: data_selector {_shown(self.selector)!r} "
+            f"{path}: resource {self.resource!r}: data_selector {str(self.selector)!r} "
             f"matches nothing in the page, which holds {len(records)} records at {found!r}; "
             "nothing was landed",
             f"set the resource's endpoint.data_selector to {found!r} (the path to its records)",
@@ -107,10 +107,6 @@ class PageGuard(BasePaginator):
 
     def __str__(self) -> str:
         return f"{self.inner} (stopped if a page repeats)"
-
-
-def _shown(selector: TJsonPath | None) -> str:
-    return str(selector) if selector is not None else ""
 
 
 def _digest(content: bytes | str | None) -> bytes:
