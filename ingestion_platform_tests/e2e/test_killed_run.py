@@ -73,7 +73,22 @@ def _wait(what: str, check: Any, timeout: float, dev: DagsterDev) -> Any:
         if found := check():
             return found
         time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}\n{dev.log_tail()}")
+    raise AssertionError(f"timed out waiting for {what}\n{_story(dev)}")
+
+
+def _story(dev: DagsterDev) -> str:
+    """Each run of the day with its status, retry tags and engine messages, for a timeout."""
+    lines = []
+    for run in _runs(dev, tags=[{"key": "dagster/partition", "value": DAY}]):
+        tags = {tag["key"]: tag["value"] for tag in run["tags"] if "retry" in tag["key"]
+                or "failure" in tag["key"] or "parent" in tag["key"]}  # fmt: skip
+        lines.append(f"run {run['runId']} {run['status']} {tags}")
+        lines.extend(f"    {message}" for message in _messages(dev, run["runId"]) if message)
+    # The daemon's own lines on retries, slots and the queue (sensor tracebacks drown them).
+    signs = ("etr", "slot", "Marking run", "blocked", "Launched")
+    log = dev.log_path.read_text(errors="replace").splitlines() if dev.log_path.exists() else []
+    daemon = [line for line in log if "dagster.daemon" in line and any(s in line for s in signs)]
+    return "\n".join(lines + daemon[-40:])
 
 
 def _source_count(folder: Path) -> int:
