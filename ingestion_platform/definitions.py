@@ -13,16 +13,18 @@ from dagster.components.core import load_defs as load_defs_module
 from ingestion_platform.core.defs_yaml import libyaml_declarations
 from ingestion_platform.core.plain_templates import plain_strings_unrendered
 from ingestion_platform.core.warehouse import WarehouseResource
+from ingestion_platform.slot_guard import guarded_in_process_executor
 
 
 def platform_definitions(declared: dg.Definitions) -> dg.Definitions:
     """Declared sources with what every code location of the platform shares."""
     # Ingestion steps wait on one warehouse anyway (the pool), so a run gains nothing from a
-    # process per step and loses the start-up of one: steps run in the run's own process.
+    # process per step and loses the start-up of one: steps run in the run's own process,
+    # which first frees pool slots that killed runs still hold (slot_guard.py).
     return dg.Definitions.merge(
         declared,
         dg.Definitions(
-            resources={"warehouse": WarehouseResource()}, executor=dg.in_process_executor
+            resources={"warehouse": WarehouseResource()}, executor=guarded_in_process_executor
         ),
     )
 

@@ -1,0 +1,143 @@
+"""Dagster's in-process executor, plus a guard that gives back pool slots a dead run still holds.
+
+A run worker killed with -9 keeps its `duckdb_warehouse` slot. Under the daemon, run
+monitoring notices and frees it (run_launcher.py). A run started with `dagster asset
+materialize` is watched by nothing, so the next run waited for ever, saying only "Step
+blocked by limit for pool duckdb_warehouse" while it spun a core.
+
+Each run now names the process that runs it, in a run tag (`process_identity`). At its start,
+before its steps claim a slot, it looks at the runs holding one:
+- a run still marked in progress whose named process is gone from this machine is marked
+  failed and its slots are freed, with a line in both runs' logs;
+- a run that ended more than a few seconds ago and still holds a slot has it freed, as the
+  daemon's `free_slots_after_run_end_seconds` would.
+
+A run on another machine or in another container (another PID namespace), or one started
+before this guard, is never judged: its process cannot be seen from here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.executor_definition import (
+    IN_PROC_CONFIG,
+    _core_in_process_executor_creation,
+)
+from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.executor.in_process import InProcessExecutor
+from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRun, DagsterRunStatus
+
+WORKER_TAG = "ingestion_platform/worker"
+# As dagster.yaml's free_slots_after_run_end_seconds: a run that just ended frees its own.
+FINISHED_GRACE_SECONDS = 5
+IN_PROGRESS = {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING}
+
+
+def process_identity(pid: int | str = "self") -> str | None:
+    """`boot id/PID namespace/pid/start time` of a process; None where /proc cannot tell.
+
+    The start time (clock ticks since boot) tells a reused pid apart; the boot id and the
+    namespace tell this machine and container apart from others.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces; the fields after it do not.
+    state, *fields = stat.rsplit(")", 1)[1].split()
+    if state == "Z":
+        return None  # dead, not yet reaped by its parent
+    number = os.getpid() if pid == "self" else pid
+    return f"{boot}/{namespace}/{number}/{fields[18]}"
+
+
+def gone_from_here(identity: str) -> bool:
+    """Whether the process `identity` names ran on this machine and no longer runs."""
+    here = process_identity()
+    if here is None:
+        return False
+    boot, namespace, pid, _ = identity.split("/")
+    if [boot, namespace] != here.split("/")[:2]:
+        return False
+    return process_identity(int(pid)) != identity
+
+
+def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Free the pool slots of runs whose process is gone or that ended; what was done, said."""
+    said = []
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return said
+    for holder_id in sorted(storage.get_concurrency_run_ids() - {run_id}):
+        holder = instance.get_run_by_id(holder_id)
+        if holder is None:
+            continue
+        if holder.status in IN_PROGRESS and _worker_gone(holder):
+            pid = holder.tags[WORKER_TAG].split("/")[2]
+            instance.report_engine_event(
+                f"The run's process {pid} is gone (killed, e.g. with kill -9, or crashed): "
+                f"run {run_id} found it still holding a pool slot. Its transaction never "
+                "committed, so the warehouse is as it was; marked failed and its slot freed.",
+                holder,
+            )
+            instance.report_run_failed(holder)
+            storage.free_concurrency_slots_for_run(holder_id)
+            said.append(
+                f"Freed the pool slot held by run {holder_id}: its process {pid} on this "
+                "machine is gone (killed or crashed), so it was marked failed; it landed "
+                "nothing. Materialise its partition again if it was not retried."
+            )
+        elif holder.status in FINISHED_STATUSES and _ended_a_while_ago(instance, holder_id):
+            storage.free_concurrency_slots_for_run(holder_id)
+            said.append(
+                f"Freed the pool slot still held by run {holder_id}, which ended "
+                f"({holder.status.value}) without giving it back."
+            )
+    return said
+
+
+def _worker_gone(run: DagsterRun) -> bool:
+    identity = run.tags.get(WORKER_TAG)
+    return identity is not None and gone_from_here(identity)
+
+
+def _ended_a_while_ago(instance: dg.DagsterInstance, run_id: str) -> bool:
+    record = instance.get_run_record_by_id(run_id)
+    end = record.end_time if record else None
+    return end is not None and end + FINISHED_GRACE_SECONDS < time.time()
+
+
+class GuardedInProcessExecutor(InProcessExecutor):
+    """Dagster's in-process executor; each run first names its process and frees dead slots."""
+
+    def execute(
+        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        instance = plan_context.instance
+        run_id = plan_context.run_id
+        identity = process_identity()
+        if identity is not None:
+            instance.add_run_tags(run_id, {WORKER_TAG: identity})
+        for message in free_slots_of_dead_runs(instance, run_id):
+            yield DagsterEvent.engine_event(plan_context, message, EngineEventData())
+        yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(name="in_process", config_schema=IN_PROC_CONFIG)
+def guarded_in_process_executor(init_context: dg.InitExecutorContext) -> InProcessExecutor:
+    """Runs every step in the run's process; first gives back slots that dead runs hold."""
+    plain = _core_in_process_executor_creation(init_context.executor_config)
+    return GuardedInProcessExecutor(
+        retries=plain.retries,
+        step_dependency_config=plain.step_dependency_config,
+        marker_to_close=plain.marker_to_close,
+    )
