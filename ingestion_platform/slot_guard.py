@@ -5,8 +5,9 @@ monitoring notices and frees it (run_launcher.py). A run started with `dagster a
 materialize` is watched by nothing, so the next run waited for ever, saying only "Step
 blocked by limit for pool duckdb_warehouse" while it spun a core.
 
-Each run now names the process that runs it, in a run tag (`process_identity`). At its start,
-before its steps claim a slot, it looks at the runs holding one:
+Each run now names the process that runs it, in its log (`process_identity`, the metadata of
+its first engine event). At its start, before its steps claim a slot, it looks at the runs
+holding one:
 - a run still marked in progress whose named process is gone from this machine is marked
   failed and its slots are freed, with a line in both runs' logs;
 - a run that ended more than a few seconds ago and still holds a slot has it freed, as the
@@ -14,6 +15,11 @@ before its steps claim a slot, it looks at the runs holding one:
 
 A run on another machine or in another container (another PID namespace), or one started
 before this guard, is never judged: its process cannot be seen from here.
+
+While a slot is taken, Dagster 1.13's step loop re-checks its claim every few seconds but
+does not sleep in between (its wait is `min(0, …)`): a waiting run spun a core, on a machine
+whose other core lands the run it waits for. The run's concurrency context here waits
+until the next re-check instead.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ from dagster._core.definitions.executor_definition import (
     IN_PROC_CONFIG,
     _core_in_process_executor_creation,
 )
-from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.executor import in_process
 from dagster._core.executor.in_process import InProcessExecutor
-from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRun, DagsterRunStatus
+from dagster._core.storage.dagster_run import FINISHED_STATUSES, DagsterRunStatus
 
-WORKER_TAG = "ingestion_platform/worker"
+WORKER_KEY = "ingestion_platform/worker"
 # As dagster.yaml's free_slots_after_run_end_seconds: a run that just ended frees its own.
 FINISHED_GRACE_SECONDS = 5
 IN_PROGRESS = {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING}
@@ -81,8 +89,9 @@ def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[s
         holder = instance.get_run_by_id(holder_id)
         if holder is None:
             continue
-        if holder.status in IN_PROGRESS and _worker_gone(holder):
-            pid = holder.tags[WORKER_TAG].split("/")[2]
+        worker = _worker(instance, holder_id)
+        if holder.status in IN_PROGRESS and worker is not None and gone_from_here(worker):
+            pid = worker.split("/")[2]
             instance.report_engine_event(
                 f"The run's process {pid} is gone (killed, e.g. with kill -9, or crashed): "
                 f"run {run_id} found it still holding a pool slot. Its transaction never "
@@ -105,9 +114,14 @@ def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[s
     return said
 
 
-def _worker_gone(run: DagsterRun) -> bool:
-    identity = run.tags.get(WORKER_TAG)
-    return identity is not None and gone_from_here(identity)
+def _worker(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The identity of the process that runs `run_id`, as it logged it."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        worker = data.metadata.get(WORKER_KEY) if data else None
+        if worker is not None:
+            return str(worker.value)
+    return None
 
 
 def _ended_a_while_ago(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -122,19 +136,33 @@ class GuardedInProcessExecutor(InProcessExecutor):
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
-        instance = plan_context.instance
-        run_id = plan_context.run_id
         identity = process_identity()
         if identity is not None:
-            instance.add_run_tags(run_id, {WORKER_TAG: identity})
-        for message in free_slots_of_dead_runs(instance, run_id):
+            # Stored before any step claims a slot: the events yielded here are written first.
+            yield DagsterEvent.engine_event(
+                plan_context,
+                f"Run worker: process {os.getpid()} on this machine",
+                EngineEventData({WORKER_KEY: dg.MetadataValue.text(identity)}),
+            )
+        for message in free_slots_of_dead_runs(plan_context.instance, plan_context.run_id):
             yield DagsterEvent.engine_event(plan_context, message, EngineEventData())
         yield from super().execute(plan_context, execution_plan)
+
+
+class _SleepingConcurrencyContext(InstanceConcurrencyContext):
+    def interval_to_next_pending_claim_check(self) -> float:
+        # Dagster returns min(0, …): never a wait. The wait is the soonest re-check, or none.
+        now = time.time()
+        waits = [ready_at - now for ready_at in self._pending_timeouts.values()]
+        return max(0.0, min(waits)) if self.has_pending_claims() and waits else 0.0
 
 
 @dg.executor(name="in_process", config_schema=IN_PROC_CONFIG)
 def guarded_in_process_executor(init_context: dg.InitExecutorContext) -> InProcessExecutor:
     """Runs every step in the run's process; first gives back slots that dead runs hold."""
+    # The one place Dagster's in-process executor builds a run's concurrency context
+    # (test_slot_guard.py measures a waiting run's CPU time through it).
+    in_process.InstanceConcurrencyContext = _SleepingConcurrencyContext
     plain = _core_in_process_executor_creation(init_context.executor_config)
     return GuardedInProcessExecutor(
         retries=plain.retries,

@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ingestion_platform.slot_guard import WORKER_TAG, gone_from_here, process_identity
+from ingestion_platform.slot_guard import gone_from_here, process_identity
 
 PROJECT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -119,7 +119,7 @@ def test_a_killed_cli_run_is_failed_and_its_slot_freed_by_the_next_run(
     (killed, killed_messages), (after, _) = _runs(project)
     assert killed.status == dg.DagsterRunStatus.FAILURE
     assert after.status == dg.DagsterRunStatus.SUCCESS
-    pid = killed.tags[WORKER_TAG].split("/")[2]
+    (pid,) = (m.split()[3] for m in killed_messages if m.startswith("Run worker: process "))
     assert (
         f"The run's process {pid} is gone (killed, e.g. with kill -9, or crashed): run "
         f"{after.run_id} found it still holding a pool slot. Its transaction never committed, "
@@ -133,19 +133,32 @@ def test_a_killed_cli_run_is_failed_and_its_slot_freed_by_the_next_run(
     assert "Step blocked by limit for pool" not in second_log.read_text()
 
 
-def test_a_live_run_keeps_its_slot_and_the_next_run_waits_for_it(
+def test_a_live_run_keeps_its_slot_and_the_next_run_waits_for_it_idle(
     project: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    first = _holding(project, 15, started)
+    first = _holding(project, 25, started)
     second_log = project / "second.log"
     second = _materialize(project, 0, second_log, started)
+    began = time.monotonic()
     assert first.wait(timeout=120) == 0
+    # While it waited, Dagster's step loop spun a core (CPU time ~ wall time); now it sleeps
+    # between its re-checks, so its CPU time is about its start-up's.
+    waited = time.monotonic() - began
+    cpu = _cpu_seconds(second.pid)
+    print(f"the waiting run used {cpu:.1f} s of CPU in {waited:.1f} s")
+    assert cpu < waited / 2, (cpu, waited)
     assert second.wait(timeout=120) == 0, second_log.read_text()
     (holder, _), (waiter, _) = _runs(project)
     assert holder.status == waiter.status == dg.DagsterRunStatus.SUCCESS
     text = second_log.read_text()
     assert "Step blocked by limit for pool duckdb_warehouse" in text
     assert "Freed the pool slot" not in text
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_process_is_known_alive_until_killed_even_as_a_zombie() -> None:
