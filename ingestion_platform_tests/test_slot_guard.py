@@ -136,7 +136,7 @@ def test_a_killed_cli_run_is_failed_and_its_slot_freed_by_the_next_run(
 def test_a_live_run_keeps_its_slot_and_the_next_run_waits_for_it_idle(
     project: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    first = _holding(project, 25, started)
+    first = _holding(project, 15, started)
     second_log = project / "second.log"
     second = _materialize(project, 0, second_log, started)
     began = time.monotonic()
