@@ -114,6 +114,23 @@ def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[s
     return said
 
 
+def slots_taken(instance: dg.DagsterInstance, run_id: str, pools: set[str]) -> list[str]:
+    """Which runs hold every slot of a pool this run's steps need, so the wait has a reason."""
+    said = []
+    if not instance.event_log_storage.supports_global_concurrency_limits:
+        return said
+    for pool in sorted(pools):
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        holders = sorted({slot.run_id for slot in info.claimed_slots} - {run_id})
+        if info.slot_count and len(info.claimed_slots) >= info.slot_count and holders:
+            said.append(
+                f"Every slot of the pool {pool} ({info.slot_count}) is taken, by run(s) "
+                f"{', '.join(holders)}: this run's steps wait until they end. If one of them "
+                "is dead on another machine, see docs/troubleshooting.md, 'Runs wait and wait'."
+            )
+    return said
+
+
 def _worker(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """The identity of the process that runs `run_id`, as it logged it."""
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
@@ -144,7 +161,10 @@ class GuardedInProcessExecutor(InProcessExecutor):
                 f"Run worker: process {os.getpid()} on this machine",
                 EngineEventData({WORKER_KEY: dg.MetadataValue.text(identity)}),
             )
-        for message in free_slots_of_dead_runs(plan_context.instance, plan_context.run_id):
+        pools = {step.pool for step in execution_plan.get_steps_to_execute_in_topo_order()}
+        said = free_slots_of_dead_runs(plan_context.instance, plan_context.run_id)
+        said += slots_taken(plan_context.instance, plan_context.run_id, pools - {None})
+        for message in said:
             yield DagsterEvent.engine_event(plan_context, message, EngineEventData())
         yield from super().execute(plan_context, execution_plan)
 

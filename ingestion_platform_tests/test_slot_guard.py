@@ -131,6 +131,7 @@ def test_a_killed_cli_run_is_failed_and_its_slot_freed_by_the_next_run(
         "its partition again if it was not retried."
     ) in second_log.read_text()
     assert "Step blocked by limit for pool" not in second_log.read_text()
+    assert "Every slot of the pool" not in second_log.read_text()
 
 
 def test_a_live_run_keeps_its_slot_and_the_next_run_waits_for_it_idle(
@@ -151,6 +152,11 @@ def test_a_live_run_keeps_its_slot_and_the_next_run_waits_for_it_idle(
     (holder, _), (waiter, _) = _runs(project)
     assert holder.status == waiter.status == dg.DagsterRunStatus.SUCCESS
     text = second_log.read_text()
+    assert (
+        f"Every slot of the pool duckdb_warehouse (1) is taken, by run(s) {holder.run_id}: "
+        "this run's steps wait until they end. If one of them is dead on another machine, "
+        "see docs/troubleshooting.md, 'Runs wait and wait'."
+    ) in text
     assert "Step blocked by limit for pool duckdb_warehouse" in text
     assert "Freed the pool slot" not in text
 
