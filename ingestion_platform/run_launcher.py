@@ -20,6 +20,8 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
+from ingestion_platform.slot_guard import gone_from_here, on_this_machine, worker_identity
+
 STARTED_PREFIX = "Started process for run"
 
 
@@ -32,10 +34,18 @@ class MonitoredRunLauncher(DefaultRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         pid = self._worker_pid(run.run_id)
-        if pid is None:
-            # Not started yet, or started by something that did not announce its pid.
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker pid recorded yet")
-        if worker_alive(pid, run.run_id):
+        if pid is not None:
+            alive = worker_alive(pid, run.run_id)
+        else:
+            # Not launched here, e.g. by `dagster asset materialize`: its process named itself
+            # in the run's log (slot_guard.py). Left dead, it would hold its pool slot, and
+            # every queued run would wait behind it.
+            identity = worker_identity(self._instance, run.run_id)
+            if identity is None or not on_this_machine(identity):
+                # Not started yet, or on a machine whose processes cannot be seen from here.
+                return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker pid recorded yet")
+            pid, alive = int(identity.split("/")[2]), not gone_from_here(identity)
+        if alive:
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(
             WorkerStatus.FAILED,

@@ -68,15 +68,15 @@ def process_identity(pid: int | str = "self") -> str | None:
     return f"{boot}/{namespace}/{number}/{fields[18]}"
 
 
+def on_this_machine(identity: str) -> bool:
+    """Whether the process `identity` names ran on this machine, in this PID namespace."""
+    here = process_identity()
+    return here is not None and identity.split("/")[:2] == here.split("/")[:2]
+
+
 def gone_from_here(identity: str) -> bool:
     """Whether the process `identity` names ran on this machine and no longer runs."""
-    here = process_identity()
-    if here is None:
-        return False
-    boot, namespace, pid, _ = identity.split("/")
-    if [boot, namespace] != here.split("/")[:2]:
-        return False
-    return process_identity(int(pid)) != identity
+    return on_this_machine(identity) and process_identity(int(identity.split("/")[2])) != identity
 
 
 def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -89,7 +89,7 @@ def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[s
         holder = instance.get_run_by_id(holder_id)
         if holder is None:
             continue
-        worker = _worker(instance, holder_id)
+        worker = worker_identity(instance, holder_id)
         if holder.status in IN_PROGRESS and worker is not None and gone_from_here(worker):
             pid = worker.split("/")[2]
             instance.report_engine_event(
@@ -131,7 +131,7 @@ def slots_taken(instance: dg.DagsterInstance, run_id: str, pools: set[str]) -> l
     return said
 
 
-def _worker(instance: dg.DagsterInstance, run_id: str) -> str | None:
+def worker_identity(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """The identity of the process that runs `run_id`, as it logged it."""
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None

@@ -15,6 +15,7 @@ from dagster._core.launcher import WorkerStatus
 from dagster._core.utils import make_new_run_id
 
 from ingestion_platform.run_launcher import MonitoredRunLauncher
+from ingestion_platform.slot_guard import WORKER_KEY, process_identity
 
 
 @pytest.fixture
@@ -64,3 +65,27 @@ def test_a_run_that_has_not_announced_its_worker_is_unknown(
 ) -> None:
     run = _started_run(monitored, pid=None)
     assert monitored.run_launcher.check_run_worker_health(run).status == WorkerStatus.UNKNOWN
+
+
+def test_a_cli_run_is_judged_by_the_process_it_named_on_this_machine_only(
+    monitored: dg.DagsterInstance,
+) -> None:
+    """A run not launched here (`dagster asset materialize`) holds its pool slot too."""
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    identity = process_identity(worker.pid)
+    assert identity is not None
+    cli_run, elsewhere = _started_run(monitored, None), _started_run(monitored, None)
+    another_machine = f"another-boot/{identity.split('/', 1)[1]}"
+    for run, named in ((cli_run, identity), (elsewhere, another_machine)):
+        monitored.report_engine_event(
+            "Run worker: process on some machine",
+            run,
+            EngineEventData({WORKER_KEY: dg.MetadataValue.text(named)}),
+        )
+    assert monitored.run_launcher.check_run_worker_health(cli_run).status == WorkerStatus.RUNNING
+    worker.kill()
+    worker.wait()
+    health = monitored.run_launcher.check_run_worker_health(cli_run)
+    assert health.status == WorkerStatus.FAILED
+    assert health.msg.startswith(f"the run worker process {worker.pid} is gone: ")
+    assert monitored.run_launcher.check_run_worker_health(elsewhere).status == WorkerStatus.UNKNOWN
