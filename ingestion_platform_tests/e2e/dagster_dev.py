@@ -30,6 +30,12 @@ from ingestion_platform_tests.servers import free_port
 PROJECT = Path(__file__).resolve().parents[2]
 DAGSTER = PROJECT / ".venv" / "bin" / "dagster"
 DEMO_WORKSPACE = PROJECT / "ingestion_platform" / "demo" / "workspace.yaml"
+# A traceback's lines that say nothing of their own.
+FRAMING = {
+    "Traceback (most recent call last):",
+    "Stack Trace:",
+    "The above exception was caused by the following exception:",
+}
 
 
 @dataclass
@@ -147,6 +153,12 @@ class DagsterDev:
         return time.monotonic() - started
 
     def log_tail(self, lines: int = 40) -> str:
+        """The log's last lines, tracebacks' frames left out but for the very last ones.
+
+        The demo's sensors whose secrets a test does not set fail every tick with a long
+        traceback, which would fill the tail and hide the daemon's own lines."""
         if not self.log_path.exists():
             return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        log = self.log_path.read_text(errors="replace").splitlines()
+        headlines = [line for line in log[:-15] if line[:1].strip() and line not in FRAMING]
+        return "\n".join([*headlines[-lines:], *log[-15:]])
