@@ -132,8 +132,9 @@ def slots_taken(instance: dg.DagsterInstance, run_id: str, pools: set[str]) -> l
 
 
 def worker_identity(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """The identity of the process that runs `run_id`, as it logged it."""
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+    """The identity of the process that runs `run_id`, as it logged it (the latest: a run
+    resumed by run monitoring logs its new worker too)."""
+    for entry in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None
         worker = data.metadata.get(WORKER_KEY) if data else None
         if worker is not None:

@@ -89,3 +89,31 @@ def test_a_cli_run_is_judged_by_the_process_it_named_on_this_machine_only(
     assert health.status == WorkerStatus.FAILED
     assert health.msg.startswith(f"the run worker process {worker.pid} is gone: ")
     assert monitored.run_launcher.check_run_worker_health(elsewhere).status == WorkerStatus.UNKNOWN
+
+
+def test_a_resumed_run_is_judged_by_its_latest_worker(monitored: dg.DagsterInstance) -> None:
+    run = _started_run(monitored, None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for worker in (dead, live):
+            monitored.report_engine_event(
+                f"Run worker: process {worker.pid} on this machine",
+                run,
+                EngineEventData({WORKER_KEY: dg.MetadataValue.text(_identity_of(worker))}),
+            )
+        health = monitored.run_launcher.check_run_worker_health(run)
+        assert (health.status, health.run_worker_id) == (WorkerStatus.RUNNING, str(live.pid))
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _identity_of(worker: subprocess.Popen[bytes]) -> str:
+    """A live worker's identity; a reaped one's as it was (a start time no process has)."""
+    identity = process_identity(worker.pid)
+    if identity is not None:
+        return identity
+    boot, namespace, _, started = process_identity().split("/")
+    return f"{boot}/{namespace}/{worker.pid}/{int(started) + 1}"
