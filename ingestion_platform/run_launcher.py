@@ -15,12 +15,13 @@ It only sees processes on this machine, which is where the default launcher puts
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher, EventLogEntry
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
-from ingestion_platform.slot_guard import gone_from_here, on_this_machine, worker_identity
+from ingestion_platform.slot_guard import gone_from_here, logged_worker, on_this_machine, pid_of
 
 STARTED_PREFIX = "Started process for run"
 
@@ -33,18 +34,19 @@ class MonitoredRunLauncher(DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        pid = self._worker_pid(run.run_id)
+        events = self._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+        pid = _started_pid(events)
         if pid is not None:
             alive = worker_alive(pid, run.run_id)
         else:
             # Not launched here, e.g. by `dagster asset materialize`: its process named itself
             # in the run's log (slot_guard.py). Left dead, it would hold its pool slot, and
             # every queued run would wait behind it.
-            identity = worker_identity(self._instance, run.run_id)
+            identity = logged_worker(events)
             if identity is None or not on_this_machine(identity):
                 # Not started yet, or on a machine whose processes cannot be seen from here.
                 return CheckRunHealthResult(WorkerStatus.UNKNOWN, "no run worker pid recorded yet")
-            pid, alive = int(identity.split("/")[2]), not gone_from_here(identity)
+            pid, alive = pid_of(identity), not gone_from_here(identity)
         if alive:
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(
@@ -55,16 +57,17 @@ class MonitoredRunLauncher(DefaultRunLauncher):
             run_worker_id=str(pid),
         )
 
-    def _worker_pid(self, run_id: str) -> int | None:
-        records = self._instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
-        for entry in reversed(records):
-            event = entry.dagster_event
-            if event is None or not (event.message or "").startswith(STARTED_PREFIX):
-                continue
-            pid = event.engine_event_data.metadata.get("pid")
-            if pid is not None:
-                return int(str(pid.value))
-        return None
+
+def _started_pid(events: Sequence[EventLogEntry]) -> int | None:
+    """The pid the launcher's worker announced ("Started process for run (pid: N)")."""
+    for entry in reversed(events):
+        event = entry.dagster_event
+        if event is None or not (event.message or "").startswith(STARTED_PREFIX):
+            continue
+        pid = event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(str(pid.value))
+    return None
 
 
 def worker_alive(pid: int, run_id: str) -> bool:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -68,6 +68,11 @@ def process_identity(pid: int | str = "self") -> str | None:
     return f"{boot}/{namespace}/{number}/{fields[18]}"
 
 
+def pid_of(identity: str) -> int:
+    """The pid in a `process_identity`."""
+    return int(identity.split("/")[2])
+
+
 def on_this_machine(identity: str) -> bool:
     """Whether the process `identity` names ran on this machine, in this PID namespace."""
     here = process_identity()
@@ -76,7 +81,7 @@ def on_this_machine(identity: str) -> bool:
 
 def gone_from_here(identity: str) -> bool:
     """Whether the process `identity` names ran on this machine and no longer runs."""
-    return on_this_machine(identity) and process_identity(int(identity.split("/")[2])) != identity
+    return on_this_machine(identity) and process_identity(pid_of(identity)) != identity
 
 
 def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -86,26 +91,31 @@ def free_slots_of_dead_runs(instance: dg.DagsterInstance, run_id: str) -> list[s
     if not storage.supports_global_concurrency_limits:
         return said
     for holder_id in sorted(storage.get_concurrency_run_ids() - {run_id}):
-        holder = instance.get_run_by_id(holder_id)
-        if holder is None:
+        record = instance.get_run_record_by_id(holder_id)
+        if record is None:
             continue
-        worker = worker_identity(instance, holder_id)
-        if holder.status in IN_PROGRESS and worker is not None and gone_from_here(worker):
-            pid = worker.split("/")[2]
+        holder = record.dagster_run
+        if holder.status in IN_PROGRESS:
+            worker = worker_identity(instance, holder_id)
+            if worker is None or not gone_from_here(worker):
+                continue
             instance.report_engine_event(
-                f"The run's process {pid} is gone (killed, e.g. with kill -9, or crashed): "
-                f"run {run_id} found it still holding a pool slot. Its transaction never "
-                "committed, so the warehouse is as it was; marked failed and its slot freed.",
+                f"The run's process {pid_of(worker)} is gone (killed, e.g. with kill -9, or "
+                f"crashed): run {run_id} found it still holding a pool slot. Its transaction "
+                "never committed, so the warehouse is as it was; marked failed and its slot "
+                "freed.",
                 holder,
             )
             instance.report_run_failed(holder)
             storage.free_concurrency_slots_for_run(holder_id)
             said.append(
-                f"Freed the pool slot held by run {holder_id}: its process {pid} on this "
-                "machine is gone (killed or crashed), so it was marked failed; it landed "
+                f"Freed the pool slot held by run {holder_id}: its process {pid_of(worker)} on "
+                "this machine is gone (killed or crashed), so it was marked failed; it landed "
                 "nothing. Materialise its partition again if it was not retried."
             )
-        elif holder.status in FINISHED_STATUSES and _ended_a_while_ago(instance, holder_id):
+        elif holder.status in FINISHED_STATUSES and (
+            record.end_time is not None and record.end_time + FINISHED_GRACE_SECONDS < time.time()
+        ):
             storage.free_concurrency_slots_for_run(holder_id)
             said.append(
                 f"Freed the pool slot still held by run {holder_id}, which ended "
@@ -132,20 +142,19 @@ def slots_taken(instance: dg.DagsterInstance, run_id: str, pools: set[str]) -> l
 
 
 def worker_identity(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """The identity of the process that runs `run_id`, as it logged it (the latest: a run
-    resumed by run monitoring logs its new worker too)."""
-    for entry in reversed(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)):
+    """The identity of the process that runs `run_id`, as it logged it."""
+    return logged_worker(instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT))
+
+
+def logged_worker(entries: Sequence[dg.EventLogEntry]) -> str | None:
+    """The latest worker identity among a run's engine events (a run resumed by run
+    monitoring logs its new worker too)."""
+    for entry in reversed(entries):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None
         worker = data.metadata.get(WORKER_KEY) if data else None
         if worker is not None:
             return str(worker.value)
     return None
-
-
-def _ended_a_while_ago(instance: dg.DagsterInstance, run_id: str) -> bool:
-    record = instance.get_run_record_by_id(run_id)
-    end = record.end_time if record else None
-    return end is not None and end + FINISHED_GRACE_SECONDS < time.time()
 
 
 class GuardedInProcessExecutor(InProcessExecutor):
