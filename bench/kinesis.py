@@ -5,10 +5,13 @@ What is measured
 (a) plain     one boto3 client reads every shard of a 4-shard stream from TRIM_HORIZON to
               its end (GetRecords, Limit 10,000, shard after shard) and `json.loads` every
               record; it lands nothing.
+(a2) threads  the same loop with the shards read in parallel, one thread per shard (at most
+              8, the platform's `read_threads`): the plain loop at its best against moto.
 (b) platform  the same records as one size partition (`batch: {records: N}`, cut by the
               sensor first, untimed), materialised with `dg.materialize`: shards read in
               parallel, decoded, typed by DuckDB and landed in one transaction.
-              Records/s of (b) over (a) is the target (>= 0.9).
+              Records/s of (b) over the faster of (a) and (a2), per round, is the target
+              (>= 0.9); (b) over (a) is printed too.
 (c) sensor    tick time over a 16-shard stream: an idle tick (nothing pending) and a tick
               that cuts 16 full batches of 500 records (one partition: batches
               waiting at once are coalesced).
@@ -17,7 +20,7 @@ What is measured
               each partition as soon as it is cut; per row, `_loaded_at` (the landing
               transaction's time) minus `_approximate_arrival`.
 
-moto's server runs in its own process on a free loopback port. Rounds alternate (a) and (b);
+moto's server runs in its own process on a free loopback port. Rounds alternate (a), (a2), (b);
 each run is verified (record counts, distinct (shard, sequence) pairs).
 
     .venv/bin/python -m bench.kinesis --records 200000 --rounds 3
@@ -33,6 +36,7 @@ import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -51,22 +55,31 @@ def fill(kinesis: object, stream: str, records: int) -> None:
         kinesis_producer.put(kinesis, stream, entries)
 
 
-def plain_loop(kinesis: object, stream: str) -> int:
-    """(a): every shard to its end, every record decoded."""
+def read_shard(kinesis: object, stream: str, shard_id: str) -> int:
+    """One shard from TRIM_HORIZON to its end, every record decoded."""
     count = 0
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:  # type: ignore[attr-defined]
-        iterator = kinesis.get_shard_iterator(  # type: ignore[attr-defined]
-            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)  # type: ignore[attr-defined]
-            for record in response["Records"]:
-                json.loads(record["Data"])
-                count += 1
-            iterator = response.get("NextShardIterator")
-            if not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
-                break
+    iterator = kinesis.get_shard_iterator(  # type: ignore[attr-defined]
+        StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    while iterator:
+        response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)  # type: ignore[attr-defined]
+        for record in response["Records"]:
+            json.loads(record["Data"])
+            count += 1
+        iterator = response.get("NextShardIterator")
+        if not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
+            break
     return count
+
+
+def plain_loop(kinesis: object, stream: str, threads: int = 1) -> int:
+    """(a) shard after shard, or (a2) the shards in `threads` parallel threads."""
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]  # type: ignore[attr-defined]
+    ids = [shard["ShardId"] for shard in shards]
+    if threads == 1:
+        return sum(read_shard(kinesis, stream, shard_id) for shard_id in ids)
+    with ThreadPoolExecutor(max_workers=min(threads, len(ids))) as pool:
+        return sum(pool.map(lambda shard_id: read_shard(kinesis, stream, shard_id), ids))
 
 
 def platform_run(endpoint: str, stream: str, records: int, work: Path) -> tuple[float, float]:
@@ -189,26 +202,39 @@ def main() -> None:
         started = time.monotonic()
         fill(kinesis, "bench", args.records)
         print(f"put {args.records:,} records in {time.monotonic() - started:.1f}s")
+        print(f"load average at start: {os.getloadavg()[0]:.2f}")
         platform_run(endpoint, "bench", args.records, work)  # warm-up, untimed
-        plain_rates, platform_rates = [], []
-        for round_number in range(1, args.rounds + 1):
+        plain_rates, threaded_rates, platform_rates = [], [], []
+
+        def rate(threads: int) -> float:
             started = time.monotonic()
-            assert plain_loop(kinesis, "bench") == args.records
-            plain = args.records / (time.monotonic() - started)
+            assert plain_loop(kinesis, "bench", threads) == args.records
+            return args.records / (time.monotonic() - started)
+
+        for round_number in range(1, args.rounds + 1):
+            plain, threaded = rate(1), rate(8)
             seconds, tick_seconds = platform_run(endpoint, "bench", args.records, work)
             platform = args.records / seconds
             plain_rates.append(plain)
+            threaded_rates.append(threaded)
             platform_rates.append(platform)
             print(
-                f"round {round_number}: plain {plain:,.0f} rec/s, platform {platform:,.0f} "
-                f"rec/s ({platform / plain:.2f}x); cutting tick {tick_seconds:.2f}s"
+                f"round {round_number}: plain {plain:,.0f} rec/s, threads {threaded:,.0f} "
+                f"rec/s, platform {platform:,.0f} rec/s ({platform / max(plain, threaded):.2f}x "
+                f"the best, {platform / plain:.2f}x plain); cutting tick {tick_seconds:.2f}s"
             )
-        ratio = statistics.median(platform_rates) / statistics.median(plain_rates)
+        best = [max(pair) for pair in zip(plain_rates, threaded_rates, strict=True)]
+        ratio = statistics.median(platform_rates) / statistics.median(best)
         print(
-            f"median: plain {statistics.median(plain_rates):,.0f} rec/s, platform "
-            f"{statistics.median(platform_rates):,.0f} rec/s, ratio {ratio:.2f} "
-            f"({'target met' if ratio >= 0.9 else 'target missed'})"
+            f"median: plain {statistics.median(plain_rates):,.0f} rec/s, threads "
+            f"{statistics.median(threaded_rates):,.0f} rec/s, best of the two "
+            f"{statistics.median(best):,.0f}, platform {statistics.median(platform_rates):,.0f}"
+            f" rec/s, ratio {ratio:.2f} against the best "
+            f"({'target met' if ratio >= 0.9 else 'target missed'}), "
+            f"{statistics.median(platform_rates) / statistics.median(plain_rates):.2f} "
+            "against (a)"
         )
+        print(f"load average at end: {os.getloadavg()[0]:.2f}")
         print(
             "sensor, 16 shards:", {k: round(v, 3) for k, v in sensor_ticks(endpoint, work).items()}
         )
