@@ -32,6 +32,7 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
     SourceDatabaseError,
     inspect_table,
     safe_url,
+    utc_sessions,
 )
 
 TIMEOUT_SECONDS = 20
@@ -89,7 +90,7 @@ def _engine(url: str, timeout: int) -> sa.Engine:
         args = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
     elif backend == "sqlite":
         args = {"timeout": timeout}
-    return sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
+    return utc_sessions(sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool))
 
 
 def _newest_cut(instance: dg.DagsterInstance, partitions_def: dg.PartitionsDefinition) -> Any:

@@ -47,6 +47,7 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
     SliceBounds,
     SourceReadError,
     bounded,
+    in_utc_session,
 )
 from ingestion_platform.sources.sql.connectors.sql_types import (
     TypePlan,
@@ -298,16 +299,17 @@ def slice_scan(
     if plan.source.kind == "postgres" and plan.native and len(cursor.names) == 1:
         if _sequential(engine, query, plan.table.name):
             return _table_scan(plan, engine, alias, cursor, bounds)
-    function = "postgres_query" if plan.source.kind == "postgres" else "mysql_query"
-    sql = _compile(query, engine.dialect)
-    relation = f"{function}({quote_literal(alias)}, {quote_literal(sql)})"
-    return SliceScan(plan, "query", relation)
+    return _query_scan(plan, engine, alias, query)
 
 
 def sample_scan(plan: ScanPlan, engine: sa.Engine, alias: str) -> SliceScan:
     """A read of no rows with the slice's columns and types, for the table's schema."""
-    sql = _compile(_server_select(plan).limit(0), engine.dialect)
+    return _query_scan(plan, engine, alias, _server_select(plan).limit(0))
+
+
+def _query_scan(plan: ScanPlan, engine: sa.Engine, alias: str, query: sa.Select[Any]) -> SliceScan:
     function = "postgres_query" if plan.source.kind == "postgres" else "mysql_query"
+    sql = in_utc_session(_compile(query, engine.dialect), engine.dialect)
     return SliceScan(plan, "query", f"{function}({quote_literal(alias)}, {quote_literal(sql)})")
 
 

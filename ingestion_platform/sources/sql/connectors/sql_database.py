@@ -79,8 +79,43 @@ class MixedCursorTypes(TypeError):
     """Fallback cursor columns whose types differ, so their first non-NULL has no one type."""
 
 
-def make_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, pool_pre_ping=True)
+MYSQL_DIALECTS = ("mysql", "mariadb")
+UTC_OFFSET = "+00:00"
+
+
+def make_engine(url: str, **options: Any) -> sa.Engine:
+    """An engine whose MySQL/MariaDB sessions run in UTC (`utc_sessions`)."""
+    return utc_sessions(sa.create_engine(url, pool_pre_ping=True, **options))
+
+
+def utc_sessions(engine: sa.Engine) -> sa.Engine:
+    """Set every new MySQL/MariaDB connection's session time zone to UTC.
+
+    The server converts TIMESTAMP values, and the literals they are compared with, from and
+    to the session's time zone, which defaults to the server's: on a server kept in local
+    time every TIMESTAMP would land, and every window bound would be read, shifted by its
+    offset (and the hour a DST change repeats would be ambiguous).
+    """
+    if engine.dialect.name in MYSQL_DIALECTS:
+
+        def set_utc(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET time_zone = '{UTC_OFFSET}'")
+            cursor.close()
+
+        sa.event.listen(engine, "connect", set_utc)
+    return engine
+
+
+def in_utc_session(sql: str, dialect: sa.Dialect) -> str:
+    """One SELECT for a reader with its own connection (DuckDB's scanner, ConnectorX), run
+    with the session time zone UTC, as `utc_sessions` sets it for SQLAlchemy's."""
+    if dialect.name not in MYSQL_DIALECTS:
+        return sql
+    if getattr(dialect, "is_mariadb", False):
+        return f"SET STATEMENT time_zone = '{UTC_OFFSET}' FOR {sql}"
+    keyword, rest = sql.split(None, 1)  # MySQL 8: the hint follows SELECT
+    return f"{keyword} /*+ SET_VAR(time_zone = '{UTC_OFFSET}') */ {rest}"
 
 
 def safe_url(url: str) -> str:
@@ -316,6 +351,10 @@ class _ConnectorXLoader(ConnectorXTableLoader):
             if type(error).__name__ != "PanicException":
                 raise
             raise SourceReadError(_database_message(str(error))) from None
+
+    def compile_query(self, query: Any) -> str:
+        # ConnectorX opens its own connections, which `utc_sessions` does not reach.
+        return in_utc_session(super().compile_query(query), self.engine.dialect)
 
 
 def _planned(base: type[BaseTableLoader], plan: TypePlan) -> type[BaseTableLoader]:
