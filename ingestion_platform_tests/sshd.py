@@ -97,6 +97,10 @@ def start_sshd(workdir: Path, root: Path, *, sftp: bool = True) -> Sshd:
     return Sshd(port, getpass.getuser(), root, user_key, host_line, process, config)
 
 
+# Runs a test against OpenSSH's sftp-server and against asyncssh's, a second implementation.
+BOTH_SFTP_SERVERS = pytest.mark.parametrize("sshd", ["openssh", "asyncssh"], indirect=True)
+
+
 class ThrottledProxy:
     """A TCP relay in front of a server: what the server sends is limited to `rate` bytes per
     second (None: unlimited), and `drop()` cuts every open connection as a failing network
@@ -157,11 +161,18 @@ class ThrottledProxy:
 
 
 @pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    """An sshd with the SFTP subsystem, serving an empty folder `tmp_path/remote`."""
+def sshd(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sshd]:
+    """An sshd with the SFTP subsystem, serving an empty folder `tmp_path/remote`.
+
+    OpenSSH's; a test marked `BOTH_SFTP_SERVERS` runs a second time against asyncssh's."""
     root = tmp_path / "remote"
     root.mkdir()
-    server = start_sshd(tmp_path / "sshd", root)
+    if getattr(request, "param", "openssh") == "asyncssh":
+        from ingestion_platform_tests.asyncssh_sftpd import start_asyncssh_sftpd
+
+        server = start_asyncssh_sftpd(tmp_path / "sshd", root)
+    else:
+        server = start_sshd(tmp_path / "sshd", root)
     yield server
     server.stop()
 

@@ -1,4 +1,8 @@
-"""SFTP and SCP sources against a real OpenSSH sshd on loopback: keys, names, landing, retry."""
+"""SFTP and SCP sources against a real OpenSSH sshd on loopback: keys, names, landing, retry.
+
+Tests marked `BOTH_SFTP_SERVERS` run against asyncssh's SFTP server too, a second implementation
+(its listing, attributes and reads are its own).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from ingestion_platform.sources.files.component import SftpFileSource
 from ingestion_platform.sources.files.connectors.entries import UnsafeName
 from ingestion_platform_tests.files_helpers import keys, rows, tick
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
-from ingestion_platform_tests.sshd import Sshd, ThrottledProxy, keygen
+from ingestion_platform_tests.sshd import BOTH_SFTP_SERVERS, Sshd, ThrottledProxy, keygen
 
 
 def _defs(tmp_path: Path, server: Sshd, **extra: object) -> dg.Definitions:
@@ -25,6 +29,7 @@ def _defs(tmp_path: Path, server: Sshd, **extra: object) -> dg.Definitions:
     return build_source(SftpFileSource, tmp_path / "partner", attributes)
 
 
+@BOTH_SFTP_SERVERS
 def test_new_files_are_picked_up_once_and_land(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
@@ -50,6 +55,7 @@ def test_new_files_are_picked_up_once_and_land(
     assert metadata["transfer_mb_per_s"].value >= 0
 
 
+@BOTH_SFTP_SERVERS
 def test_temp_name_upload_is_taken_only_after_the_rename(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
 ) -> None:
@@ -61,6 +67,7 @@ def test_temp_name_upload_is_taken_only_after_the_rename(
     assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["drop.csv"]
 
 
+@BOTH_SFTP_SERVERS
 def test_slowly_written_file_waits_for_settle_and_marker_mode_for_the_marker(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
 ) -> None:
@@ -98,6 +105,7 @@ def test_a_server_that_is_down_fails_the_tick_naming_the_source_and_the_fix(
     )
 
 
+@BOTH_SFTP_SERVERS
 def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance
 ) -> None:
@@ -123,6 +131,7 @@ def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
     assert keys(tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)) == []
 
 
+@BOTH_SFTP_SERVERS
 def test_traversal_and_symlinks_out_of_the_folder_are_refused_and_reported_once(
     tmp_path: Path,
     sshd: Sshd,
@@ -182,6 +191,7 @@ def _refused_lines(capfd: pytest.CaptureFixture[str]) -> list[str]:
     return [line for line in capfd.readouterr().err.splitlines() if ": refused '" in line]
 
 
+@BOTH_SFTP_SERVERS
 def test_replay_replaces_rows_then_archive_moves_after_commit_and_replay_follows(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
@@ -255,6 +265,7 @@ def test_connection_dropped_mid_transfer_resumes_from_the_staged_bytes_and_lands
     assert rows(warehouse, "select count(*) from partner.orders where pad <> ?", "x" * 90) == [(0,)]
 
 
+@BOTH_SFTP_SERVERS
 def test_a_file_changed_between_attempts_is_never_spliced(
     tmp_path: Path, sshd: Sshd, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
@@ -415,6 +426,7 @@ def test_the_file_asset_holds_no_warehouse_pool_slot_while_it_transfers(
     assert isinstance(asset, dg.AssetsDefinition) and asset.op.pool is None
 
 
+@BOTH_SFTP_SERVERS
 def test_a_listing_the_server_never_answers_fails_as_a_stall_not_a_hang(
     tmp_path: Path, sshd: Sshd
 ) -> None:
