@@ -49,6 +49,10 @@ LAKE_CONTRACT := $(addprefix ingestion_platform_tests/,test_ducklake.py test_war
 LAKE_SKIP := -k "not mariadb" --deselect \
 	ingestion_platform_tests/test_kinesis_landing.py::test_a_time_window_lands_exactly_the_records_that_arrived_in_it
 
+# A RabbitMQ plugin's listener on 127.0.0.1:PORT for a running node: set before the plugin
+# starts (loaded first, as loading would reset it).
+LOOPBACK = 'application:load($(1)), application:set_env($(1), tcp_listeners, [{"127.0.0.1", $(2)}]).'
+
 # Start the local peers the tests use when they are installed but stopped.
 services: kinesis-mock
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
@@ -57,8 +61,16 @@ services: kinesis-mock
 	@(exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server && sleep 1)
 	@(exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null || (mosquitto -d -c /etc/mosquitto/mosquitto.conf && sleep 1)
 	@# RabbitMQ (queues over AMQP on 5672; streams over its stream protocol on 5552, a plugin).
-	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || (rabbitmq-server -detached && rabbitmqctl await_startup --timeout 60 >/dev/null)
-	@(exec 3<>/dev/tcp/127.0.0.1/5552) 2>/dev/null || rabbitmq-plugins enable rabbitmq_stream >/dev/null
+	@# await_startup fails at once until the new node has registered, so it is retried.
+	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || (rabbitmq-server -detached && timeout 90 sh -c 'until rabbitmqctl await_startup --timeout 60 >/dev/null 2>&1; do sleep 1; done')
+	@(exec 3<>/dev/tcp/127.0.0.1/5552) 2>/dev/null || (rabbitmqctl eval $(call LOOPBACK,rabbitmq_stream,5552) >/dev/null && rabbitmq-plugins enable rabbitmq_stream >/dev/null)
+	@# RabbitMQ's MQTT plugin: the MQTT source's second broker, on 1884 (Mosquitto holds 1883).
+	@# advanced.config keeps both plugins on loopback and off 1883 across restarts (an enabled
+	@# plugin that cannot bind its port stops RabbitMQ from booting); an existing one is kept.
+	@test -e /etc/rabbitmq/advanced.config || printf '%s\n' \
+		'[{rabbitmq_mqtt, [{tcp_listeners, [{"127.0.0.1", 1884}]}]},' \
+		' {rabbitmq_stream, [{tcp_listeners, [{"127.0.0.1", 5552}]}]}].' > /etc/rabbitmq/advanced.config
+	@(exec 3<>/dev/tcp/127.0.0.1/1884) 2>/dev/null || (rabbitmqctl eval $(call LOOPBACK,rabbitmq_mqtt,1884) >/dev/null && rabbitmq-plugins enable rabbitmq_mqtt >/dev/null)
 	@# Debian packages the tests start themselves: sshd for the file sources
 	@# (ingestion_platform_tests/sshd.py) and chromium for the end-to-end suite.
 	@missing=""; \

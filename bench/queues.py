@@ -14,7 +14,8 @@ For each broker and message count, rounds alternate, medians reported, with the 
 
 MQTT runs on a Mosquitto of the bench's own, once at Mosquitto's default in-flight window
 (20 unacknowledged messages per client) and once at 1,000, with no cap on the messages it
-queues for a session that is away: the messages are published first (untimed), then the
+queues for a session that is away, then on RabbitMQ's MQTT plugin (`--mqtt-rabbitmq-port`,
+10 in flight): the messages are published first (untimed), then the
 plain subscriber and the platform's drain each take a topic's worth. Then put → landed
 latency at a 500-message cut for JetStream: 500 messages published one by one, the
 partition landed as soon as the last is stored; each message's latency is its landing's
@@ -195,6 +196,26 @@ def platform_mqtt(port: int, client_id: str, topic: str, count: int, work: Path)
                       1_048_576, {})  # fmt: skip
 
 
+def mqtt_rounds(port: int, label: str, counts: list[int], rounds: int, work: Path) -> None:
+    """Plain subscriber and platform drain, alternating, on the broker at `port`."""
+    for count in counts:
+        plain, platform = [], []
+        for _ in range(rounds):
+            topic = f"bench/{uuid.uuid4().hex[:8]}"
+            for name, runner, times in (
+                ("p", plain_mqtt, plain), ("q", platform_mqtt, platform)
+            ):  # fmt: skip
+                client_id = f"bench-{name}-{topic.split('/')[1]}"
+                _session(port, client_id, topic)
+                # Published to the session while it is away (untimed): the broker queues
+                # them all, so the drain alone is timed.
+                _fill_mqtt(port, topic, count)
+                times.append(_timed(runner, port, client_id, topic, count, work))
+        a, b = statistics.median(plain), statistics.median(platform)
+        print(f"MQTT      {count:>7,} ({label}): plain {a:6.2f} s, platform "
+              f"{b:6.2f} s, platform speed {a / b:.2f}x (target >= 0.9)")  # fmt: skip
+
+
 def latency_at_a_cut(work: Path, size: int = 500) -> tuple[float, float]:
     stream = f"LAT{uuid.uuid4().hex[:6].upper()}"
     put_at: list[float] = []
@@ -229,6 +250,8 @@ def main() -> None:
     parser.add_argument("--mqtt-counts", type=int, nargs="*", default=[20_000])
     # Mosquitto's default is 20; the platform commits a window per in-flight window.
     parser.add_argument("--mqtt-inflight", type=int, nargs="+", default=[20, 1000])
+    # RabbitMQ's MQTT plugin (`make services`: 127.0.0.1:1884, 10 in flight); 0 skips it.
+    parser.add_argument("--mqtt-rabbitmq-port", type=int, default=1884)
     parser.add_argument("--rabbitmq-counts", type=int, nargs="*", default=[20_000, 200_000])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -248,24 +271,12 @@ def main() -> None:
               f"platform speed {a / b:.2f}x (target >= 0.9)")  # fmt: skip
     for inflight in args.mqtt_inflight if args.mqtt_counts else []:
         port, broker = _own_mosquitto(work, inflight)
-        for count in args.mqtt_counts:
-            plain, platform = [], []
-            for _ in range(args.rounds):
-                topic = f"bench/{uuid.uuid4().hex[:8]}"
-                for label, runner, times in (
-                    ("p", plain_mqtt, plain), ("q", platform_mqtt, platform)
-                ):  # fmt: skip
-                    client_id = f"bench-{label}-{topic.split('/')[1]}"
-                    _session(port, client_id, topic)
-                    # Published to the session while it is away (untimed): this broker
-                    # queues them all, so the drain alone is timed.
-                    _fill_mqtt(port, topic, count)
-                    times.append(_timed(runner, port, client_id, topic, count, work))
-            a, b = statistics.median(plain), statistics.median(platform)
-            print(f"MQTT      {count:>7,} (in flight {inflight:,}): plain {a:6.2f} s, platform "
-                  f"{b:6.2f} s, platform speed {a / b:.2f}x (target >= 0.9)")  # fmt: skip
+        mqtt_rounds(port, f"in flight {inflight:,}", args.mqtt_counts, args.rounds, work)
         broker.terminate()
         broker.wait(timeout=10)
+    if args.mqtt_rabbitmq_port and args.mqtt_counts:
+        label = "RabbitMQ's MQTT plugin, 10 in flight"
+        mqtt_rounds(args.mqtt_rabbitmq_port, label, args.mqtt_counts, args.rounds, work)
     p50, p95 = latency_at_a_cut(work)
     print(
         f"JetStream put → landed at a 500-message cut: p50 {p50:.2f} s, p95 {p95:.2f} s "

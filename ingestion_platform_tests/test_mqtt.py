@@ -1,6 +1,7 @@
-"""MQTT sources on real Mosquitto brokers: the machine's (127.0.0.1:1883) and, for restarts
-and credentials, one the test starts itself. Land-then-ack: kill -9 between the commit and
-the acknowledgement, and every message still lands once."""
+"""MQTT sources on real brokers: the machine's Mosquitto (127.0.0.1:1883), RabbitMQ's MQTT
+plugin (127.0.0.1:1884, a second implementation, which holds only 10 messages in flight) and,
+for restarts and credentials, a Mosquitto the test starts itself. Land-then-ack: kill -9
+between the commit and the acknowledgement, and every message still lands once."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from ingestion_platform_tests.sources import (
 )
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+# The machine's brokers (`make services`): port by name.
+BROKERS = {"mosquitto": 1883, "rabbitmq": 1884}
+BOTH_BROKERS = pytest.mark.parametrize("broker", list(BROKERS))
 
 
 @pytest.fixture
@@ -52,6 +56,17 @@ def _send(prefix: str, first: int, count: int, port: int = 1883, **auth: Any) ->
     publish.multiple(messages, hostname="127.0.0.1", port=port, **auth)
 
 
+@pytest.fixture
+def broker() -> str:
+    """The broker a test runs against; `BOTH_BROKERS` runs it against each."""
+    return "mosquitto"
+
+
+@pytest.fixture
+def port(broker: str) -> int:
+    return BROKERS[broker]
+
+
 def _defs(tmp_path: Path, prefix: str, **attributes: Any) -> dg.Definitions:
     base = {
         "topics": [f"{prefix}/+/temp"],
@@ -67,21 +82,27 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult
     return tick_size_sensor(defs, instance, "iot__size_sensor")
 
 
+@BOTH_BROKERS
 def test_messages_are_buffered_then_acknowledged_and_each_range_lands_once(
-    tmp_path: Path, fleet: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+    tmp_path: Path,
+    fleet: str,
+    port: int,
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    resources,
 ) -> None:
-    defs = _defs(tmp_path, fleet)
+    defs = _defs(tmp_path, fleet, port=port)
     assert (
         requested_keys(_tick(defs, instance)) == []
     )  # subscribes: the broker now keeps our session
-    _send(fleet, 1, 250)
-    publish.single(f"{fleet}/truck1/humidity", "{}", qos=1, hostname="127.0.0.1")  # no match
+    _send(fleet, 1, 250, port=port)
+    publish.single(f"{fleet}/truck1/humidity", "{}", qos=1, hostname="127.0.0.1", port=port)
     assert requested_keys(_tick(defs, instance)) == ["..200"]
     materialize(defs, partition_key="..200", resources=resources, instance=instance)
     materialize(defs, partition_key="..200", resources=resources, instance=instance)  # replay
     assert warehouse.query("select count(*), count(distinct id) from iot.readings") == [(200, 200)]
     # Acknowledged: a new tick gets nothing again from the broker; 50 wait in the buffer.
-    _send(fleet, 251, 50)
+    _send(fleet, 251, 50, port=port)
     assert requested_keys(_tick(defs, instance)) == ["200..300"]
     materialize(defs, partition_key="200..300", resources=resources, instance=instance)
     assert warehouse.query(
@@ -106,19 +127,21 @@ drain(MqttSettings("127.0.0.1", int(sys.argv[3]), [sys.argv[2] + "/+/temp"], "te
 """
 
 
+@BOTH_BROKERS
 def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
     tmp_path: Path,
     fleet: str,
+    port: int,
     instance: dg.DagsterInstance,
     warehouse: Warehouse,
     warehouse_path: Path,
     resources,
 ) -> None:
-    defs = _defs(tmp_path, fleet)
+    defs = _defs(tmp_path, fleet, port=port)
     _tick(defs, instance)  # the session
-    _send(fleet, 1, 30)
+    _send(fleet, 1, 30, port=port)
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_DRAIN, str(warehouse_path), fleet, "1883"],
+        [sys.executable, "-c", KILLED_DRAIN, str(warehouse_path), fleet, str(port)],
         capture_output=True,
     )
     assert killed.returncode == -signal.SIGKILL
@@ -228,6 +251,19 @@ def test_poison_messages_are_quarantined_and_the_counts_reconcile(
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["rows_reconcile"].passed
     assert checks["rows_reconcile"].metadata["rows_quarantined"].value == 2
+
+
+def test_a_broker_with_a_small_window_is_drained_window_by_window_without_waiting(
+    tmp_path: Path, fleet: str, instance: dg.DagsterInstance
+) -> None:
+    """RabbitMQ sends 10 messages, then waits for their acknowledgement: each window is
+    committed when the flow pauses, not after half a second of quiet, so one tick of
+    `drain_seconds: 5` takes 600 messages (it took about 100: 10 every 0.5 s)."""
+    port = BROKERS["rabbitmq"]
+    defs = _defs(tmp_path, fleet, port=port, batch={"records": 600})
+    _tick(defs, instance)  # the session
+    _send(fleet, 1, 600, port=port)
+    assert requested_keys(_tick(defs, instance)) == ["..600"]
 
 
 def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
