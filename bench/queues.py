@@ -53,11 +53,12 @@ from paho.mqtt import publish
 from bench.queues_rabbitmq import run as rabbitmq
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.declaration import SourceContext
+from ingestion_platform.core.message_landing import MessageDecoding
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
 from ingestion_platform.sources.mqtt.run import land_buffer_range
 from ingestion_platform.sources.nats.connectors.jetstream import JetStreamSettings
-from ingestion_platform.sources.nats.run import Decoding, land_range
+from ingestion_platform.sources.nats.run import land_range
 
 NATS = "nats://127.0.0.1:4222"
 SOURCE = SourceContext("bench", "bench/defs.yaml")
@@ -121,7 +122,7 @@ def plain_jetstream(stream: str, count: int, work: Path) -> None:
 
 def platform_jetstream(stream: str, count: int, work: Path) -> None:
     warehouse = Warehouse(str(work / f"p-{uuid.uuid4().hex}.duckdb"))
-    land_range(JetStreamSettings(NATS, stream), Decoding("json", 1_048_576, {}), SOURCE,
+    land_range(JetStreamSettings(NATS, stream), MessageDecoding("json", 1_048_576, {}), SOURCE,
                warehouse, "readings", f"..{count}", 0, count)  # fmt: skip
 
 
