@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export RUNTIME__DLTHUB_TELEMETRY := false
 
-.PHONY: demo test install services demo-data lint kinesis-mock
+.PHONY: demo test install services demo-data lint kinesis-mock s3rver
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,14 @@ $(KINESIS_MOCK): .kinesis-mock/package.json
 
 kinesis-mock: $(KINESIS_MOCK)
 
+# s3rver, a second S3 implementation beside moto for the S3 file source tests.
+S3RVER := .s3rver/node_modules/s3rver/package.json
+$(S3RVER): .s3rver/package.json
+	npm install --prefix .s3rver --no-audit --no-fund --silent
+	touch $@
+
+s3rver: $(S3RVER)
+
 # The modules that prove the landing contract, run again with every warehouse in a DuckLake.
 LAKE_CONTRACT := $(addprefix ingestion_platform_tests/,test_ducklake.py test_warehouse.py \
 	test_sql_landing_contract.py test_sql_types.py test_sql_failures.py test_concurrent_runs.py \
@@ -54,7 +62,7 @@ LAKE_SKIP := -k "not mariadb" --deselect \
 LOOPBACK = 'application:load($(1)), application:set_env($(1), tcp_listeners, [{"127.0.0.1", $(2)}]).'
 
 # Start the local peers the tests use when they are installed but stopped.
-services: kinesis-mock
+services: kinesis-mock s3rver
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 || (start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd && sleep 3)
 	@# The brokers of the queue sources: NATS with JetStream and Mosquitto (MQTT), on loopback.

@@ -6,9 +6,12 @@ services first, and CI must prove the platform against the real thing.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -68,10 +71,32 @@ def postgres_url() -> Iterator[str]:
     yield from _fresh_database(POSTGRES_ADMIN_URL, "PostgreSQL", '"', " with (force)")
 
 
+# Every MariaDB test holds this file's lock shared; a test that changes a server-wide
+# setting holds it alone (`mariadb_alone`), so no test in another xdist worker sees it.
+_MARIADB_LOCK = Path(tempfile.gettempdir()) / "ingestion_platform_tests_mariadb.lock"
+_mariadb_lock_fd: list[int] = []
+
+
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """A fresh, empty MariaDB database for one test."""
-    yield from _fresh_database(MARIADB_ADMIN_URL, "MariaDB", "`", "")
+    if not _mariadb_lock_fd:
+        _mariadb_lock_fd.append(os.open(_MARIADB_LOCK, os.O_RDWR | os.O_CREAT, 0o600))
+    fcntl.flock(_mariadb_lock_fd[0], fcntl.LOCK_SH)
+    try:
+        yield from _fresh_database(MARIADB_ADMIN_URL, "MariaDB", "`", "")
+    finally:
+        fcntl.flock(_mariadb_lock_fd[0], fcntl.LOCK_UN)
+
+
+@contextmanager
+def mariadb_alone() -> Iterator[None]:
+    """The MariaDB server to this test alone, for a server-wide setting (inside `mariadb_url`)."""
+    fcntl.flock(_mariadb_lock_fd[0], fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(_mariadb_lock_fd[0], fcntl.LOCK_SH)
 
 
 @pytest.fixture

@@ -1,18 +1,21 @@
-"""moto's server for tests: S3, Kinesis and Glue on a free loopback port, in a child process.
+"""moto's server for tests: S3, Kinesis and Glue on a free loopback port, in a child process;
+and s3rver, a second S3 implementation, for the S3 file source's tests.
 
 Registered for every test module by `pytest_plugins` in conftest.py: `moto_endpoint` (one
-server for the session), `aws_credentials` and `aws_env` (its credentials through the
-standard AWS chain), `s3` and `bucket`. A module that wants a server of its own starts one
-with `running_moto()`.
+server for the session), `s3rver_endpoint` (likewise; it takes moto's credentials),
+`aws_credentials` and `aws_env` (the credentials through the standard AWS chain), `s3` and
+`bucket`. A module that wants a server of its own starts one with `running_moto()`.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,6 +26,14 @@ from ingestion_platform_tests.servers import free_port, stop_process, wait_liste
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 REGION = "us-east-1"
+S3RVER = Path(__file__).resolve().parent.parent / ".s3rver" / "node_modules" / "s3rver"
+# s3rver knows one key pair, S3RVER/S3RVER: moto's is added, so both servers take the same.
+S3RVER_MAIN = """
+const [module, port, directory] = process.argv.slice(1);
+require(module + "/lib/models/account").DUMMY_ACCOUNT.createKeyPair("testing", "testing");
+const S3rver = require(module);
+new S3rver({ address: "127.0.0.1", port: Number(port), directory, silent: true }).run();
+"""
 
 
 def aws_client(service: str, endpoint: str, config: Config | None = None) -> Any:
@@ -63,6 +74,25 @@ def moto_endpoint() -> Iterator[str]:
     """moto's server on a free loopback port, for the whole session."""
     with running_moto() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3rver_endpoint() -> Iterator[str]:
+    """s3rver on a free loopback port, storing under a temporary folder, for the session."""
+    if not S3RVER.exists():
+        pytest.fail(f"s3rver is not installed at {S3RVER}; run `make s3rver`")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="s3rver-") as directory:
+        process = subprocess.Popen(
+            ["node", "-e", S3RVER_MAIN, str(S3RVER), str(port), directory],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_listening(port, process, "s3rver")
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(process)
 
 
 @pytest.fixture

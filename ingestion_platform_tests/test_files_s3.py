@@ -1,5 +1,7 @@
 """S3 file sources on moto's server: pick-up once, overwrites, prefixes, late keys, formats,
-quarantine, replay of exact versions, and the errors a user sees."""
+quarantine, replay of exact versions, and the errors a user sees. Tests marked
+`BOTH_S3_SERVERS` run against s3rver too, a second S3 implementation (it has no versioning
+and cannot store a key with `//` or `..`, so those two tests are moto's alone)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,24 @@ import pytest
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.files.component import S3FileSource
 from ingestion_platform_tests.files_helpers import keys, rows, s3_source, tick
+from ingestion_platform_tests.moto_server import aws_client
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
-# moto's credentials from the environment; `s3` and `bucket` are moto_server.py's.
+# The servers' credentials from the environment (moto_server.py).
 pytestmark = pytest.mark.usefixtures("aws_credentials")
+BOTH_S3_SERVERS = pytest.mark.parametrize("s3_endpoint", ["moto", "s3rver"], indirect=True)
+
+
+@pytest.fixture
+def s3_endpoint(request: pytest.FixtureRequest) -> str:
+    """moto's server; s3rver's for a test marked `BOTH_S3_SERVERS`."""
+    server = getattr(request, "param", "moto")
+    return request.getfixturevalue(f"{server}_endpoint")
+
+
+@pytest.fixture
+def s3(s3_endpoint: str) -> Any:
+    return aws_client("s3", s3_endpoint)
 
 
 def _defs(tmp_path: Path, endpoint: str, bucket: str, **extra: object) -> dg.Definitions:
@@ -34,13 +50,14 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+@BOTH_S3_SERVERS
 def test_each_new_object_is_cut_once_and_lands_exactly(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/orders_1.csv", Body=b"id,amount\n1,2.5\n2,3.5\n")
     s3.put_object(Bucket=bucket, Key="incoming/readme.txt", Body=b"not data")
     s3.put_object(Bucket=bucket, Key="elsewhere/orders_9.csv", Body=b"id,amount\n9,9\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, patterns=["orders_*.csv"])
+    defs = _defs(tmp_path, s3_endpoint, bucket, patterns=["orders_*.csv"])
     first = tick(defs, instance)
     (key,) = keys(first)
     assert key.startswith("orders_1.csv@")
@@ -66,12 +83,13 @@ def test_each_new_object_is_cut_once_and_lands_exactly(
     assert rows(warehouse, "select count(*) from partner_s3.orders") == [(2,)]
 
 
+@BOTH_S3_SERVERS
 def test_the_cursor_stays_one_key_and_nested_keys_are_found(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance
 ) -> None:
     for day in range(1, 4):
         s3.put_object(Bucket=bucket, Key=f"incoming/2026/11/0{day}/a.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket)
+    defs = _defs(tmp_path, s3_endpoint, bucket)
     first = tick(defs, instance)
     # Three files at once: one partition holds them (core/backlog.py).
     assert [k.split("@")[0] for k in keys(first)] == ["2026_11_01_a.csv+2"]
@@ -83,11 +101,12 @@ def test_the_cursor_stays_one_key_and_nested_keys_are_found(
     assert [k.split("@")[0] for k in keys(second)] == ["2026_11_04_a.csv"]
 
 
+@BOTH_S3_SERVERS
 def test_a_key_written_late_under_an_earlier_name_is_found_by_the_full_listing(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/b.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, full_listing_every="2s")
+    defs = _defs(tmp_path, s3_endpoint, bucket, full_listing_every="2s")
     first = tick(defs, instance)
     assert [k.split("@")[0] for k in keys(first)] == ["b.csv"]
     s3.put_object(Bucket=bucket, Key="incoming/a.csv", Body=b"id\n2\n")
@@ -100,10 +119,11 @@ def test_a_key_written_late_under_an_earlier_name_is_found_by_the_full_listing(
     assert [k.split("@")[0] for k in keys(third)] == ["a.csv"]
 
 
+@BOTH_S3_SERVERS
 def test_a_file_waiting_for_its_marker_holds_the_cursor(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance
 ) -> None:
-    defs = _defs(tmp_path, moto_endpoint, bucket, done_marker=".done")
+    defs = _defs(tmp_path, s3_endpoint, bucket, done_marker=".done")
     s3.put_object(Bucket=bucket, Key="incoming/a.csv", Body=b"id\n1\n")
     s3.put_object(Bucket=bucket, Key="incoming/b.csv", Body=b"id\n2\n")
     s3.put_object(Bucket=bucket, Key="incoming/b.csv.done", Body=b"")
@@ -115,11 +135,12 @@ def test_a_file_waiting_for_its_marker_holds_the_cursor(
     assert [k.split("@")[0] for k in keys(second)] == ["a.csv"]
 
 
+@BOTH_S3_SERVERS
 def test_an_overwritten_object_lands_again_and_the_old_partition_cannot_replay(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/orders.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, full_listing_every="0s")
+    defs = _defs(tmp_path, s3_endpoint, bucket, full_listing_every="0s")
     first = tick(defs, instance)
     (old,) = keys(first)
     materialize(defs, partition_key=old, resources=resources, instance=instance)
@@ -144,11 +165,11 @@ def test_an_overwritten_object_lands_again_and_the_old_partition_cannot_replay(
 
 
 def test_a_versioned_bucket_replays_the_exact_version(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
 ) -> None:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object(Bucket=bucket, Key="incoming/orders.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, full_listing_every="0s")
+    defs = _defs(tmp_path, s3_endpoint, bucket, full_listing_every="0s")
     first = tick(defs, instance)
     (old,) = keys(first)
     s3.put_object(Bucket=bucket, Key="incoming/orders.csv", Body=b"id\n2\n3\n")
@@ -181,9 +202,10 @@ def _parquet(table: pa.Table) -> bytes:
     # the same test ids.
     ids=["csv", "csv.gz", "jsonl", "parquet"],
 )
+@BOTH_S3_SERVERS
 def test_each_format_lands_exactly(
     tmp_path: Path,
-    moto_endpoint: str,
+    s3_endpoint: str,
     s3: Any,
     bucket: str,
     instance,
@@ -193,7 +215,7 @@ def test_each_format_lands_exactly(
     body: bytes,
 ) -> None:
     s3.put_object(Bucket=bucket, Key=f"incoming/{name}", Body=body)
-    defs = _defs(tmp_path, moto_endpoint, bucket)
+    defs = _defs(tmp_path, s3_endpoint, bucket)
     (key,) = keys(tick(defs, instance))
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     assert rows(warehouse, "select id, name from partner_s3.orders order by id") == [
@@ -202,13 +224,14 @@ def test_each_format_lands_exactly(
     ]
 
 
+@BOTH_S3_SERVERS
 def test_bad_rows_are_quarantined_and_the_counts_reconcile(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
 ) -> None:
     s3.put_object(
         Bucket=bucket, Key="incoming/orders.csv", Body=b"id,amount\n1,2.5\n2,lots\n3,4.0\n"
     )
-    defs = _defs(tmp_path, moto_endpoint, bucket, columns={"id": "INTEGER", "amount": "DOUBLE"})
+    defs = _defs(tmp_path, s3_endpoint, bucket, columns={"id": "INTEGER", "amount": "DOUBLE"})
     (key,) = keys(tick(defs, instance))
     result = materialize(defs, partition_key=key, resources=resources, instance=instance)
     metadata = _metadata(result)
@@ -221,11 +244,12 @@ def test_bad_rows_are_quarantined_and_the_counts_reconcile(
     assert rows(warehouse, "select count(*) from partner_s3._quarantine") == [(1,)]
 
 
+@BOTH_S3_SERVERS
 def test_archive_after_landing_moves_the_object_and_a_replay_reads_the_copy(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance, warehouse, resources
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/orders.csv", Body=b"id\n1\n2\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, after_landing="archive")
+    defs = _defs(tmp_path, s3_endpoint, bucket, after_landing="archive")
     first = tick(defs, instance)
     (key,) = keys(first)
     materialize(defs, partition_key=key, resources=resources, instance=instance)
@@ -248,14 +272,15 @@ def test_archive_after_landing_moves_the_object_and_a_replay_reads_the_copy(
     ]  # fmt: skip
 
 
+@BOTH_S3_SERVERS
 def test_a_missing_bucket_and_missing_credentials_fail_the_tick_with_the_fix(
-    tmp_path: Path, moto_endpoint: str, instance, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_endpoint: str, instance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    defs = _defs(tmp_path, moto_endpoint, "no-such-bucket")
+    defs = _defs(tmp_path, s3_endpoint, "no-such-bucket")
     with pytest.raises(Exception) as missing:
         tick(defs, instance)
     assert str(missing.value).endswith(
-        f"bucket 'no-such-bucket' does not exist at {moto_endpoint}. Fix: create it or fix `bucket`"
+        f"bucket 'no-such-bucket' does not exist at {s3_endpoint}. Fix: create it or fix `bucket`"
     )
     assert "partner_s3/defs.yaml" in str(missing.value)
 
@@ -276,11 +301,12 @@ def test_a_declared_path_is_refused_with_the_field_to_use(tmp_path: Path) -> Non
     assert "prefix: incoming/" in str(error.value)
 
 
+@BOTH_S3_SERVERS
 def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/a.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket, batch={"every": "day", "start": "2026-01-01"})
+    defs = _defs(tmp_path, s3_endpoint, bucket, batch={"every": "day", "start": "2026-01-01"})
     first = tick(defs, instance)
     # Written today: its day's window is still open, so nothing is cut and the cursor does
     # not move past it.
@@ -297,12 +323,12 @@ def test_time_batches_wait_for_the_window_of_the_objects_last_modified(
 
 
 def test_keys_that_could_leave_the_staging_folder_are_refused_and_reported(
-    tmp_path: Path, moto_endpoint: str, s3: Any, bucket: str, instance
+    tmp_path: Path, s3_endpoint: str, s3: Any, bucket: str, instance
 ) -> None:
     s3.put_object(Bucket=bucket, Key="incoming/../escape.csv", Body=b"id\n1\n")
     s3.put_object(Bucket=bucket, Key="incoming//double.csv", Body=b"id\n1\n")
     s3.put_object(Bucket=bucket, Key="incoming/fine.csv", Body=b"id\n1\n")
-    defs = _defs(tmp_path, moto_endpoint, bucket)
+    defs = _defs(tmp_path, s3_endpoint, bucket)
     result = tick(defs, instance)
     assert [k.split("@")[0] for k in keys(result)] == ["fine.csv"]
     (request,) = result.run_requests or []

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
-from ingestion_platform_tests.conftest import MARIADB_ADMIN_URL
+from ingestion_platform_tests.conftest import MARIADB_ADMIN_URL, mariadb_alone
 from ingestion_platform_tests.sources import build_source, materialize
 
 # (id, happened_at in UTC, noted_at: a zone-less timestamp, which no time zone touches)
@@ -52,18 +52,20 @@ def _create_events(url: str, happened_type: str, zoneless_type: str, utc: str) -
 
 @pytest.fixture
 def mariadb_at_plus_five(mariadb_url: str) -> Iterator[str]:
-    """The test's database, on a server whose new sessions start at +05:00."""
+    """The test's database, on a server whose new sessions start at +05:00 (a server-wide
+    setting: no other MariaDB test runs meanwhile)."""
     _create_events(mariadb_url, "timestamp(6)", "datetime(6)", "SET time_zone = '+00:00'")
     admin = sa.create_engine(MARIADB_ADMIN_URL, poolclass=sa.pool.NullPool)
-    with admin.connect() as connection:
-        before = connection.exec_driver_sql("select @@global.time_zone").scalar_one()
-        connection.exec_driver_sql("SET GLOBAL time_zone = '+05:00'")
-    try:
-        yield mariadb_url
-    finally:
+    with mariadb_alone():
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"SET GLOBAL time_zone = '{before}'")
-        admin.dispose()
+            before = connection.exec_driver_sql("select @@global.time_zone").scalar_one()
+            connection.exec_driver_sql("SET GLOBAL time_zone = '+05:00'")
+        try:
+            yield mariadb_url
+        finally:
+            with admin.connect() as connection:
+                connection.execute(sa.text("SET GLOBAL time_zone = :before"), {"before": before})
+            admin.dispose()
 
 
 @pytest.fixture
