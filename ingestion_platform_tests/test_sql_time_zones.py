@@ -19,8 +19,9 @@ import sqlalchemy as sa
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.sql.component import SqlDatabaseSource
+from ingestion_platform.sources.sql.connectors import sql_database
 from ingestion_platform_tests.conftest import MARIADB_ADMIN_URL, mariadb_alone
-from ingestion_platform_tests.sources import build_source, materialize
+from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 # (id, happened_at in UTC, noted_at: a zone-less timestamp, which no time zone touches)
 ROWS = [
@@ -79,6 +80,18 @@ def postgres_at_plus_five_thirty(postgres_url: str) -> str:
     return postgres_url
 
 
+def _daily_events(tmp_path: Path, url: str, backend: str) -> dg.Definitions:
+    """Source `tz`: table `events` in daily windows of `happened_at`, read by `backend`."""
+    attributes = {
+        "connection": url,
+        "cursor": "happened_at",
+        "backend": backend,
+        "tables": [{"name": "events", "primary_key": ["id"]}],
+        "batch": {"every": "day", "start": "2026-11-01"},
+    }
+    return build_source(SqlDatabaseSource, tmp_path / "tz", attributes)
+
+
 def _landed(warehouse: Warehouse, batch: str) -> list[tuple]:
     return warehouse.query(
         "select id, happened_at, noted_at from tz.events where _batch_key = ? order by id",
@@ -104,14 +117,7 @@ def test_timestamps_land_as_the_same_instants_in_their_utc_windows(
         text, expected_text = SHOWN_IN_SERVER_ZONE[server]
         shown = connection.exec_driver_sql(f"select {text} from events where id = 1")  # noqa: S608
         assert shown.scalar_one() == expected_text
-    attributes = {
-        "connection": url,
-        "cursor": "happened_at",
-        "backend": backend,
-        "tables": [{"name": "events", "primary_key": ["id"]}],
-        "batch": {"every": "day", "start": "2026-11-01"},
-    }
-    defs = build_source(SqlDatabaseSource, tmp_path / "tz", attributes)
+    defs = _daily_events(tmp_path, url, backend)
 
     for day in ("2026-11-01", "2026-11-02", "2026-11-02"):
         materialize(defs, partition_key=day, resources=resources, instance=instance)
@@ -122,3 +128,42 @@ def test_timestamps_land_as_the_same_instants_in_their_utc_windows(
     assert _landed(warehouse, "2026-11-01") == expected[:1]
     assert _landed(warehouse, "2026-11-02") == expected[1:]
     assert warehouse.count("tz", "events") == 3
+
+
+def test_a_mysql_that_ignores_the_utc_hint_off_utc_is_refused_with_the_fix(
+    mariadb_at_plus_five: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MySQL 5.7 takes the `SET_VAR` hint for a comment, as MariaDB does: told it is MySQL,
+    MariaDB at +05:00 stands in for such a server. Readers with their own connections are
+    refused before they read; the pyarrow backend (SQLAlchemy's UTC sessions) lands."""
+    monkeypatch.setattr(sql_database, "_is_mariadb", lambda _dialect: False)
+    engine = sql_database.make_engine(mariadb_at_plus_five)
+    assert sql_database.unread_in_utc(engine) == (
+        "the server ignores the SET_VAR hint that makes a read use UTC (MySQL before 8.0) "
+        "and its time zone is +05:00"
+    )
+    engine.dispose()
+    for backend in ("auto", "connectorx", "pyarrow"):
+        defs = _daily_events(tmp_path, mariadb_at_plus_five, backend)
+        result = materialize(
+            defs, partition_key="2026-11-02", resources=resources, instance=instance,
+            raise_on_error=False,
+        )  # fmt: skip
+        if backend == "pyarrow":
+            assert result.success
+            assert _landed(warehouse, "2026-11-02") == ROWS[1:]
+        else:
+            assert failure_message(result) == (
+                "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
+                "source 'tz': table 'events' has TIMESTAMP column(s) happened_at, but the "
+                "server ignores the SET_VAR hint that makes a read use UTC (MySQL before 8.0) "
+                "and its time zone is +05:00, so they would land shifted from UTC. Nothing "
+                "was landed. Fix: set the server's time_zone to '+00:00' (default-time-zone), "
+                f"or `backend: pyarrow` in {tmp_path / 'tz' / 'defs.yaml'}"
+            )
+            assert not warehouse.table_exists("tz", "events")

@@ -28,6 +28,7 @@ from dagster.components.utils.defs_state import (
 )
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
 from pydantic import PrivateAttr
+from sqlalchemy.dialects import mysql
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.core.column_names import (
@@ -66,6 +67,7 @@ from ingestion_platform.sources.sql.connectors.sql_database import (
     read_failure,
     safe_url,
     slice_resource,
+    unread_in_utc,
 )
 from ingestion_platform.sources.sql.lag import sql_lag_measure
 from ingestion_platform.sources.sql.landing import land_arrow_slice, warehouse_table_name
@@ -319,6 +321,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         engine = make_engine(url)
         try:
             reflected, cursor = self._inspect(source, engine, table)
+            self._refuse_shifted_timestamps(source, engine, reflected)
             keys, bounds = run_slice(context, self.batch.is_time)
             scan = (
                 scanner_plan(
@@ -502,6 +505,23 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             if table.name == table_name and (attribute == "name" or table.cursor):
                 return f"tables[{index}].{attribute}"
         return "db_schema" if attribute == "name" else "cursor"
+
+    def _refuse_shifted_timestamps(
+        self, source: SourceContext, engine: sa.Engine, reflected: sa.Table
+    ) -> None:
+        """Fail before reading when a reader with its own connection would get a MySQL
+        TIMESTAMP in the server's zone instead of UTC (MySQL 5.7 off UTC)."""
+        stamps = [c.name for c in reflected.columns if isinstance(c.type, mysql.TIMESTAMP)]
+        if not stamps or self.backend == "pyarrow":
+            return  # the pyarrow backend reads through SQLAlchemy's sessions, set to UTC
+        reason = unread_in_utc(engine)
+        if reason is not None:
+            raise SourceDatabaseError(
+                f"source {source.name!r}: table {reflected.name!r} has TIMESTAMP column(s) "
+                f"{', '.join(stamps)}, but {reason}, so they would land shifted from UTC. "
+                "Nothing was landed. Fix: set the server's time_zone to '+00:00' "
+                f"(default-time-zone), or `backend: pyarrow` in {source.defs_file}"
+            )
 
     @staticmethod
     def _unreachable(source: SourceContext, error: SourceDatabaseError) -> SourceDatabaseError:

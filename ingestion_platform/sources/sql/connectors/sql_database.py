@@ -107,15 +107,47 @@ def utc_sessions(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
+def _is_mariadb(dialect: sa.Dialect) -> bool:
+    return bool(getattr(dialect, "is_mariadb", False))
+
+
 def in_utc_session(sql: str, dialect: sa.Dialect) -> str:
     """One SELECT for a reader with its own connection (DuckDB's scanner, ConnectorX), run
     with the session time zone UTC, as `utc_sessions` sets it for SQLAlchemy's."""
     if dialect.name not in MYSQL_DIALECTS:
         return sql
-    if getattr(dialect, "is_mariadb", False):
+    if _is_mariadb(dialect):
         return f"SET STATEMENT time_zone = '{UTC_OFFSET}' FOR {sql}"
     keyword, rest = sql.split(None, 1)  # MySQL 8: the hint follows SELECT
     return f"{keyword} /*+ SET_VAR(time_zone = '{UTC_OFFSET}') */ {rest}"
+
+
+_UTC_NAMES = {"+00:00", "UTC", "Etc/UTC", "GMT"}
+
+
+def unread_in_utc(engine: sa.Engine) -> str | None:
+    """Why a reader with its own connection would not read a MySQL TIMESTAMP in UTC, or None.
+
+    MySQL before 8.0 ignores the `SET_VAR` hint `in_utc_session` adds (a hint is a comment
+    to it), so such a reader gets the server's own zone: harmless when that is UTC.
+    """
+    if engine.dialect.name not in MYSQL_DIALECTS or _is_mariadb(engine.dialect):
+        return None
+    with engine.connect() as connection:
+        hinted = connection.exec_driver_sql(
+            "SELECT /*+ SET_VAR(time_zone = '+01:00') */ @@session.time_zone"
+        ).scalar_one()
+        if hinted == "+01:00":
+            return None
+        zone, system = connection.exec_driver_sql(
+            "SELECT @@global.time_zone, @@system_time_zone"
+        ).one()
+    if zone in _UTC_NAMES or (str(zone).upper() == "SYSTEM" and system in _UTC_NAMES):
+        return None
+    return (
+        f"the server ignores the SET_VAR hint that makes a read use UTC (MySQL before 8.0) "
+        f"and its time zone is {zone if str(zone).upper() != 'SYSTEM' else system}"
+    )
 
 
 def safe_url(url: str) -> str:
