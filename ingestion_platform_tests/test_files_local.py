@@ -10,7 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingestion_platform.core.warehouse import Warehouse
+from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
+from ingestion_platform_tests.conftest import WAREHOUSE_KIND
 from ingestion_platform_tests.files_helpers import keys, local_source, rows, tick
 from ingestion_platform_tests.sources import failure_message, materialize
 
@@ -215,3 +216,29 @@ def test_a_re_uploaded_file_is_archived_beside_the_first_and_the_first_replays_e
     assert rows(warehouse, "select _batch_key = ?, id, amount from inbox.orders order by 1, 2",
                 first) == [(False, 1, 11), (False, 2, 21), (False, 3, 31),
                            (True, 1, 10), (True, 2, 20)]  # fmt: skip
+
+
+def test_a_source_named_like_the_warehouse_file_is_refused_with_the_fix(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance
+) -> None:
+    """DuckDB names a file's own catalog after the file: with a source `inbox` landing into
+    inbox.duckdb, every `inbox.<table>` would fail as ambiguous, in DuckDB's words only."""
+    (inbox / "orders_1.csv").write_text("id\n1\n")
+    defs = _defs(tmp_path, inbox)
+    (key,) = keys(tick(defs, instance))
+    path = tmp_path / "Inbox.duckdb"
+    resources = {"warehouse": WarehouseResource(path=str(path))}
+    result = materialize(
+        defs, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+    )
+    if WAREHOUSE_KIND == "ducklake":  # the lake's catalog has a name of the platform's own
+        assert result.success
+        return
+    assert failure_message(result) == (
+        "ingestion_platform.core.warehouse.DatasetNamedLikeWarehouse: source 'inbox' has the "
+        "name of the warehouse file Inbox.duckdb: DuckDB calls the file's own catalog "
+        "'Inbox' too, and refuses every inbox.<table> as ambiguous. Nothing was landed. Fix: "
+        f"rename the warehouse file (INGESTION_WAREHOUSE_PATH, now {path}) or the source's "
+        "folder"
+    )
+    assert not Warehouse(path).table_exists("inbox", "orders")

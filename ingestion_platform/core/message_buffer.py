@@ -43,6 +43,7 @@ def _relation(dataset: str) -> str:
 
 def append(warehouse: Warehouse, dataset: str, messages: list[BufferedMessage]) -> int:
     """Commit the messages not buffered yet, in one transaction; returns how many were new."""
+    warehouse.check_dataset(dataset)
     relation = _relation(dataset)
     rows = pa.table(
         {

@@ -95,6 +95,7 @@ def land_stream_slice(
     in_transaction: InTransaction | None = None,
 ) -> StreamLandingReport:
     """Replace the rows and quarantined records of `batch_key` with `decoded`."""
+    warehouse.check_dataset(dataset)
     started = time.monotonic()
     report = StreamLandingReport(decoded.records_read, decoded.bytes_read)
     loaded_at = datetime.now(UTC)

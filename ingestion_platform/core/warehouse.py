@@ -100,6 +100,10 @@ def delete_older_versions(
     return int(deleted)
 
 
+class DatasetNamedLikeWarehouse(ValueError):
+    """A source's schema would have the warehouse file's catalog name."""
+
+
 class Warehouse:
     """A DuckDB file plus the lock that serialises every process's access to it.
 
@@ -117,6 +121,17 @@ class Warehouse:
         self.memory_limit = memory_limit
         self.lake = lake
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+
+    def check_dataset(self, dataset: str) -> None:
+        """Refuse a source whose schema has the warehouse file's name: DuckDB names the file's
+        own catalog after it, then refuses every `schema.table` of it as ambiguous."""
+        if not self.lake and dataset.lower() == self.path.stem.lower():
+            raise DatasetNamedLikeWarehouse(
+                f"source {dataset!r} has the name of the warehouse file {self.path.name}: DuckDB "
+                f"calls the file's own catalog {self.path.stem!r} too, and refuses every "
+                f"{dataset}.<table> as ambiguous. Nothing was landed. Fix: rename the warehouse "
+                f"file (INGESTION_WAREHOUSE_PATH, now {self.path}) or the source's folder"
+            )
 
     @property
     def write_config(self) -> dict[str, str | bool]:

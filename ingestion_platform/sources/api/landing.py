@@ -111,6 +111,7 @@ def land_slice(
 
     dlt's merge also de-duplicates records on their primary key (pages may repeat a record).
     """
+    warehouse.check_dataset(dataset)
     started = time.monotonic()
     loaded_at = datetime.now(UTC)
     stampers: dict[str, KeyStamper] = {}

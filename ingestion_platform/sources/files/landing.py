@@ -107,6 +107,7 @@ def land_files(
     """Replace the rows of `batch_key` in `source.table` (and its quarantine) with `reads`.
 
     `unread`: how many records each unreadable file holds (1 each when not given)."""
+    warehouse.check_dataset(source)
     started = time.monotonic()
     bad = dict(unreadable)
     counts = {label: (unread or {}).get(label, 1) for label in bad}

@@ -94,7 +94,9 @@ def build_stream_sensor(
         shards = reader.shards()
         created = reader.created_at()
         try:
-            with manifest.sensor_connection(warehouse.get()) as connection:
+            landing = warehouse.get()
+            landing.check_dataset(dataset)
+            with manifest.sensor_connection(landing) as connection:
                 manifest.ensure(connection, dataset)
                 epoch = current_epoch(
                     connection, dataset, reader.address.name, created, shards, start_at.latest

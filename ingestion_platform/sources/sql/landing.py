@@ -140,6 +140,7 @@ def landing_pipeline(
     connection: duckdb.DuckDBPyConnection | None = None,
 ) -> dlt.Pipeline:
     """dlt's pipeline for one landing; on a DuckDB file it borrows `connection`, if given."""
+    warehouse.check_dataset(dataset)
     # A private working folder per run: concurrent runs never share dlt state.
     return dlt.pipeline(
         pipeline_name=name,
