@@ -94,9 +94,9 @@ def build_stream_sensor(
         shards = reader.shards()
         created = reader.created_at()
         try:
-            landing = warehouse.get()
-            landing.check_dataset(dataset)
-            with manifest.sensor_connection(landing) as connection:
+            target = warehouse.get()
+            target.check_dataset(dataset)  # before the manifest, which lives in its schema
+            with manifest.sensor_connection(target) as connection:
                 manifest.ensure(connection, dataset)
                 epoch = current_epoch(
                     connection, dataset, reader.address.name, created, shards, start_at.latest

@@ -83,9 +83,9 @@ MYSQL_DIALECTS = ("mysql", "mariadb")
 UTC_OFFSET = "+00:00"
 
 
-def make_engine(url: str, **options: Any) -> sa.Engine:
+def make_engine(url: str) -> sa.Engine:
     """An engine whose MySQL/MariaDB sessions run in UTC (`utc_sessions`)."""
-    return utc_sessions(sa.create_engine(url, pool_pre_ping=True, **options))
+    return utc_sessions(sa.create_engine(url, pool_pre_ping=True))
 
 
 def utc_sessions(engine: sa.Engine) -> sa.Engine:
