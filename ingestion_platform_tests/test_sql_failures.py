@@ -73,7 +73,7 @@ def test_unreachable_database_fails_naming_the_source_without_the_password(
     assert message == (
         "ingestion_platform.sources.sql.connectors.sql_database.SourceDatabaseError: "
         "source 'shop': "
-        "cannot connect to postgresql://loader:***@127.0.0.1:1/shop: connection failed: "
+        "cannot connect to postgresql://loader:***@127.0.0.1:1/shop: "
         'connection to server at "127.0.0.1", port 1 failed: Connection refused. Fix: check '
         f"that the database is up and that `connection` in {tmp_path / 'shop' / 'defs.yaml'} "
         "points at it"

@@ -124,7 +124,7 @@ def test_refreshing_against_an_unreachable_database_says_what_to_fix(tmp_path: P
     with pytest.raises(SourceDatabaseError) as raised:
         component.write_state_to_path(tmp_path / "state")
     assert str(raised.value) == (
-        "source 'sales': cannot connect to postgresql://u:***@127.0.0.1:1/x: connection failed: "
+        "source 'sales': cannot connect to postgresql://u:***@127.0.0.1:1/x: "
         'connection to server at "127.0.0.1", port 1 failed: Connection refused. Fix: check '
         f"that the database is up and that `connection` in {tmp_path / 'sales' / 'defs.yaml'} "
         "points at it"

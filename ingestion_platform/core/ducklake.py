@@ -30,6 +30,7 @@ import duckdb
 import sqlalchemy as sa
 from filelock import Timeout
 
+from ingestion_platform.core.database_urls import engine_url
 from ingestion_platform.core.duckdb_extensions import install_packaged_extensions
 from ingestion_platform.core.sql_quoting import quote_literal
 
@@ -182,7 +183,7 @@ class DuckLake:
 
     @contextmanager
     def _advisory_lock(self, key: int, timeout: float) -> Iterator[None]:
-        engine = sa.create_engine(_parse(self.catalog_url), poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(engine_url(_parse(self.catalog_url)), poolclass=sa.pool.NullPool)
         deadline = time.monotonic() + timeout
         try:
             with self._catalog_session(engine) as session:

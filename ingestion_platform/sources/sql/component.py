@@ -37,6 +37,7 @@ from ingestion_platform.core.column_names import (
     describe_taken,
     taken_names,
 )
+from ingestion_platform.core.database_urls import shown_url
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health
 from ingestion_platform.core.lag import lag_defs
@@ -450,7 +451,6 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
         self, source: SourceContext, engine: sa.Engine, table: SqlTable
     ) -> tuple[sa.Table, CursorColumn]:
         """The reflected table and its cursor; a missing piece fails naming the field."""
-        url = str(engine.url)
         try:
             reflected, cursor = inspect_table(
                 engine, table.name, self.db_schema, _cursor_names(table.cursor or self.cursor)
@@ -465,7 +465,7 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
             field = "name" if missing.what.startswith("table") else "cursor"
             raise source.error(
                 self._field(table.name, field),
-                f"{missing.what} does not exist in {safe_url(url)}",
+                f"{missing.what} does not exist in {shown_url(engine.url)}",
                 f"use one of: {', '.join(missing.available) or '(none found)'}",
             ) from None
         except SourceDatabaseError as unreachable:

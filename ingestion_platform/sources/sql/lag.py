@@ -23,6 +23,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from ingestion_platform.core.batching import CursorSlice
+from ingestion_platform.core.database_urls import engine_url
 from ingestion_platform.core.declaration import Setting, SourceContext, SourceFailure
 from ingestion_platform.core.lag import LagMeasure, SourceLag
 from ingestion_platform.core.window_lag import MAX_WINDOWS, NEVER_LANDED_WINDOWS
@@ -90,7 +91,9 @@ def _engine(url: str, timeout: int) -> sa.Engine:
         args = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
     elif backend == "sqlite":
         args = {"timeout": timeout}
-    return utc_sessions(sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool))
+    return utc_sessions(
+        sa.create_engine(engine_url(url), connect_args=args, poolclass=sa.pool.NullPool)
+    )
 
 
 def _newest_cut(instance: dg.DagsterInstance, partitions_def: dg.PartitionsDefinition) -> Any:

@@ -12,6 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 from dlt.extract import DltResource
 
+from ingestion_platform.core.database_urls import shown_url
 from ingestion_platform.core.declaration import SourceContext
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.api.landing import LandingReport
@@ -81,7 +82,7 @@ def land_scanned(
             primary_key=primary_key,
         )
     except ScannerUnavailable as refused:
-        url = read.engine.url.render_as_string(hide_password=True)
+        url = shown_url(read.engine.url)
         raise SourceDatabaseError(
             f"source {source.name!r}: DuckDB's {read.plan.source.kind} scanner cannot "
             f"connect to {url}: {refused}. Fix: check that the database is up and that "

@@ -22,6 +22,7 @@ from dlt.sources.sql_database.helpers import (
     TableLoader,
 )
 
+from ingestion_platform.core.database_urls import engine_url, shown_url
 from ingestion_platform.core.pending import Pending
 from ingestion_platform.sources.sql.connectors.sql_types import TypePlan, plan_types
 
@@ -85,7 +86,7 @@ UTC_OFFSET = "+00:00"
 
 def make_engine(url: str) -> sa.Engine:
     """An engine whose MySQL/MariaDB sessions run in UTC (`utc_sessions`)."""
-    return utc_sessions(sa.create_engine(url, pool_pre_ping=True))
+    return utc_sessions(sa.create_engine(engine_url(url), pool_pre_ping=True))
 
 
 def utc_sessions(engine: sa.Engine) -> sa.Engine:
@@ -173,7 +174,7 @@ def inspect_table(
             reflected = sa.Table(table, metadata, autoload_with=connection)
     except sa.exc.OperationalError as error:
         raise SourceDatabaseError(
-            f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
+            f"cannot connect to {shown_url(engine.url)}: {_first_line(error)}"
         ) from None
     if not cursor:
         return reflected, None
@@ -232,7 +233,7 @@ def list_tables(engine: sa.Engine, schema: str | None) -> list[str]:
             return sorted(sa.inspect(connection).get_table_names(schema=schema))
     except sa.exc.OperationalError as error:
         raise SourceDatabaseError(
-            f"cannot connect to {safe_url(str(engine.url))}: {_first_line(error)}"
+            f"cannot connect to {shown_url(engine.url)}: {_first_line(error)}"
         ) from None
 
 
