@@ -28,6 +28,7 @@ import duckdb
 import paramiko
 
 from ingestion_platform.core.warehouse import WarehouseResource
+from ingestion_platform.slot_guard import freeze_start_up_heap
 from ingestion_platform.sources.files.component import SftpFileSource
 from ingestion_platform.sources.files.connectors.entries import FileEntry
 from ingestion_platform.sources.files.connectors.sftp import SftpFiles
@@ -140,6 +141,7 @@ def main() -> None:
             resources = {"warehouse": WarehouseResource(path=str(work / f"d{time.time()}.duckdb"))}
             with dg.instance_for_test() as instance:
                 (partition,) = keys(tick(defs, instance))
+                freeze_start_up_heap()  # as every run's process does (slot_guard.py)
                 started = time.monotonic()
                 dg.materialize(list(defs.assets or []), partition_key=partition,
                                resources=resources, instance=instance)  # fmt: skip

@@ -43,6 +43,7 @@ import dagster as dg
 
 from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform.demo import kinesis_producer
+from ingestion_platform.slot_guard import freeze_start_up_heap
 from ingestion_platform_tests.kinesis_emulators import client, create_stream, declare, start_moto
 from ingestion_platform_tests.kinesis_emulators import tick as sensor_tick
 
@@ -92,6 +93,7 @@ def platform_run(endpoint: str, stream: str, records: int, work: Path) -> tuple[
         (request,) = sensor_tick(defs, instance, path).run_requests
         tick_seconds = time.monotonic() - started
         resources = {"warehouse": WarehouseResource(path=str(path))}
+        freeze_start_up_heap()  # as every run's process does (slot_guard.py)
         started = time.monotonic()
         result = dg.materialize(
             defs.assets, partition_key=request.partition_key, instance=instance, resources=resources

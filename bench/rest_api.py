@@ -309,12 +309,14 @@ def run_platform(
     import dagster as dg
 
     from ingestion_platform.core.warehouse import WarehouseResource
+    from ingestion_platform.slot_guard import freeze_start_up_heap
 
     duckdb_path = workdir / f"{label}-{time.monotonic_ns()}.duckdb"
     resources = {"warehouse": WarehouseResource(path=str(duckdb_path))}
     run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     api.reset()
     phases.clear()
+    freeze_start_up_heap()  # as every run's process does (slot_guard.py)
     started, cpu_started = time.monotonic(), time.process_time()
     result = dg.materialize(
         assets,

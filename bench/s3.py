@@ -36,6 +36,7 @@ from boto3.s3.transfer import TransferConfig
 
 from bench.files import timed
 from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
+from ingestion_platform.slot_guard import freeze_start_up_heap
 from ingestion_platform.sources.files.component import S3FileSource
 from ingestion_platform.sources.files.connectors.s3 import s3_client
 from ingestion_platform.sources.files.connectors.s3_download import (
@@ -108,6 +109,7 @@ def materialisation(endpoint: str, work: Path, rows: int) -> Callable[[], float]
         for old in work.glob("c.duckdb*"):
             old.unlink()
         resources = {"warehouse": WarehouseResource(path=str(path))}
+        freeze_start_up_heap()  # as every run's process does (slot_guard.py)
         started = time.monotonic()
         assert dg.materialize(list(defs.assets or []), partition_key=partition,
                               resources=resources, instance=instance).success  # fmt: skip

@@ -256,6 +256,7 @@ def platform_definitions(url: str, table: str, duckdb_path: str, source_root: st
     from dagster.components.core.component_tree import ComponentTree
 
     from ingestion_platform.core.warehouse import WarehouseResource
+    from ingestion_platform.slot_guard import guarded_in_process_executor
     from ingestion_platform.sources.sql.component import SqlDatabaseSource
 
     attrs = {
@@ -270,6 +271,7 @@ def platform_definitions(url: str, table: str, duckdb_path: str, source_root: st
     return dg.Definitions(
         assets=list(built.assets or []),
         resources={"warehouse": WarehouseResource(path=duckdb_path)},
+        executor=guarded_in_process_executor,  # the CLI variant runs as the platform's runs do
     )
 
 
@@ -328,6 +330,8 @@ def add_partition(table: str, rows: int) -> None:
 def worker_platform(job: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
+    from ingestion_platform.slot_guard import freeze_start_up_heap
+
     defs = platform_definitions(job["url"], job["table"], job["duckdb"], job["source_root"])
     assets = list(defs.assets)
     phases: dict[str, float] = {}
@@ -335,6 +339,7 @@ def worker_platform(job: dict[str, Any]) -> dict[str, Any]:
     time_calls(platform_steps(), phases, rss_after)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(f"{SOURCE}__{job['table']}", [f"..{job['rows']}"])
+        freeze_start_up_heap()  # as every run's process does (slot_guard.py)
         started = time.perf_counter()
         result = dg.materialize(
             assets,

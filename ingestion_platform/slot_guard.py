@@ -24,6 +24,7 @@ until the next re-check instead.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -157,12 +158,26 @@ def logged_worker(entries: Sequence[dg.EventLogEntry]) -> str | None:
     return None
 
 
+def freeze_start_up_heap() -> None:
+    """Keep the objects a run's process holds before its steps out of every later collection.
+
+    A run's process imports Dagster, dlt and the definitions (about 290,000 objects) and keeps
+    them until it exits, yet each full collection during the steps walked them all again:
+    0.14-0.17 s of every run, where a landing's own work can take less. Frozen, a full
+    collection walks what the steps made (0.02 s). A run's process runs one run, so what is
+    frozen was going to live to the end anyway.
+    """
+    gc.freeze()
+
+
 class GuardedInProcessExecutor(InProcessExecutor):
-    """Dagster's in-process executor; each run first names its process and frees dead slots."""
+    """Dagster's in-process executor; each run first freezes its start-up heap, names its
+    process and frees dead slots."""
 
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[DagsterEvent]:
+        freeze_start_up_heap()
         identity = process_identity()
         if identity is not None:
             # Stored before any step claims a slot: the events yielded here are written first.

@@ -28,6 +28,7 @@ DAGSTER = Path(sys.executable).parent / "dagster"
 # One asset in the warehouse pool that takes `HOLD_SECONDS` to land, in a code location
 # built like the project's (platform_definitions: the warehouse resource and the executor).
 DEFS = '''
+import gc
 import os
 import time
 
@@ -42,7 +43,13 @@ def held() -> None:
     time.sleep(float(os.environ["HOLD_SECONDS"]))
 
 
-defs = platform_definitions(dg.Definitions(assets=[held]))
+@dg.asset
+def heap() -> dg.MaterializeResult:
+    """Reports how many objects the run's process had frozen when its step ran."""
+    return dg.MaterializeResult(metadata={"frozen": gc.get_freeze_count()})
+
+
+defs = platform_definitions(dg.Definitions(assets=[held, heap]))
 '''
 
 
@@ -66,12 +73,16 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _materialize(
-    project: Path, hold: float, log: Path, started: list[subprocess.Popen[bytes]]
+    project: Path,
+    hold: float,
+    log: Path,
+    started: list[subprocess.Popen[bytes]],
+    asset: str = "held",
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DAGSTER_HOME": str(project / "home"), "HOLD_SECONDS": str(hold)}
     cli = subprocess.Popen(
         [str(DAGSTER), "asset", "materialize", "-f", str(project / "held_defs.py"),
-         "--select", "held"],
+         "--select", asset],
         cwd=project, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
@@ -185,3 +196,23 @@ def test_a_process_is_known_alive_until_killed_even_as_a_zombie() -> None:
     # Another machine's or container's process is never judged from here.
     assert not gone_from_here(f"another-boot/{namespace}/{child.pid}/{started}")
     assert not gone_from_here(f"{boot}/pid:[1]/{child.pid}/{started}")
+
+
+def test_a_run_freezes_the_heap_its_process_started_with(
+    project: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """Full collections during the steps no longer walk Dagster's and dlt's own objects."""
+    log = project / "heap.log"
+    assert _materialize(project, 0, log, started, asset="heap").wait(timeout=120) == 0, (
+        log.read_text(errors="replace")
+    )
+    os.environ["DAGSTER_HOME"] = str(project / "home")
+    try:
+        with dg.DagsterInstance.get() as instance:
+            event = instance.get_latest_materialization_event(dg.AssetKey("heap"))
+    finally:
+        del os.environ["DAGSTER_HOME"]
+    assert event is not None and event.asset_materialization is not None
+    frozen = event.asset_materialization.metadata["frozen"].value
+    # Dagster alone leaves over 100,000 objects behind its import; none were frozen before.
+    assert isinstance(frozen, int) and frozen > 100_000, frozen
