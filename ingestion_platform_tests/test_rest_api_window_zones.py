@@ -18,14 +18,12 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.api.component import RestApiSource
-from ingestion_platform.sources.api.config import CursorWindow, render_cursor
 from ingestion_platform_tests.sources import build_source, materialize
 
 DAYS = ["2026-03-28", "2026-03-29", "2026-03-30"]
@@ -120,18 +118,3 @@ def test_each_record_lands_in_its_paris_day_and_each_request_asks_for_it_in_utc(
     ]
     placed = dict(warehouse.query("select id, _batch_key from paris.events order by id"))
     assert placed == {i: day for i, (_at, day) in EVENTS.items() if day in DAYS}
-
-
-def test_a_bound_is_written_in_utc_only_where_the_format_says_utc() -> None:
-    paris = datetime(2026, 3, 29, tzinfo=ZoneInfo("Europe/Paris"))
-
-    def written(format_: str) -> object:
-        window = CursorWindow(start_param="since", cursor_path="at", format=format_)
-        return render_cursor(paris, window)
-
-    assert written("%Y-%m-%dT%H:%M:%SZ") == "2026-03-28T23:00:00Z"
-    assert written("%Y-%m-%dT%H:%M:%S.000Z") == "2026-03-28T23:00:00.000Z"
-    assert written("%Y-%m-%dT%H:%M:%S%z") == "2026-03-29T00:00:00+0100"
-    assert written("%Y-%m-%d") == "2026-03-29"  # the Paris day, as the window counts it
-    assert written("%Y-%m-%dT%H:%M:%S") == "2026-03-29T00:00:00"  # wall-clock, as declared
-    assert written("%s") == str(int(paris.timestamp()))  # the instant, whatever the machine

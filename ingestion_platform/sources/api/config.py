@@ -1,8 +1,7 @@
 """The YAML vocabulary of an API source, and its translation into dlt rest_api configuration."""
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
 import dagster as dg
@@ -13,6 +12,7 @@ from pydantic import Field
 
 from ingestion_platform.core.batching import BatchSpec
 from ingestion_platform.core.declaration import Setting, SourceContext
+from ingestion_platform.core.instant_formats import format_bound
 from ingestion_platform.sources.api.connectors.page_guard import PageGuard
 from ingestion_platform.sources.api.connectors.rest_api import RefreshingClientCredentials
 
@@ -139,30 +139,8 @@ def cursor_value(record: Any, cursor_path: str) -> Any:
 
 
 def render_cursor(value: Any, window: CursorWindow) -> Any:
-    """A bound as the API's parameter takes it, written with the window's `format`.
-
-    A window counted in a time zone (`batch: {timezone: …}`) has bounds in that zone. A
-    format that says UTC (a literal `Z` after the time) gets the bound's instant in UTC, and
-    `%s` its epoch seconds: written as the zone's wall-clock time instead, every request
-    asked for a window shifted by the zone's offset. Other formats write the zone's own
-    date and time (`%z` adds its offset).
-    """
-    if not isinstance(value, datetime):
-        return value
-    written = window.format
-    if value.tzinfo is not None:
-        if _says_utc(written):
-            value = value.astimezone(UTC)
-        # strftime's `%s` reads the fields as the machine's local time, whatever the tzinfo.
-        epoch = str(int(value.timestamp()))
-        written = re.sub(r"%.", lambda d: epoch if d.group() == "%s" else d.group(), written)
-    return value.strftime(written)
-
-
-def _says_utc(format_: str) -> bool:
-    """Whether a format writes a literal `Z` (Zulu, UTC) after a time directive."""
-    literal = re.sub(r"%.", "", format_.replace("%%", ""))
-    return "Z" in literal and bool(re.search(r"%[HIMSTXRcf]", format_))
+    """A bound as the API's parameter takes it: a time written with the window's `format`."""
+    return format_bound(value, window.format) if isinstance(value, datetime) else value
 
 
 def parse_cursor(value: Any, field: str) -> int | datetime:

@@ -21,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 
+from ingestion_platform.core.instant_formats import format_bound
 from ingestion_platform.sources.glue.connectors.glue import GlueJobs, JobRun
 
 MARKER_ARGUMENT = "--ingestion_partition"
@@ -33,8 +34,8 @@ class _Template(string.Formatter):
     """`str.format` where a bare `{start}` is ISO 8601 (`{start:%Y-%m-%d}` formats as usual)."""
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        if isinstance(value, datetime) and not format_spec:
-            return value.isoformat()
+        if isinstance(value, datetime):
+            return format_bound(value, format_spec) if format_spec else value.isoformat()
         return super().format_field(value, format_spec)
 
 
