@@ -76,7 +76,24 @@ class SshSettings:
                 raise SshAuthError("the private key is encrypted; set `passphrase`") from None
             except (paramiko.SSHException, ValueError) as error:
                 problem = str(error) or problem
+        if self.passphrase and self._encrypted():
+            # paramiko says "checkints do not match" or "Bad decrypt" for a wrong passphrase.
+            raise SshAuthError(
+                "the private key is encrypted and `passphrase` does not open it: check the "
+                "passphrase, and that it belongs to this key"
+            )
         raise SshAuthError(f"cannot read the private key: {problem}")
+
+    def _encrypted(self) -> bool:
+        """Whether the private key asks for a passphrase (tried with none)."""
+        for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                kind.from_private_key(io.StringIO(self.private_key or ""), None)
+            except paramiko.PasswordRequiredException:
+                return True
+            except (paramiko.SSHException, ValueError):
+                continue
+        return False
 
 
 def fingerprint(key: paramiko.PKey) -> str:
