@@ -14,7 +14,7 @@ lands once, recognised by its message id (connectors/mqtt.message_id states the 
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 
@@ -27,7 +27,18 @@ from ingestion_platform.core.pending import Pending
 from ingestion_platform.core.size_sensor import Measure, SizeStream, build_size_sensor
 from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 
+if TYPE_CHECKING:
+    from ingestion_platform.sources.mqtt.connectors.mqtt import TlsFiles
+
 DEFAULT_MAX_RECORD_BYTES = 1_048_576
+
+
+class MqttTls(dg.Model):
+    """TLS with a private CA and/or a client certificate (AWS IoT Core asks for one)."""
+
+    ca_file: Setting | None = None  # PEM CA bundle that signed the broker's certificate
+    cert_file: Setting | None = None  # PEM client certificate
+    key_file: Setting | None = None  # its PEM private key
 
 
 class MqttSource(dg.Component, dg.Model, dg.Resolvable):
@@ -39,7 +50,8 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
     client_id: str | None = None
     username: Setting | None = None
     password: Setting | None = None
-    tls: bool = False
+    # true: the system's CAs; or a mapping with ca_file, cert_file and key_file.
+    tls: bool | MqttTls = False
     table: str = "messages"
     decoding: Literal["json", "jsonl", "raw"] = "json"
     columns: dict[str, str] | None = None
@@ -102,7 +114,7 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
             client_id=self.client_id or f"ingestion_platform-{source.name}",
             username=source.resolve(self.username, "username") if self.username else None,
             password=source.resolve(self.password, "password") if self.password else None,
-            tls=self.tls,
+            tls=self._tls_files(source),
         )
 
         def commit(messages: list[Any]) -> None:
@@ -113,6 +125,26 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
             message_buffer.append(warehouse, source.name, buffered)
 
         return drain(settings, commit, max_seconds=self.drain_seconds)
+
+    def _tls_files(self, source: SourceContext) -> "TlsFiles | None":
+        from ingestion_platform.sources.mqtt.connectors.mqtt import TlsFiles
+
+        if self.tls is False:
+            return None
+        if self.tls is True:
+            return TlsFiles()
+        files = self.tls
+
+        def path(value: Setting | None, field: str) -> str | None:
+            return source.resolve(value, f"tls.{field}") if value is not None else None
+
+        if (files.cert_file is None) != (files.key_file is None):
+            raise source.error("tls", "cert_file and key_file go together", "set both, or neither")
+        return TlsFiles(
+            ca_file=path(files.ca_file, "ca_file"),
+            cert_file=path(files.cert_file, "cert_file"),
+            key_file=path(files.key_file, "key_file"),
+        )
 
     def _pending(
         self, warehouse: Warehouse, source: SourceContext, after: Any, threshold: int

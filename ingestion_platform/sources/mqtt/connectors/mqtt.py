@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +39,16 @@ PAUSE_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """TLS for the connection: the system's CAs unless `ca_file`; a client certificate if
+    `cert_file` and `key_file` (paths of PEM files)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class MqttSettings:
     """Where the broker is, what to subscribe to and how to sign in (secrets resolved)."""
 
@@ -45,7 +58,7 @@ class MqttSettings:
     client_id: str
     username: str | None = None
     password: str | None = None
-    tls: bool = False
+    tls: TlsFiles | None = None
     qos: int = 1
     timeout_seconds: float = 10.0
 
@@ -101,6 +114,14 @@ def drain(
             connected["reason"] = reason
             arrived.notify_all()
 
+    def on_log(_client: mqtt.Client, _data: Any, level: int, text: str) -> None:
+        # A TLS 1.3 server refuses a client certificate (or its absence) after the handshake:
+        # the socket error only reaches paho's log, then the connection closes unanswered.
+        if level == mqtt.MQTT_LOG_ERR and "SSL" in text:
+            with arrived:
+                connected["tls_error"] = text.split(": ", 1)[-1]  # after "failed to …: "
+                arrived.notify_all()
+
     def on_message(_client: mqtt.Client, _data: Any, message: mqtt.MQTTMessage) -> None:
         with arrived:
             received.append(
@@ -123,20 +144,28 @@ def drain(
     client.manual_ack_set(True)
     client.on_connect = on_connect
     client.on_message = on_message
+    client.on_log = on_log
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        client.tls_set()
+    if settings.tls is not None:
+        _use_tls(client, settings)
     try:
         client.connect(settings.host, settings.port, keepalive=60)
+    except ssl.SSLError as error:
+        raise _tls_failed(settings, str(error)) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise MqttUnreachable(f"cannot reach MQTT broker {settings.address}: {reason}") from None
     client.loop_start()
     try:
         with arrived:
-            arrived.wait_for(lambda: "reason" in connected, timeout=settings.timeout_seconds)
+            arrived.wait_for(
+                lambda: "reason" in connected or "tls_error" in connected,
+                timeout=settings.timeout_seconds,
+            )
         reason = connected.get("reason")
+        if reason is None and "tls_error" in connected:
+            raise _tls_failed(settings, connected["tls_error"])
         if reason is None:
             raise MqttUnreachable(f"MQTT broker {settings.address} did not answer the connect")
         if reason.is_failure:
@@ -149,6 +178,31 @@ def drain(
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def _tls_failed(settings: MqttSettings, ssl_error: str) -> MqttUnreachable:
+    # "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: … (_ssl.c:1006)"
+    said = re.sub(r"^\[SSL: \w+\] | \(_ssl\.c:\d+\)$", "", ssl_error)
+    return MqttUnreachable(
+        f"TLS with MQTT broker {settings.address} failed: {said}. Fix: check the broker's "
+        "certificate against `tls.ca_file` (the system's CAs when unset) and, if the broker "
+        "asks for one, the client certificate in `tls.cert_file` and `tls.key_file`"
+    )
+
+
+def _use_tls(client: mqtt.Client, settings: MqttSettings) -> None:
+    files = settings.tls
+    assert files is not None
+    for name, path in (("ca_file", files.ca_file), ("cert_file", files.cert_file),
+                       ("key_file", files.key_file)):  # fmt: skip
+        if path is not None and not os.path.isfile(path):
+            raise MqttUnreachable(f"tls.{name} {path} is not a readable file")
+    try:
+        client.tls_set(ca_certs=files.ca_file, certfile=files.cert_file, keyfile=files.key_file)
+    except (ssl.SSLError, ValueError) as error:
+        raise MqttUnreachable(
+            f"cannot use the TLS files for MQTT broker {settings.address}: {error}"
+        ) from None
 
 
 def _take(
