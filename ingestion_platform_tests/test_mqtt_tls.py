@@ -171,3 +171,17 @@ def test_a_client_certificate_without_its_key_is_refused_naming_the_field(
         _tick(defs, instance)
     assert "tls: cert_file and key_file go together" in str(failed.value)
     assert "set both, or neither" in str(failed.value)
+
+
+def test_a_tls_file_that_is_not_there_is_named_with_the_fix(
+    tmp_path: Path, warehouse_path: Path, monkeypatch: pytest.MonkeyPatch, instance
+) -> None:
+    monkeypatch.setenv("INGESTION_WAREHOUSE_PATH", str(warehouse_path))
+    defs = _defs(tmp_path, 8883, "fleet-z", {"ca_file": str(tmp_path / "missing.pem")})
+    with pytest.raises(SourceFailure) as failed:
+        _tick(defs, instance)
+    assert str(failed.value) == (
+        f"source 'iot' ({tmp_path / 'iot' / 'defs.yaml'}): tls.ca_file: "
+        f"{tmp_path / 'missing.pem'} is not a file on this machine. Fix: point it at the PEM "
+        "file, on every machine that runs the source's sensor"
+    )

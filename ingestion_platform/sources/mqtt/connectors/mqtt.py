@@ -196,7 +196,10 @@ def _use_tls(client: mqtt.Client, settings: MqttSettings) -> None:
     for name, path in (("ca_file", files.ca_file), ("cert_file", files.cert_file),
                        ("key_file", files.key_file)):  # fmt: skip
         if path is not None and not os.path.isfile(path):
-            raise MqttUnreachable(f"tls.{name} {path} is not a readable file")
+            raise MqttUnreachable(
+                f"tls.{name}: {path} is not a file on this machine. Fix: point it at the PEM "
+                "file, on every machine that runs the source's sensor"
+            )
     try:
         client.tls_set(ca_certs=files.ca_file, certfile=files.cert_file, keyfile=files.key_file)
     except (ssl.SSLError, ValueError) as error:
