@@ -12,10 +12,13 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +28,20 @@ from pika.exceptions import AMQPConnectionError
 
 RABBITMQ = ("127.0.0.1", 5672)
 RABBITMQ_STREAMS = ("127.0.0.1", 5552)
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def start_mosquitto(config: Path, port: int) -> subprocess.Popen[bytes]:
+    """A Mosquitto of the test's own, from `config`, once it accepts on `port`."""
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.05)
+    process.kill()
+    raise TimeoutError("mosquitto did not start")
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ingestion_platform_tests.sources import materialize
 
 _defs = functools.partial(
     local_source,
-    settle="0s",
+    settle="1s",  # watched for a second, however old their mtimes
     batch={"every": "day", "start": "2026-03-27", "timezone": "Europe/Paris"},
 )
 # file -> (its mtime, the Paris day it belongs to)
@@ -36,13 +37,23 @@ def _drop(inbox: Path, name: str, at: datetime, row: int) -> None:
     os.utime(inbox / name, (at.timestamp(), at.timestamp()))
 
 
+def _settled_tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None
+) -> dg.SensorResult:
+    """A tick that sees the new files, then one `settle` later that takes them."""
+    seen = tick(defs, instance, cursor)
+    assert keys(seen) == []  # settling: not taken on first sight
+    time.sleep(1.1)
+    return tick(defs, instance, seen.cursor)
+
+
 def test_each_file_lands_in_its_paris_day_and_a_late_file_relands_its_day(
     tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
     for row, (name, (at, _day)) in enumerate(MTIMES.items(), start=1):
         _drop(inbox, name, at, row)
     defs = _defs(tmp_path, inbox)
-    first = tick(defs, instance)
+    first = _settled_tick(defs, instance)
     assert keys(first) == ["2026-03-28", "2026-03-29", "2026-03-30"]
     for key in keys(first):
         materialize(defs, partition_key=key, resources=resources, instance=instance)
@@ -51,7 +62,7 @@ def test_each_file_lands_in_its_paris_day_and_a_late_file_relands_its_day(
 
     # Copied in late with its original mtime (`rsync -t`): its day is cut again, whole.
     _drop(inbox, "late.csv", datetime(2026, 3, 29, 12, 0, tzinfo=UTC), 6)
-    second = tick(defs, instance, first.cursor)
+    second = _settled_tick(defs, instance, first.cursor)
     assert keys(second) == ["2026-03-29"]
     materialize(defs, partition_key="2026-03-29", resources=resources, instance=instance)
     assert rows(warehouse, placed) == sorted(

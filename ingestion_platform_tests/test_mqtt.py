@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from paho.mqtt import publish
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
 from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
+from ingestion_platform_tests.brokers import start_mosquitto
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
     build_source,
@@ -31,7 +30,6 @@ from ingestion_platform_tests.sources import (
     tick_size_sensor,
 )
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 # The machine's brokers (`make services`): port by name.
 BROKERS = {"mosquitto": 1883, "rabbitmq": 1884}
 BOTH_BROKERS = pytest.mark.parametrize("broker", list(BROKERS))
@@ -154,18 +152,6 @@ def test_a_drain_killed_between_commit_and_ack_lands_every_message_once(
     ]
 
 
-def _mosquitto(config: Path, port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return process
-        time.sleep(0.05)
-    process.kill()
-    raise TimeoutError("mosquitto did not start")
-
-
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     """A Mosquitto of this test's own with persistence and a password; restartable."""
@@ -184,7 +170,7 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        processes.append(_mosquitto(config, port))
+        processes.append(start_mosquitto(config, port))
 
     def stop() -> None:
         processes[-1].send_signal(signal.SIGTERM)  # saves the persistent sessions
@@ -276,7 +262,7 @@ def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
         f"listener {port} 127.0.0.1\nallow_anonymous true\n"
         "max_inflight_messages 1000\nmax_queued_messages 10000\n"
     )
-    broker = _mosquitto(config, port)
+    broker = start_mosquitto(config, port)
     try:
         settings = MqttSettings("127.0.0.1", port, [f"{fleet}/+/temp"], f"test-{fleet}")
         drain(settings, lambda _m: None, max_seconds=0.5)  # the session subscribes

@@ -18,6 +18,7 @@ from paho.mqtt import publish
 from ingestion_platform.core.declaration import SourceFailure
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
+from ingestion_platform_tests.brokers import start_mosquitto
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
     build_source,
@@ -25,7 +26,6 @@ from ingestion_platform_tests.sources import (
     requested_keys,
     tick_size_sensor,
 )
-from ingestion_platform_tests.test_mqtt import _mosquitto
 
 
 def _openssl(*arguments: str, cwd: Path) -> None:
@@ -63,7 +63,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         # read the keys in this test's folder.
         "user root\n"
     )
-    broker = _mosquitto(config, port)
+    broker = start_mosquitto(config, port)
     yield port, pki
     broker.terminate()
     broker.wait(timeout=10)

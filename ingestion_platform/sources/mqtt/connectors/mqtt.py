@@ -163,6 +163,8 @@ def drain(
                 lambda: "reason" in connected or "tls_error" in connected,
                 timeout=settings.timeout_seconds,
             )
+        # Only the connect's errors are wanted: paho would format a line per packet for it.
+        client.on_log = None
         reason = connected.get("reason")
         if reason is None and "tls_error" in connected:
             raise _tls_failed(settings, connected["tls_error"])

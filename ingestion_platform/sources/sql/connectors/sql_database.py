@@ -154,7 +154,7 @@ def unread_in_utc(engine: sa.Engine) -> str | None:
 def safe_url(url: str) -> str:
     """The URL with its password masked, for messages."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        return shown_url(sa.make_url(url))
     except sa.exc.ArgumentError:
         return "<unparseable connection URL>"
 
