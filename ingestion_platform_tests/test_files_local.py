@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse, WarehouseResource
 from ingestion_platform_tests.conftest import WAREHOUSE_KIND
 from ingestion_platform_tests.files_helpers import keys, local_source, rows, tick
@@ -176,6 +178,47 @@ def test_recursive_listing_never_takes_archived_files_again(
     ]
     assert keys(tick(defs, instance)) == []
     assert warehouse.count("inbox", "orders") == 1
+
+
+def test_a_named_archive_folder_is_never_listed_again_either(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    # Only dot-folders were skipped: a recursive listing took `done/…/a.csv.<stamp>` as a
+    # new file, landed its rows a second time, then archived it into `done/done/…`.
+    (inbox / "day1").mkdir()
+    (inbox / "day1" / "a.csv").write_text("id\n1\n2\n")
+    defs = _defs(
+        tmp_path,
+        inbox,
+        recursive=True,
+        format="csv",
+        after_landing="archive",
+        archive_folder="done/",
+    )
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    (archived,) = (inbox / "done" / "day1").iterdir()
+    assert archived.name.startswith("a.csv.")
+    assert keys(tick(defs, instance)) == []
+    assert rows(warehouse, "select id from inbox.orders order by id") == [(1,), (2,)]
+    # A file of the same name outside the archive is still taken.
+    (inbox / "day2" / "done").mkdir(parents=True)
+    (inbox / "day2" / "done" / "b.csv").write_text("id\n3\n")
+    assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["day2_done_b.csv"]
+
+
+def test_an_archive_folder_outside_the_watched_folder_is_refused(
+    tmp_path: Path, inbox: Path
+) -> None:
+    # Every transport archives relative to `path`: `/srv/done` became `<path>/srv/done`.
+    for folder in ("/srv/done", "../done"):
+        with pytest.raises(DeclarationError) as error:
+            _defs(tmp_path, inbox, after_landing="archive", archive_folder=folder)
+        assert str(error.value) == (
+            f"{tmp_path / 'inbox' / 'defs.yaml'}: archive_folder: {folder!r} is not inside the "
+            "watched folder (files are archived relative to `path`). Fix: name a folder inside "
+            "it, e.g. archive_folder: .archive."
+        )
 
 
 def test_the_first_landing_is_not_schema_drift_and_a_later_new_column_is(

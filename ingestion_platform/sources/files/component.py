@@ -127,6 +127,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
             excludes=tuple(self.excludes),
             temp_suffixes=tuple(self.temp_suffixes),
             done_marker=self.done_marker,
+            archive_folder=self.archive_folder.strip("/"),
         )
 
     @property
@@ -183,6 +184,19 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                         ) from None
         if self.after_landing == "archive" and not self.archive_folder.strip("/"):
             raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
+        self._check_archive_folder(source)
+
+    def _check_archive_folder(self, source: SourceContext) -> None:
+        """The archive is a folder inside the watched one: every transport moves files
+        relative to `path`, so `/srv/done` would silently become `<path>/srv/done`."""
+        folder = self.archive_folder
+        if folder.startswith("/") or ".." in folder.split("/"):
+            raise source.error(
+                "archive_folder",
+                f"{folder!r} is not inside the watched folder (files are archived relative to "
+                "`path`)",
+                "name a folder inside it, e.g. archive_folder: .archive",
+            )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         source = SourceContext.from_load_context(context)

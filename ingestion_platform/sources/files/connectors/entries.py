@@ -113,10 +113,15 @@ class FileFilter:
     excludes: tuple[str, ...] = ()
     temp_suffixes: tuple[str, ...] = DEFAULT_TEMP_SUFFIXES
     done_marker: str | None = None
+    # Where landed files are archived to, relative to the watched folder: a recursive
+    # listing must never take an archived copy as a new file, whatever the folder's name.
+    archive_folder: str | None = None
 
     def wanted(self, relative: str) -> bool:
         name = posixpath.basename(relative)
         if name.endswith(self.temp_suffixes):
+            return False
+        if self.archive_folder and inside(self.archive_folder, relative):
             return False
         # Dot-files and dot-folders (the default archive folder among them) are never data.
         if any(part.startswith(".") for part in relative.split("/")):
