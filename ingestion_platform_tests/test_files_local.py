@@ -207,6 +207,40 @@ def test_a_named_archive_folder_is_never_listed_again_either(
     assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["day2_done_b.csv"]
 
 
+def test_own_temp_suffixes_replace_the_default_ones(
+    tmp_path: Path, inbox: Path, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    (inbox / "a.csv.uploading").write_text("id\n1\n")
+    (inbox / "b.csv.part").write_text("id\n2\n")
+    (inbox / "c.csv").write_text("id\n3\n")
+    defs = _defs(tmp_path, inbox, format="csv", temp_suffixes=[".uploading"])
+    (key,) = keys(tick(defs, instance))
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select _file, id from inbox.orders order by id") == [
+        ("b.csv.part", 2),
+        ("c.csv", 3),
+    ]
+
+
+def test_an_empty_temp_suffix_or_done_marker_is_refused(tmp_path: Path, inbox: Path) -> None:
+    # Every name ends with "": either setting would silently hide every file.
+    defs_file = tmp_path / "inbox" / "defs.yaml"
+    with pytest.raises(DeclarationError) as error:
+        _defs(tmp_path, inbox, temp_suffixes=[".part", ""])
+    assert str(error.value) == (
+        f"{defs_file}: temp_suffixes: holds an empty ending, which every name has, so no file "
+        "would ever be taken. Fix: list the endings of names still being written, e.g. "
+        "temp_suffixes: [.part]."
+    )
+    with pytest.raises(DeclarationError) as error:
+        _defs(tmp_path, inbox, done_marker="")
+    assert str(error.value) == (
+        f"{defs_file}: done_marker: is empty, so every file would count as a marker and none "
+        "would be taken. Fix: name the marker's ending, e.g. done_marker: .done, or remove "
+        "the setting."
+    )
+
+
 def test_an_archive_folder_outside_the_watched_folder_is_refused(
     tmp_path: Path, inbox: Path
 ) -> None:

@@ -185,6 +185,19 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         if self.after_landing == "archive" and not self.archive_folder.strip("/"):
             raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
         self._check_archive_folder(source)
+        # Every name ends with "": an empty ending would hide every file, with no error.
+        if "" in self.temp_suffixes:
+            raise source.error(
+                "temp_suffixes",
+                "holds an empty ending, which every name has, so no file would ever be taken",
+                "list the endings of names still being written, e.g. temp_suffixes: [.part]",
+            )
+        if self.done_marker == "":
+            raise source.error(
+                "done_marker",
+                "is empty, so every file would count as a marker and none would be taken",
+                "name the marker's ending, e.g. done_marker: .done, or remove the setting",
+            )
 
     def _check_archive_folder(self, source: SourceContext) -> None:
         """The archive is a folder inside the watched one: every transport moves files
