@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 from paho.mqtt import publish
 
+from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
 from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
@@ -113,6 +114,7 @@ def test_messages_are_buffered_then_acknowledged_and_each_range_lands_once(
 KILLED_DRAIN = """
 import os, signal, sys
 from ingestion_platform.core import message_buffer
+from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
 warehouse = Warehouse(sys.argv[1])
@@ -276,3 +278,12 @@ def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
     assert sorted(ids) == list(range(1, 3_001))
     assert max(map(len, windows)) > 20
     assert len(windows) < 3_000 / 20
+
+
+def test_a_max_record_bytes_that_is_not_positive_is_refused(tmp_path: Path, fleet: str) -> None:
+    # 0 would quarantine every message, each as "over max_record_bytes (0)".
+    with pytest.raises(DeclarationError) as error:
+        _defs(tmp_path, fleet, max_record_bytes=0)
+    assert str(error.value) == (
+        f"{tmp_path / 'iot' / 'defs.yaml'}: max_record_bytes: must be positive. Fix: e.g. 1048576."
+    )

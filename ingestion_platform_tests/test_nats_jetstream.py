@@ -140,6 +140,25 @@ def test_poison_messages_are_quarantined_and_the_counts_reconcile(
     assert checks["rows_reconcile"].metadata["rows_landed"].value == 8
 
 
+def test_a_message_over_max_record_bytes_is_quarantined_whole(
+    tmp_path: Path, stream: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    messages = _readings(stream, 1, 4)
+    big = json.dumps({"id": 3, "sensor": "s3", "celsius": 0.3, "note": "x" * 80}).encode()
+    messages[2] = (f"{stream}.fleet", big)
+    _publish(NATS, stream, messages)
+    defs = _defs(tmp_path, stream, batch={"records": 4}, max_record_bytes=100)
+    (key,) = requested_keys(_tick(defs, instance))
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert warehouse.query("select id from iot.readings order by id") == [(1,), (2,), (4,)]
+    assert warehouse.query("select file, reason, raw_value from iot._quarantine") == [
+        (f"{stream}:3", f"record of {len(big)} bytes is over max_record_bytes (100)", big.decode())
+    ]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_quarantined"].value == 1
+
+
 def test_a_subject_filter_lands_only_its_subject(
     tmp_path: Path, stream: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:

@@ -69,6 +69,8 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(
                 "batch", "MQTT messages are cut by count", "use `records: N` (and `max_wait:`)"
             )
+        if self.max_record_bytes <= 0:
+            raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
         partitions = self.batch.partitions_def(f"{source.name}__{self.table}")
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
         asset = self._asset(source, partitions)
