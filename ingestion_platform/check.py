@@ -106,7 +106,15 @@ def _pydantic_problem(error: pydantic.ValidationError, defs_file: Path, shown: s
     """The one meaningful entry: Dagster's `{{ template }}` alternative (`str`) is dropped."""
     entries = error.errors()
     entry = next((e for e in entries if e["loc"][-1:] != ("str",)), entries[0])
-    path = [part for part in entry["loc"] if not (isinstance(part, str) and "[" in part)]
+    # Union branches are named in the location too (`function-after[…]`, `HealthSpec`).
+    loc = entry["loc"]
+    path = [
+        part
+        for at, part in enumerate(loc)
+        if not (
+            isinstance(part, str) and ("[" in part or (part[:1].isupper() and at < len(loc) - 1))
+        )
+    ]
     (document,) = parse_with_source_positions(defs_file.read_text(), filename=str(defs_file))
     field = _field(path)
     message = str(entry["msg"]).removeprefix("Value error, ").removeprefix(f"{field}: ")

@@ -54,6 +54,9 @@ DECLARATIONS = {
     "e_setting_typo": TABLE + "  batch:\n    rows: 10\n  chunk_sise: 5\n",
     "f_no_cursor": "  tables:\n    - name: orders\n  batch:\n    rows: 10\n",
     "g_also_valid": TABLE + '  batch:\n    every: day\n    start: "2026-01-01"\n',
+    # `5` meant as 5 % would never warn, and `soon` failed with no file or field.
+    "i_warn_share": TABLE + "  batch:\n    rows: 10\n  health:\n    quarantine_warn_share: 5\n",
+    "j_lag_interval": TABLE + "  batch:\n    rows: 10\n  health:\n    lag_interval: soon\n",
 }
 
 
@@ -100,7 +103,11 @@ def test_the_check_command_reports_every_mistake_of_every_declaration(tmp_path: 
         f"{defs}/h_api/defs.yaml:12: resources[0].endpoint.paginator.type: unknown paginator "
         "'json_lnk'; dlt knows auto, cursor, header_cursor, header_link, json_link, offset, "
         "page_number, single_page. Fix: write e.g. `type: json_link`.",
-        "6 mistake(s) in 8 declaration file(s).",
+        f"{defs}/i_warn_share/defs.yaml:10: health.quarantine_warn_share: 5 is not a share. "
+        "Fix: write the share of the rows read, from 0 to 1, e.g. 0.05 for 5 %.",
+        f"{defs}/j_lag_interval/defs.yaml:10: health.lag_interval: 'soon' is not a positive "
+        "duration. Fix: write e.g. 90s, 15m or 1h.",
+        "8 mistake(s) in 10 declaration file(s).",
     ]
     assert completed.returncode == 1
     assert completed.stderr == ""

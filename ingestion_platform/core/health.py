@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
+from pydantic import field_validator
 
 from ingestion_platform.core.batching import BatchSpec, parse_duration
 from ingestion_platform.core.quarantine import QuarantineSummary, summarize_quarantine
@@ -50,6 +51,30 @@ class HealthSpec(dg.Model):
     @property
     def lag_interval_seconds(self) -> int:
         return parse_duration(self.lag_interval)
+
+    @field_validator("quarantine_warn_share")
+    @classmethod
+    def _a_share(cls, value: float) -> float:
+        # `5` meant as 5 % would never warn; a negative share would warn on every run.
+        if not 0 <= value <= 1:
+            raise ValueError(
+                f"{value:g} is not a share. Fix: write the share of the rows read, from 0 to 1, "
+                "e.g. 0.05 for 5 %."
+            )
+        return value
+
+    @field_validator("lag_interval", "freshness_grace")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        try:
+            positive = value is None or parse_duration(value) > 0
+        except ValueError:
+            positive = False
+        if not positive:
+            raise ValueError(
+                f"{value!r} is not a positive duration. Fix: write e.g. 90s, 15m or 1h."
+            )
+        return value
 
 
 def check_specs(asset_key: dg.AssetKey, quarantines: bool = False) -> list[dg.AssetCheckSpec]:
