@@ -6,6 +6,7 @@ Tests marked `BOTH_SFTP_SERVERS` run against asyncssh's SFTP server too, a secon
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -129,6 +130,34 @@ def test_unknown_or_changed_host_key_is_refused_with_the_key_seen(
 
     known.write_text(f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n")
     assert keys(tick(build_source(SftpFileSource, tmp_path / "kh", attributes), instance)) == []
+
+
+def test_skipping_the_host_key_check_works_only_when_asked_and_warns_every_tick_and_run(
+    tmp_path: Path,
+    sshd: Sshd,
+    instance: dg.DagsterInstance,
+    warehouse: Warehouse,
+    resources,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    (sshd.root / "a.csv").write_text("id\n1\n")
+    attributes = sshd.attributes(table="orders", settle="0s", insecure_skip_host_key_check=True)
+    del attributes["host_key"]
+    defs = build_source(SftpFileSource, tmp_path / "partner", attributes)
+    warning = (
+        f"{tmp_path / 'partner' / 'defs.yaml'}: insecure_skip_host_key_check is on: the "
+        f"identity of 127.0.0.1:{sshd.port} is NOT verified; pin host_key to fix"
+    )
+    capfd.readouterr()
+    (key,) = keys(tick(defs, instance))
+    tick_log = capfd.readouterr().err.splitlines()
+    assert [line.split(" - WARNING - ")[-1] for line in tick_log if "WARNING" in line] == [warning]
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+    assert rows(warehouse, "select id, _file from partner.orders") == [(1, "a.csv")]
+    warned = [
+        e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING
+    ]
+    assert warned == [warning]
 
 
 @BOTH_SFTP_SERVERS

@@ -12,7 +12,12 @@ import time
 from multiprocessing import Queue
 from pathlib import Path
 
-from ingestion_platform.sources.api.connectors.rate_budget import Rate, RateBudget
+from ingestion_platform.sources.api.connectors.rate_budget import (
+    Rate,
+    RateBudget,
+    rates_per_second,
+    wait_seconds,
+)
 from ingestion_platform.sources.api.connectors.shared_budget import (
     SharedRateBudget,
     _decode,
@@ -47,6 +52,25 @@ def test_no_window_ever_holds_more_than_the_limit_despite_jitter() -> None:
     assert closest >= 0.5, f"6 requests arrived within {closest:.3f}s"
     # ...and the budget is not wasted: 36 requests at 5 per 0.5 s take about 3.5 s, not much more.
     assert elapsed < 36 / 10 * 1.35
+
+
+def test_a_minute_budget_holds_beside_the_second_one() -> None:
+    # requests_per_second: 10 with requests_per_minute: 30, on a clock the test sets: the
+    # first 30 requests go at 10 a second, then the 31st waits for the minute of the first.
+    rates = rates_per_second(10, requests_per_minute=30)
+    assert rates == [Rate(10, 1.0), Rate(30, 60.0)]
+    completed: list[float] = []
+    now = 0.0
+    for _ in range(30):
+        now += wait_seconds(rates, completed, 0, now)
+        completed.append(now)
+    assert completed[-1] == 2.0  # 10 at 0 s, 10 at 1 s, 10 at 2 s
+    wait = wait_seconds(rates, completed, 0, now)
+    assert wait == 58.0  # the first completion, at 0 s, leaves the minute at 60 s
+    assert wait_seconds(rates, completed, 0, 60.0) == 0.0
+    # A minute budget alone lets its whole allowance go at once.
+    assert rates_per_second(None, requests_per_minute=30) == [Rate(30, 60.0)]
+    assert wait_seconds([Rate(30, 60.0)], [0.0] * 29, 0, 0.0) == 0.0
 
 
 def _send_from_a_process(path: str, delays: list[tuple[float, float]], out: Queue) -> None:
