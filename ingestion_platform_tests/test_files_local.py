@@ -241,7 +241,7 @@ def test_an_empty_temp_suffix_or_done_marker_is_refused(tmp_path: Path, inbox: P
     )
 
 
-def test_an_archive_folder_outside_the_watched_folder_is_refused(
+def test_an_archive_folder_outside_the_watched_folder_or_at_its_root_is_refused(
     tmp_path: Path, inbox: Path
 ) -> None:
     # Every transport archives relative to `path`: `/srv/done` became `<path>/srv/done`.
@@ -253,6 +253,13 @@ def test_an_archive_folder_outside_the_watched_folder_is_refused(
             "watched folder (files are archived relative to `path`). Fix: name a folder inside "
             "it, e.g. archive_folder: .archive."
         )
+    with pytest.raises(DeclarationError) as error:
+        _defs(tmp_path, inbox, after_landing="archive", archive_folder="./")
+    assert str(error.value) == (
+        f"{tmp_path / 'inbox' / 'defs.yaml'}: archive_folder: './' is the watched folder itself, "
+        "where archived copies would be taken as new files. Fix: name a folder inside it, e.g. "
+        "archive_folder: .archive."
+    )
 
 
 def test_the_first_landing_is_not_schema_drift_and_a_later_new_column_is(

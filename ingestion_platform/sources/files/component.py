@@ -12,6 +12,7 @@ never holds up other sources' landings, and a transfer that moves no byte for
 `transfer_timeout` fails naming the source.
 """
 
+import posixpath
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -203,6 +204,13 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         """The archive is a folder inside the watched one: every transport moves files
         relative to `path`, so `/srv/done` would silently become `<path>/srv/done`."""
         folder = self.archive_folder
+        if self.after_landing == "archive" and posixpath.normpath(folder.strip("/")) == ".":
+            raise source.error(
+                "archive_folder",
+                f"{folder!r} is the watched folder itself, where archived copies would be "
+                "taken as new files",
+                "name a folder inside it, e.g. archive_folder: .archive",
+            )
         if folder.startswith("/") or ".." in folder.split("/"):
             raise source.error(
                 "archive_folder",
