@@ -3,6 +3,7 @@
 - `free_port`, `wait_listening`, `stop_process`: a peer run as a child process on a free
   loopback port (moto's server, kinesis-mock, sshd).
 - `Background`: a server a thread runs while a `with` block lasts.
+- `serve_http`, `reply_json`: a small HTTP API played by a `BaseHTTPRequestHandler`.
 - `AwsJsonProxy`: an HTTP proxy in front of an AWS JSON API (moto's, kinesis-mock's) that
   passes calls through and may answer, watch or rewrite them (Kinesis and Glue proxies).
 """
@@ -15,6 +16,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -64,6 +67,28 @@ def stop_process(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+@contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` answering on a free loopback port while the block lasts; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply_json(handler: BaseHTTPRequestHandler, payload: object, status: int = 200) -> None:
+    """Answer the request `handler` is serving with `payload` as JSON."""
+    body = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 class Background:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion_platform_tests.servers import free_port, wait_listening
+from ingestion_platform_tests.servers import free_port, stop_process, wait_listening
 
 SSHD = "/usr/sbin/sshd"
 
@@ -49,14 +49,7 @@ class Sshd:
         }
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            # SIGTERM is inherited as ignored when the suite runs with SIGINT ignored (a
-            # background shell job): Dagster maps SIGTERM to SIGINT's handler in-process.
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def keygen(path: Path, kind: str = "ed25519") -> str:

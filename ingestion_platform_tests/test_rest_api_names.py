@@ -6,10 +6,8 @@ music API has no such record, so a second, minimal HTTP server serves one here.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.api.component import RestApiSource
+from ingestion_platform_tests.servers import reply_json, serve_http
 from ingestion_platform_tests.sources import build_source, failure_message, materialize
 
 ERROR = "ingestion_platform.sources.api.errors.ApiSourceError"
@@ -32,12 +31,7 @@ class _Users(BaseHTTPRequestHandler):
     records: list[dict[str, Any]] = USERS  # what the next page holds
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = json.dumps(self.records).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, self.records)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -45,11 +39,8 @@ class _Users(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def users_api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Users)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(_Users) as url:
+        yield url
 
 
 def _defs(tmp_path: Path, url: str, **resource: Any) -> Any:

@@ -11,11 +11,9 @@ and no later window asked for them again.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +22,7 @@ import pytest
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.api.component import RestApiSource
+from ingestion_platform_tests.servers import reply_json, serve_http
 from ingestion_platform_tests.sources import build_source, materialize
 
 DAYS = ["2026-03-28", "2026-03-29", "2026-03-30"]
@@ -57,12 +56,7 @@ class _EventsApi(BaseHTTPRequestHandler):
             for i, (at, _day) in EVENTS.items()
             if since <= at < until
         ]
-        body = json.dumps({"events": events}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, {"events": events})
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -71,12 +65,8 @@ class _EventsApi(BaseHTTPRequestHandler):
 @pytest.fixture
 def events_api() -> Iterator[str]:
     _EventsApi.asked = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _EventsApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(_EventsApi) as url:
+        yield url
 
 
 def test_each_record_lands_in_its_paris_day_and_each_request_asks_for_it_in_utc(

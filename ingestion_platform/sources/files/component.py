@@ -183,8 +183,6 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
                             f"{kind!r} is not a DuckDB type",
                             "e.g. BIGINT, DOUBLE, DECIMAL(12,2), DATE, TIMESTAMPTZ or VARCHAR",
                         ) from None
-        if self.after_landing == "archive" and not self.archive_folder.strip("/"):
-            raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
         self._check_archive_folder(source)
         # Every name ends with "": an empty ending would hide every file, with no error.
         if "" in self.temp_suffixes:
@@ -204,6 +202,8 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
         """The archive is a folder inside the watched one: every transport moves files
         relative to `path`, so `/srv/done` would silently become `<path>/srv/done`."""
         folder = self.archive_folder
+        if self.after_landing == "archive" and not folder.strip("/"):
+            raise source.error("archive_folder", "is empty", "e.g. archive_folder: .archive")
         if self.after_landing == "archive" and posixpath.normpath(folder.strip("/")) == ".":
             raise source.error(
                 "archive_folder",
