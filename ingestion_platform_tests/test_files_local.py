@@ -187,24 +187,32 @@ def test_a_named_archive_folder_is_never_listed_again_either(
     # new file, landed its rows a second time, then archived it into `done/done/…`.
     (inbox / "day1").mkdir()
     (inbox / "day1" / "a.csv").write_text("id\n1\n2\n")
-    defs = _defs(
+    defs = local_source(
         tmp_path,
         inbox,
+        settle="1s",  # as users set it: a file is taken on the look after it settled
         recursive=True,
         format="csv",
         after_landing="archive",
         archive_folder="done/",
     )
-    (key,) = keys(tick(defs, instance))
+
+    def settled_keys(cursor: str | None) -> tuple[list[str], str | None]:
+        seen = tick(defs, instance, cursor)
+        time.sleep(1.1)
+        settled = tick(defs, instance, seen.cursor)
+        return keys(seen) + keys(settled), settled.cursor
+
+    (key,), cursor = settled_keys(None)
     materialize(defs, partition_key=key, resources=resources, instance=instance)
     (archived,) = (inbox / "done" / "day1").iterdir()
     assert archived.name.startswith("a.csv.")
-    assert keys(tick(defs, instance)) == []
+    assert settled_keys(cursor)[0] == []
     assert rows(warehouse, "select id from inbox.orders order by id") == [(1,), (2,)]
     # A file of the same name outside the archive is still taken.
     (inbox / "day2" / "done").mkdir(parents=True)
     (inbox / "day2" / "done" / "b.csv").write_text("id\n3\n")
-    assert [k.split("@")[0] for k in keys(tick(defs, instance))] == ["day2_done_b.csv"]
+    assert [k.split("@")[0] for k in settled_keys(cursor)[0]] == ["day2_done_b.csv"]
 
 
 def test_own_temp_suffixes_replace_the_default_ones(
