@@ -67,11 +67,11 @@ def _check_file(defs_file: Path, shown: str) -> list[str]:
         if model is None:
             continue
         validator = Draft202012Validator(model.model_json_schema())
-        errors = validator.iter_errors(value.get("attributes") or {})
-        for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+        found = []
+        for error in validator.iter_errors(value.get("attributes") or {}):
             path, text = _schema_problem(error)
-            field = _field(path)
-            problems.append(f"{shown}:{_line(document, ['attributes', *path])}: {field}: {text}")
+            found.append((_line(document, ["attributes", *path]), _field(path), text))
+        problems += [f"{shown}:{line}: {field}: {text}" for line, field, text in sorted(found)]
     return problems
 
 
@@ -121,14 +121,20 @@ def _pydantic_problem(error: pydantic.ValidationError, defs_file: Path, shown: s
     return f"{shown}:{_line(document, ['attributes', *path])}: {field}: {message}"
 
 
-def _schema_problem(error: ValidationError) -> tuple[list[str | int], str]:
+def _schema_problem(error: ValidationError, default: Any = None) -> tuple[list[str | int], str]:
     """Where a schema error is, and what is wrong with the fix, in the docs' words."""
     path = list(error.absolute_path)
+    if error.validator in _BOUNDS:
+        example = f", e.g. the default {default}" if default is not None else ""
+        return path, (
+            f"{error.instance!r} is not allowed. Fix: write a number "
+            f"{_BOUNDS[error.validator]} {error.validator_value}{example}."
+        )
     if error.validator in ("anyOf", "oneOf") and error.context:
         # The `{{ template }}` alternative Dagster allows for any model is not the user's aim.
         real = [e for e in error.context if e.schema.get("type") != "string" or e.absolute_path]
         deepest = max(real or error.context, key=lambda e: len(e.absolute_path))
-        return _schema_problem(deepest)
+        return _schema_problem(deepest, error.schema.get("default"))
     if error.validator == "const" and isinstance(error.validator_value, str):
         # batching._fix_when_invalid: the impossible constant is the fix itself.
         return path, f"{error.instance!r} is not allowed. Fix: write {error.validator_value}."
@@ -148,6 +154,15 @@ def _schema_problem(error: ValidationError) -> tuple[list[str | int], str]:
             f"{error.validator_value} here."
         )
     return path, f"{error.message}. Fix: see the source reference in docs/sources/."
+
+
+# How each of JSON Schema's bounds reads in a fix ("write a number above 0").
+_BOUNDS = {
+    "exclusiveMinimum": "above",
+    "minimum": "of at least",
+    "exclusiveMaximum": "below",
+    "maximum": "of at most",
+}
 
 
 def _component_type(name: Any) -> type | None:

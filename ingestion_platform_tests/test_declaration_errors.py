@@ -68,6 +68,18 @@ def _project_with(tmp_path: Path, declarations: dict[str, str]) -> Path:
     return tmp_path
 
 
+def _run_check(project: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m ingestion_platform.check` run from the project's folder, as users run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingestion_platform.check"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_the_check_command_reports_every_mistake_of_every_declaration(tmp_path: Path) -> None:
     # `dg check yaml` checked one declaration per component type: six of these passed it.
     project = _project_with(tmp_path, DECLARATIONS)
@@ -76,14 +88,7 @@ def test_the_check_command_reports_every_mistake_of_every_declaration(tmp_path: 
     api_yaml = (Path(__file__).parent / "music_paginator_typo.yaml").read_text()
     (api / "defs.yaml").write_text(api_yaml)
 
-    completed = subprocess.run(
-        [sys.executable, "-m", "ingestion_platform.check"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = _run_check(project)
 
     defs = "broken_project/defs"
     assert completed.stdout.splitlines() == [
@@ -111,3 +116,58 @@ def test_the_check_command_reports_every_mistake_of_every_declaration(tmp_path: 
     ]
     assert completed.returncode == 1
     assert completed.stderr == ""
+
+
+# Numbers no source can work with, each in a declaration otherwise valid. Before, all of these
+# loaded: `read_threads: 0` read with one thread, a negative `sensor_interval_seconds` went to
+# Dagster as is, and an MQTT `drain_seconds: -1` never drained, leaving the broker to drop
+# what its session queue could not hold.
+NUMBERS = {
+    "k_kinesis": (
+        "ingestion_platform.sources.kinesis.component.KinesisStreamSource",
+        "  stream: clicks\n  batch:\n    records: 10\n  read_threads: 0\n  grace_seconds: -1\n",
+    ),
+    "l_mqtt": (
+        "ingestion_platform.sources.mqtt.component.MqttSource",
+        "  topics: [fleet/+/temp]\n  batch:\n    records: 10\n  port: 70000\n  drain_seconds: 0\n",
+    ),
+    "m_rabbitmq": (
+        "ingestion_platform.sources.rabbitmq.component.RabbitMqSource",
+        "  queue: readings\n  batch:\n    records: 10\n  sensor_interval_seconds: -30\n"
+        "  prefetch: 0\n",
+    ),
+    "n_sql": (
+        SQL,
+        "  connection: sqlite:///shop.sqlite\n" + TABLE + "  batch:\n    rows: 10\n"
+        "  chunk_size: 0\n",
+    ),
+}
+
+
+def test_numbers_a_source_cannot_work_with_are_refused_at_their_lines(tmp_path: Path) -> None:
+    defs = write_project(tmp_path)
+    for name, (component, attributes) in NUMBERS.items():
+        (defs / name).mkdir()
+        (defs / name / "defs.yaml").write_text(f"type: {component}\nattributes:\n{attributes}")
+
+    completed = _run_check(tmp_path)
+
+    shown = "broken_project/defs"
+    assert completed.stdout.splitlines() == [
+        f"{shown}/k_kinesis/defs.yaml:6: read_threads: 0 is not allowed. Fix: write a number "
+        "above 0, e.g. the default 8.",
+        f"{shown}/k_kinesis/defs.yaml:7: grace_seconds: -1 is not allowed. Fix: write a number "
+        "of at least 0, e.g. the default 10.",
+        f"{shown}/l_mqtt/defs.yaml:6: port: 70000 is not allowed. Fix: write a number of at "
+        "most 65535, e.g. the default 1883.",
+        f"{shown}/l_mqtt/defs.yaml:7: drain_seconds: 0 is not allowed. Fix: write a number "
+        "above 0, e.g. the default 10.",
+        f"{shown}/m_rabbitmq/defs.yaml:6: sensor_interval_seconds: -30 is not allowed. Fix: "
+        "write a number above 0, e.g. the default 30.",
+        f"{shown}/m_rabbitmq/defs.yaml:7: prefetch: 0 is not allowed. Fix: write a number "
+        "above 0, e.g. the default 5000.",
+        f"{shown}/n_sql/defs.yaml:9: chunk_size: 0 is not allowed. Fix: write a number above "
+        "0, e.g. the default 100000.",
+        "7 mistake(s) in 4 declaration file(s).",
+    ]
+    assert completed.returncode == 1

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pydantic
 import pytest
 from paho.mqtt import publish
 
-from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
 from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
@@ -280,10 +280,22 @@ def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
     assert len(windows) < 3_000 / 20
 
 
-def test_a_max_record_bytes_that_is_not_positive_is_refused(tmp_path: Path, fleet: str) -> None:
-    # 0 would quarantine every message, each as "over max_record_bytes (0)".
-    with pytest.raises(DeclarationError) as error:
-        _defs(tmp_path, fleet, max_record_bytes=0)
-    assert str(error.value) == (
-        f"{tmp_path / 'iot' / 'defs.yaml'}: max_record_bytes: must be positive. Fix: e.g. 1048576."
-    )
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        # 0 would quarantine every message, each as "over max_record_bytes (0)".
+        ("max_record_bytes", 0, "Input should be greater than 0"),
+        # A drain that never waits would leave every message to the broker, whose queue for
+        # the session is bounded (Mosquitto's max_queued_messages): the rest would be dropped.
+        ("drain_seconds", -1, "Input should be greater than 0"),
+        ("port", 70000, "Input should be less than or equal to 65535"),
+    ],
+)
+def test_a_number_mqtt_cannot_work_with_is_refused_naming_the_setting(
+    setting: str, value: int, message: str, tmp_path: Path, fleet: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        _defs(tmp_path, fleet, **{setting: value})
+    # Dagster also lists the `{{ template }}` alternative every setting allows (`.str`).
+    found = [(str(e["loc"][0]).split(".")[0], e["msg"]) for e in error.value.errors()]
+    assert found[0] == (setting, message)

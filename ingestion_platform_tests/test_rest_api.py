@@ -348,6 +348,21 @@ def test_page_size_above_the_apis_maximum_is_a_declaration_error(tmp_path: Path)
     )
 
 
+@pytest.mark.parametrize(
+    ("limit", "value"), [("page_size", 0), ("max_page_size", -50), ("timeout_seconds", 0)]
+)
+def test_a_page_size_or_timeout_that_is_not_positive_is_a_declaration_error(
+    limit: str, value: int, tmp_path: Path
+) -> None:
+    # `page_size: 0` asked the API for empty pages; `timeout_seconds: 0` failed every request.
+    with pytest.raises(ValueError) as raised:
+        build_source(RestApiSource, tmp_path / "music", _attributes(limits={limit: value}))
+    assert str(raised.value) == (
+        f"{tmp_path / 'music' / 'defs.yaml'}: limits.{limit}: must be positive, got {value}. "
+        "Fix: e.g. 5."
+    )
+
+
 def test_daily_partitions_come_with_a_schedule(tmp_path: Path) -> None:
     defs = build_source(RestApiSource, tmp_path / "music", _attributes())
     location = with_warehouse(defs)

@@ -66,10 +66,19 @@ def _check_limits(component: ApiDeclaration, source: SourceContext) -> None:
             f"{limits.page_size} is more than the API allows ({limits.max_page_size})",
             f"set page_size to at most {limits.max_page_size}",
         )
-    for name in ("requests_per_second", "requests_per_minute", "burst"):
+    # ApiLimits is a plain model inside the component, where Dagster allows no constrained
+    # types (PositiveInt), so its numbers are checked here.
+    for name in (
+        "page_size",
+        "max_page_size",
+        "requests_per_second",
+        "requests_per_minute",
+        "burst",
+        "timeout_seconds",
+    ):
         value = getattr(limits, name)
         if value is not None and value <= 0:
-            raise source.error(f"limits.{name}", f"must be positive, got {value}", "e.g. 5")
+            raise source.error(f"limits.{name}", f"must be positive, got {value:g}", "e.g. 5")
     try:
         parse_duration(limits.give_up_after)
     except ValueError as error:

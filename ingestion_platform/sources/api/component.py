@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import dagster as dg
 from dlt.sources.rest_api import rest_api_resources
+from pydantic import PositiveInt
 
 from ingestion_platform.core.batching import (
     CheckedBatch,
@@ -75,7 +76,7 @@ class RestApiSource(dg.Component, dg.Model, dg.Resolvable):
     paginator: dict[str, Any] | str | None = None
     limits: ApiLimits = ApiLimits()
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 60
+    sensor_interval_seconds: PositiveInt = 60
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:

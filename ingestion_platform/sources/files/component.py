@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import duckdb
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ingestion_platform.core.batching import BatchSpec, CheckedBatch, parse_bytes, parse_duration
-from ingestion_platform.core.declaration import Setting, SourceContext
+from ingestion_platform.core.declaration import Port, Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.core.lag import lag_defs
 from ingestion_platform.core.quarantine import summarize_quarantine
@@ -85,7 +85,7 @@ class FileSourceBase(dg.Component, dg.Model, dg.Resolvable):
     after_landing: Literal["keep", "archive", "delete"] = "keep"
     archive_folder: str = ".archive"
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
+    sensor_interval_seconds: PositiveInt = 30
     health: HealthSpec = HealthSpec()
 
     kind_tag: str = "files"
@@ -408,7 +408,7 @@ class SftpFileSource(FileSourceBase):
     """Files a partner drops on an SFTP (or SCP-only) server, host key verified."""
 
     host: str
-    port: int = 22
+    port: Port = 22
     username: Setting
     private_key: Setting | None = None
     passphrase: Setting | None = None

@@ -17,7 +17,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from ingestion_platform.core.batching import CheckedBatch, parse_duration, scheduled_definitions
 from ingestion_platform.core.declaration import Setting, SourceContext
@@ -68,7 +68,7 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
     table: str | None = None
     batch: CheckedBatch
     backfill: Literal["per_partition", "single_run"] = "per_partition"
-    poll_seconds: float = 30.0
+    poll_seconds: PositiveFloat = 30.0
     timeout: str = "6h"
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
     automation: Literal["running", "stopped"] = "stopped"
@@ -112,8 +112,6 @@ class GlueJobSource(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(
                 "output.prefix", problem, "write e.g. 'glue/orders/dt={start:%Y-%m-%d}/'"
             )
-        if self.poll_seconds <= 0:
-            raise source.error("poll_seconds", "must be positive", "e.g. poll_seconds: 30")
         try:
             parse_duration(self.timeout)
         except ValueError as error:

@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import Literal
 
 import dagster as dg
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
 from ingestion_platform.core.declaration import Setting, SourceContext
@@ -56,18 +57,18 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
     kpl: bool = False
     table: str | None = None
     columns: dict[str, str] | None = None
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: PositiveInt = DEFAULT_MAX_RECORD_BYTES
     batch: CheckedBatch
-    grace_seconds: int = 10
-    read_threads: int = 8
+    grace_seconds: NonNegativeInt = 10
+    read_threads: PositiveInt = 8
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
+    sensor_interval_seconds: PositiveInt = 30
     # A call Kinesis leaves unanswered this long fails the run (or tick), naming the call.
-    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
+    read_timeout_seconds: PositiveFloat = DEFAULT_READ_TIMEOUT_SECONDS
     # A sensor tick stops reading after this long (the daemon gives it 60 s in all).
-    tick_budget_seconds: float = 30
+    tick_budget_seconds: PositiveFloat = 30
     # How often a run logs the records it has read so far.
-    progress_interval_seconds: float = 5
+    progress_interval_seconds: NonNegativeFloat = 5
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -134,13 +135,6 @@ class KinesisStreamSource(dg.Component, dg.Model, dg.Resolvable):
                     f"cannot read {self.start_at!r} as a position",
                     "write TRIM_HORIZON, LATEST or a time such as 2026-01-01T00:00:00Z",
                 ) from None
-        if self.max_record_bytes <= 0:
-            raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
-        for name, example in (("read_timeout_seconds", "10"), ("tick_budget_seconds", "30")):
-            if getattr(self, name) <= 0:
-                raise source.error(name, "must be positive", f"e.g. {example}")
-        if self.progress_interval_seconds < 0:
-            raise source.error("progress_interval_seconds", "must not be negative", "e.g. 5")
         if self.kpl and self.decoding == "raw":
             raise source.error(
                 "kpl", "de-aggregated raw bytes have no columns to tell records apart", "use json"

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
+from pydantic import PositiveFloat, PositiveInt
 
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.batching import CheckedBatch, CursorSlice, latest_slice_end
-from ingestion_platform.core.declaration import Setting, SourceContext
+from ingestion_platform.core.declaration import Port, Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, stream_checks
 from ingestion_platform.core.lag import SourceLag, lag_defs
 from ingestion_platform.core.pending import Pending
@@ -46,7 +47,7 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
 
     topics: list[str]
     host: Setting = "127.0.0.1"
-    port: int = 1883
+    port: Port = 1883
     client_id: str | None = None
     username: Setting | None = None
     password: Setting | None = None
@@ -55,12 +56,12 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
     table: str = "messages"
     decoding: Literal["json", "jsonl", "raw"] = "json"
     columns: dict[str, str] | None = None
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: PositiveInt = DEFAULT_MAX_RECORD_BYTES
     batch: CheckedBatch
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
+    sensor_interval_seconds: PositiveInt = 30
     # How long one tick may drain the broker before it cuts.
-    drain_seconds: float = 10
+    drain_seconds: PositiveFloat = 10
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -69,8 +70,6 @@ class MqttSource(dg.Component, dg.Model, dg.Resolvable):
             raise source.error(
                 "batch", "MQTT messages are cut by count", "use `records: N` (and `max_wait:`)"
             )
-        if self.max_record_bytes <= 0:
-            raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
         partitions = self.batch.partitions_def(f"{source.name}__{self.table}")
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
         asset = self._asset(source, partitions)

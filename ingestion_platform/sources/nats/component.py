@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
+from pydantic import PositiveFloat, PositiveInt
 
 from ingestion_platform.core.batching import CheckedBatch, CursorSlice, latest_slice_end
 from ingestion_platform.core.declaration import Setting, SourceContext
@@ -51,11 +52,11 @@ class NatsJetStreamSource(dg.Component, dg.Model, dg.Resolvable):
     table: str | None = None
     decoding: Literal["json", "jsonl", "raw"] = "json"
     columns: dict[str, str] | None = None
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: PositiveInt = DEFAULT_MAX_RECORD_BYTES
     batch: CheckedBatch
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
-    timeout_seconds: float = 10
+    sensor_interval_seconds: PositiveInt = 30
+    timeout_seconds: PositiveFloat = 10
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -101,8 +102,6 @@ class NatsJetStreamSource(dg.Component, dg.Model, dg.Resolvable):
             )
         if (self.user is None) != (self.password is None):
             raise source.error("password", "user and password go together", "set both, or token")
-        if self.max_record_bytes <= 0:
-            raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
 
     def settings(self, source: SourceContext) -> JetStreamSettings:
         """Where to connect and how to sign in, read from the environment when a run needs it."""

@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import dagster as dg
+from pydantic import PositiveFloat, PositiveInt
 
 from ingestion_platform.core import message_buffer
 from ingestion_platform.core.batching import CheckedBatch, CursorSlice, latest_slice_end
-from ingestion_platform.core.declaration import Setting, SourceContext
+from ingestion_platform.core.declaration import Port, Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, stream_checks
 from ingestion_platform.core.lag import SourceLag, lag_defs
 from ingestion_platform.core.pending import Pending
@@ -43,8 +44,8 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     queue: str | None = None
     stream: str | None = None
     host: Setting = "127.0.0.1"
-    port: int = 5672
-    stream_port: int = 5552
+    port: Port = 5672
+    stream_port: Port = 5552
     # Streams through a load balancer or proxy: connect to host:stream_port, not to the
     # address the node advertises (which may not be reachable from here).
     stream_load_balancer: bool = False
@@ -53,17 +54,17 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
     password: Setting = "guest"
     tls: bool = False
     # Messages a queue consumer holds unacknowledged: one buffer commit per window.
-    prefetch: int = 5000
+    prefetch: PositiveInt = 5000
     table: str | None = None
     decoding: Literal["json", "jsonl", "raw"] = "json"
     columns: dict[str, str] | None = None
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: PositiveInt = DEFAULT_MAX_RECORD_BYTES
     batch: CheckedBatch
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
+    sensor_interval_seconds: PositiveInt = 30
     # How long one tick may drain a queue before it cuts.
-    drain_seconds: float = 10
-    timeout_seconds: float = 10
+    drain_seconds: PositiveFloat = 10
+    timeout_seconds: PositiveFloat = 10
     health: HealthSpec = HealthSpec()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
@@ -121,10 +122,6 @@ class RabbitMqSource(dg.Component, dg.Model, dg.Resolvable):
                 "a RabbitMQ source is cut by message count",
                 "use `records: N` (and `max_wait:`)",
             )
-        if self.prefetch <= 0:
-            raise source.error("prefetch", "must be positive", "e.g. 1000")
-        if self.max_record_bytes <= 0:
-            raise source.error("max_record_bytes", "must be positive", "e.g. 1048576")
 
     def amqp_settings(self, source: SourceContext) -> Any:
         """The broker and credentials for a queue, read from the environment when needed."""

@@ -27,7 +27,7 @@ from dagster.components.utils.defs_state import (
     ResolvedDefsStateConfig,
 )
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
-from pydantic import PrivateAttr
+from pydantic import PositiveInt, PrivateAttr
 from sqlalchemy.dialects import mysql
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
@@ -117,12 +117,12 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     # auto: DuckDB's scanner for PostgreSQL and MySQL/MariaDB (ConnectorX for a table it
     # cannot land exactly), pyarrow for SQLite; connectorx or pyarrow: the Arrow path only.
     backend: Literal["auto", "connectorx", "pyarrow"] = "auto"
-    chunk_size: int = 100_000
+    chunk_size: PositiveInt = 100_000
     health: HealthSpec = HealthSpec()
     # MySQL's BOOLEAN is TINYINT(1); say so to land such columns as DuckDB BOOLEAN.
     tinyint1_as_boolean: bool = False
     automation: Literal["running", "stopped"] = "stopped"
-    sensor_interval_seconds: int = 30
+    sensor_interval_seconds: PositiveInt = 30
     # Only refreshed on request (`dg utils refresh-defs-state`), never while definitions load.
     defs_state: ResolvedDefsStateConfig = DefsStateConfigArgs(
         management_type=DefsStateManagementType.LOCAL_FILESYSTEM, refresh_if_dev=False
@@ -278,8 +278,6 @@ class SqlDatabaseSource(dg.StateBackedComponent, dg.Model, dg.Resolvable):
                 f"a database source counts rows, not {self.batch.size_unit}",
                 "use `rows: N` (or a time batch)",
             )
-        if self.chunk_size <= 0:
-            raise source.error("chunk_size", "must be positive", "e.g. chunk_size: 100000")
 
     def _table_asset(
         self,
