@@ -27,6 +27,7 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_shared.yaml_utils.source_position import ValueAndSourcePositionTree
 from jsonschema import Draft202012Validator, ValidationError
 
+from ingestion_platform.core.bounded import BOUND_WORDS
 from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.defs_yaml import parse_with_source_positions
 
@@ -124,11 +125,12 @@ def _pydantic_problem(error: pydantic.ValidationError, defs_file: Path, shown: s
 def _schema_problem(error: ValidationError, default: Any = None) -> tuple[list[str | int], str]:
     """Where a schema error is, and what is wrong with the fix, in the docs' words."""
     path = list(error.absolute_path)
-    if error.validator in _BOUNDS:
+    if error.validator in BOUND_WORDS:
+        default = error.schema.get("default", default)  # core/bounded.py: beside the bound
         example = f", e.g. the default {default}" if default is not None else ""
         return path, (
             f"{error.instance!r} is not allowed. Fix: write a number "
-            f"{_BOUNDS[error.validator]} {error.validator_value}{example}."
+            f"{BOUND_WORDS[error.validator]} {error.validator_value}{example}."
         )
     if error.validator in ("anyOf", "oneOf") and error.context:
         # The `{{ template }}` alternative Dagster allows for any model is not the user's aim.
@@ -154,15 +156,6 @@ def _schema_problem(error: ValidationError, default: Any = None) -> tuple[list[s
             f"{error.validator_value} here."
         )
     return path, f"{error.message}. Fix: see the source reference in docs/sources/."
-
-
-# How each of JSON Schema's bounds reads in a fix ("write a number above 0").
-_BOUNDS = {
-    "exclusiveMinimum": "above",
-    "minimum": "of at least",
-    "exclusiveMaximum": "below",
-    "maximum": "of at most",
-}
 
 
 def _component_type(name: Any) -> type | None:

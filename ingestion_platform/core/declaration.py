@@ -13,11 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import dagster as dg
 from dagster_shared.yaml_utils.source_position import SourcePositionTree
-from pydantic import Field
 
 
 class EnvRef(dg.Model):
@@ -27,9 +25,6 @@ class EnvRef(dg.Model):
 
 
 Setting = str | EnvRef
-
-# A TCP port a peer listens on.
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class DeclarationError(ValueError):

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import dagster as dg
 from dlt.sources.rest_api import rest_api_resources
-from pydantic import PositiveInt
 
 from ingestion_platform.core.batching import (
     CheckedBatch,
@@ -35,6 +34,7 @@ from ingestion_platform.core.batching import (
     parse_duration,
     scheduled_definitions,
 )
+from ingestion_platform.core.bounded import PositiveInt
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import SCHEMA_DRIFT, HealthSpec, drift_result, freshness_policy
 from ingestion_platform.core.lag import lag_defs

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import duckdb
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from ingestion_platform.core.batching import BatchSpec, CheckedBatch, parse_bytes, parse_duration
-from ingestion_platform.core.declaration import Port, Setting, SourceContext
+from ingestion_platform.core.bounded import Port, PositiveInt
+from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, landing_checks
 from ingestion_platform.core.lag import lag_defs
 from ingestion_platform.core.quarantine import summarize_quarantine

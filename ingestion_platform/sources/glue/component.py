@@ -17,9 +17,10 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import dagster as dg
-from pydantic import Field, PositiveFloat
+from pydantic import Field
 
 from ingestion_platform.core.batching import CheckedBatch, parse_duration, scheduled_definitions
+from ingestion_platform.core.bounded import PositiveFloat
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health
 from ingestion_platform.core.warehouse import WarehouseResource

@@ -18,9 +18,14 @@ from datetime import UTC
 from typing import Literal
 
 import dagster as dg
-from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
+from ingestion_platform.core.bounded import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, stream_checks
 from ingestion_platform.core.lag import lag_defs

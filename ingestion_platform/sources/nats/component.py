@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import PositiveFloat, PositiveInt
 
 from ingestion_platform.core.batching import CheckedBatch, CursorSlice, latest_slice_end
+from ingestion_platform.core.bounded import PositiveFloat, PositiveInt
 from ingestion_platform.core.declaration import Setting, SourceContext
 from ingestion_platform.core.health import HealthSpec, asset_health, stream_checks
 from ingestion_platform.core.lag import SourceLag, lag_defs

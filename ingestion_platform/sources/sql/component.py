@@ -27,10 +27,11 @@ from dagster.components.utils.defs_state import (
     ResolvedDefsStateConfig,
 )
 from dagster_shared.serdes.objects.models.defs_state_info import DefsStateManagementType
-from pydantic import PositiveInt, PrivateAttr
+from pydantic import PrivateAttr
 from sqlalchemy.dialects import mysql
 
 from ingestion_platform.core.batching import CheckedBatch, scheduled_definitions
+from ingestion_platform.core.bounded import PositiveInt
 from ingestion_platform.core.column_names import (
     clashing_names,
     describe_clash,
