@@ -31,7 +31,18 @@ import dagster as dg
 from ingestion_platform.sources.files.component import SftpFileSource
 from ingestion_platform.core.warehouse import WarehouseResource
 from ingestion_platform_tests.sources import build_source, materialize, warehouse_lock_is_free
-folder, attributes, home, key, warehouse = json.loads(sys.argv[1])
+folder, attributes, home, key, warehouse, hold_open = json.loads(sys.argv[1])
+if hold_open:
+    # The transaction stays open for a minute once the slice is inserted: a busy machine
+    # may let the parent see the file grow only late, and a kill after the commit would
+    # prove nothing. The kill still comes when the parent sees the file grow.
+    import time
+    from ingestion_platform.sources.files import landing
+    inserted = landing.bad_rows
+    def hold(*args, **kwargs):
+        time.sleep(60)
+        return inserted(*args, **kwargs)
+    landing.bad_rows = hold
 defs = build_source(SftpFileSource, Path(folder), attributes)
 with dg.instance_for_test(temp_dir=home) as instance:
     materialize(defs, partition_key=key, instance=instance,
@@ -76,7 +87,7 @@ def _snapshot(warehouse: Warehouse) -> list[tuple]:
 
 
 def _start_child(
-    tmp_path: Path, sshd: Sshd, port: int, key: str, warehouse: Path
+    tmp_path: Path, sshd: Sshd, port: int, key: str, warehouse: Path, hold_open: bool = False
 ) -> subprocess.Popen:
     payload = [
         str(tmp_path / "partner"),
@@ -84,6 +95,7 @@ def _start_child(
         str(tmp_path / "dagster_home"),
         key,
         str(warehouse),
+        hold_open,
     ]
     env = {**os.environ, "RUNTIME__DLTHUB_TELEMETRY": "false"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(payload)], env=env)
@@ -184,7 +196,7 @@ def test_kill_9_during_the_warehouse_commit_then_a_rerun_lands_the_slice_exactly
         # they only become part of the database when the commit's WAL record is written.
         return not warehouse_lock_is_free(warehouse) and warehouse_path.stat().st_size > size_before
 
-    child = _start_child(tmp_path, sshd, sshd.port, key, warehouse_path)
+    child = _start_child(tmp_path, sshd, sshd.port, key, warehouse_path, hold_open=True)
     _kill_when(child, writing_uncommitted)
     assert warehouse_lock_is_free(warehouse)  # the kernel released the dead process's lock
     assert _snapshot(warehouse) == before
