@@ -27,7 +27,7 @@ from dagster.components.core.component_tree import ComponentTree
 from dagster_shared.yaml_utils.source_position import ValueAndSourcePositionTree
 from jsonschema import Draft202012Validator, ValidationError
 
-from ingestion_platform.core.bounded import BOUND_WORDS
+from ingestion_platform.core.bounded import BOUND_WORDS, out_of_bounds
 from ingestion_platform.core.declaration import DeclarationError
 from ingestion_platform.core.defs_yaml import parse_with_source_positions
 
@@ -122,21 +122,19 @@ def _pydantic_problem(error: pydantic.ValidationError, defs_file: Path, shown: s
     return f"{shown}:{_line(document, ['attributes', *path])}: {field}: {message}"
 
 
-def _schema_problem(error: ValidationError, default: Any = None) -> tuple[list[str | int], str]:
+def _schema_problem(error: ValidationError) -> tuple[list[str | int], str]:
     """Where a schema error is, and what is wrong with the fix, in the docs' words."""
     path = list(error.absolute_path)
-    if error.validator in BOUND_WORDS:
-        default = error.schema.get("default", default)  # core/bounded.py: beside the bound
+    if error.validator in BOUND_WORDS:  # core/bounded.py writes the bound beside the default
+        default = error.schema.get("default")
         example = f", e.g. the default {default}" if default is not None else ""
-        return path, (
-            f"{error.instance!r} is not allowed. Fix: write a number "
-            f"{BOUND_WORDS[error.validator]} {error.validator_value}{example}."
-        )
+        problem = out_of_bounds(error.instance, str(error.validator), error.validator_value)
+        return path, f"{problem}{example}."
     if error.validator in ("anyOf", "oneOf") and error.context:
         # The `{{ template }}` alternative Dagster allows for any model is not the user's aim.
         real = [e for e in error.context if e.schema.get("type") != "string" or e.absolute_path]
         deepest = max(real or error.context, key=lambda e: len(e.absolute_path))
-        return _schema_problem(deepest, error.schema.get("default"))
+        return _schema_problem(deepest)
     if error.validator == "const" and isinstance(error.validator_value, str):
         # batching._fix_when_invalid: the impossible constant is the fix itself.
         return path, f"{error.instance!r} is not allowed. Fix: write {error.validator_value}."

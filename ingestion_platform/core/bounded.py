@@ -23,6 +23,11 @@ def _holds(keyword: str, value: float, bound: float) -> bool:
     return value >= bound if keyword == "minimum" else value <= bound
 
 
+def out_of_bounds(value: float, keyword: str, bound: float) -> str:
+    """What is wrong with `value` and the fix, for the bound (a BOUND_WORDS keyword) it breaks."""
+    return f"{value:g} is not allowed. Fix: write a number {BOUND_WORDS[keyword]} {bound:g}"
+
+
 def _bounded(kind: type, bounds: dict[str, float]) -> Any:
     """`kind` within `bounds`, keyed by their JSON Schema keywords (BOUND_WORDS)."""
 
@@ -31,8 +36,7 @@ def _bounded(kind: type, bounds: dict[str, float]) -> Any:
             return value
         for keyword, bound in bounds.items():
             if not _holds(keyword, value, bound):
-                words = BOUND_WORDS[keyword]
-                raise ValueError(f"{value:g} is not allowed. Fix: write a number {words} {bound}")
+                raise ValueError(out_of_bounds(value, keyword, bound))
         return value
 
     return Annotated[kind, Field(json_schema_extra=dict(bounds)), AfterValidator(within)]
