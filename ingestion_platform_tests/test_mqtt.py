@@ -9,6 +9,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from paho.mqtt import publish
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
-from ingestion_platform.sources.mqtt.connectors.mqtt import MqttSettings, drain
+from ingestion_platform.sources.mqtt.connectors.mqtt import MqttMessage, MqttSettings, _take, drain
 from ingestion_platform_tests.brokers import start_mosquitto
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
@@ -278,6 +280,37 @@ def test_a_broker_that_allows_more_in_flight_gets_fewer_larger_commits(
     assert sorted(ids) == list(range(1, 3_001))
     assert max(map(len, windows)) > 20
     assert len(windows) < 3_000 / 20
+
+
+def test_a_stall_of_this_machine_is_not_taken_for_the_brokers_in_flight_cap() -> None:
+    """Three messages, a stall (a busy machine), then a steady flow: each commit still waits
+    for 20 messages. Learning 3 as the broker's cap made every later commit tiny."""
+    received: list[MqttMessage] = []
+    arrived = threading.Condition()
+
+    class Broker:
+        """Sends regardless of acknowledgements, as one allowing 1,000 in flight does."""
+
+        def ack(self, mid: int, qos: int) -> None:
+            pass
+
+    def flow() -> None:
+        for index in range(600):
+            if index == 3:
+                time.sleep(0.2)
+            with arrived:
+                received.append(MqttMessage(str(index), "t", b"{}", 0, index))
+                arrived.notify_all()
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=flow)
+    sender.start()
+    windows: list[list[MqttMessage]] = []
+    taken = _take(Broker(), received, arrived, windows.append, 600, 30, 1.0, 20)  # type: ignore[arg-type]
+    sender.join()
+    assert taken == 600
+    assert [len(window) for window in windows][0] == 3
+    assert min(len(window) for window in windows[1:-1]) >= 20
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,8 @@ def _take(
 ) -> int:
     deadline = time.monotonic() + max_seconds
     done = 0
-    window = batch  # the broker's in-flight cap, once a pause showed it to be smaller
+    window = batch  # the broker's in-flight cap, once two pauses showed it to be smaller
+    paused_at: int | None = None  # how many had arrived at the last pause, while learning
     while done < max_messages and time.monotonic() < deadline:
         with arrived:
             if not arrived.wait_for(lambda: len(received) > 0, timeout=idle_seconds):
@@ -231,8 +232,16 @@ def _take(
             while seen < len(received) < window:
                 seen = len(received)
                 arrived.wait_for(lambda n=seen: len(received) > n, timeout=PAUSE_SECONDS)
-            if len(received) < window:  # paused: the broker's cap, or the end of its backlog
-                window = len(received) if window == batch else max(window, len(received))
+            if len(received) < window:  # paused: the broker's cap, its backlog's end, or a stall
+                if window != batch:
+                    window = max(window, len(received))
+                elif len(received) == paused_at:
+                    # A broker's cap pauses at the same count every time; a busy machine's
+                    # stall does not, and learning one shrank every later window (3,000
+                    # messages in 261 commits instead of 7).
+                    window = len(received)
+                else:
+                    paused_at = len(received)
             # Everything that arrived: more than `batch` when the broker lets more be in
             # flight, which makes fewer, larger commits.
             room = max_messages - done
