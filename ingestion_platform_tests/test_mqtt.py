@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,13 @@ from paho.mqtt import publish
 
 from ingestion_platform.core.warehouse import Warehouse
 from ingestion_platform.sources.mqtt.component import MqttSource
-from ingestion_platform.sources.mqtt.connectors.mqtt import MqttMessage, MqttSettings, _take, drain
+from ingestion_platform.sources.mqtt.connectors.mqtt import (
+    MqttMessage,
+    MqttSettings,
+    MqttUnreachable,
+    _take,
+    drain,
+)
 from ingestion_platform_tests.brokers import start_mosquitto
 from ingestion_platform_tests.e2e.dagster_dev import free_port
 from ingestion_platform_tests.sources import (
@@ -203,7 +210,8 @@ def test_refused_credentials_a_stopped_broker_and_a_restart_lose_nothing(
         _tick(defs, instance)
     assert str(refused.value) == (
         f"source 'iot' ({defs_file}): MQTT broker 127.0.0.1:{port} refused the connection: "
-        "Not authorized"
+        "Not authorized. Fix: correct `username:` and `password:` (or the environment "
+        "variables they name)"
     )
     monkeypatch.setenv("FLEET_MQTT_PASSWORD", "s3cr3t")
     _tick(defs, instance)  # the session
@@ -213,12 +221,29 @@ def test_refused_credentials_a_stopped_broker_and_a_restart_lose_nothing(
     with pytest.raises(Exception, match="cannot reach MQTT broker") as down:
         _tick(defs, instance)
     assert str(down.value) == (
-        f"source 'iot' ({defs_file}): cannot reach MQTT broker 127.0.0.1:{port}: Connection refused"
+        f"source 'iot' ({defs_file}): cannot reach MQTT broker 127.0.0.1:{port}: Connection "
+        "refused. Fix: start the broker, or correct `host:` and `port:`"
     )
     start()  # the queued messages survived the restart in the broker's persistence file
     _send(fleet, 41, 60, port=port, **auth)
     assert requested_keys(_tick(defs, instance)) == ["..100"]
     assert warehouse.query("select count(distinct message_id) from iot._buffer") == [(100,)]
+
+
+def test_a_port_that_does_not_speak_mqtt_is_named_once_the_timeout_passes() -> None:
+    """A server that accepts the connection and never answers (a wrong `port:`, or a TLS
+    listener) fails the tick after the timeout with the fix, instead of hanging it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        settings = MqttSettings("127.0.0.1", port, ["x/#"], "silent-test", timeout_seconds=1)
+        started = time.monotonic()
+        with pytest.raises(MqttUnreachable) as unanswered:
+            drain(settings, lambda messages: None)
+    assert time.monotonic() - started < 5
+    assert str(unanswered.value) == (
+        f"MQTT broker 127.0.0.1:{port} did not answer the connect within 1s. Fix: check that "
+        "`host:` and `port:` point at an MQTT broker (with `tls:` if it listens for TLS)"
+    )
 
 
 def test_poison_messages_are_quarantined_and_the_counts_reconcile(

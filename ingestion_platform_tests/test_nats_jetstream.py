@@ -114,6 +114,18 @@ def test_ranges_are_cut_exactly_and_each_message_lands_once_even_when_replayed(
     assert warehouse.count("iot", "readings", batch="200..300") == 100
 
 
+def test_a_stream_that_does_not_exist_is_named_with_the_fix(
+    tmp_path: Path, stream: str, instance: dg.DagsterInstance
+) -> None:
+    defs = _defs(tmp_path, stream)  # the fixture's name; nothing published, so no stream
+    with pytest.raises(Exception, match="has no JetStream stream") as missing:
+        _tick(defs, instance)
+    assert str(missing.value) == (
+        f"source 'iot' ({tmp_path / 'iot' / 'defs.yaml'}): NATS at {NATS} has no JetStream "
+        f"stream {stream!r}. Fix: create it (`nats stream add`), or correct `stream:`"
+    )
+
+
 def test_poison_messages_are_quarantined_and_the_counts_reconcile(
     tmp_path: Path, stream: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
 ) -> None:
@@ -267,7 +279,8 @@ def test_a_refused_token_and_a_stopped_broker_fail_clearly_and_a_restart_loses_n
         _tick(defs, instance)
     assert str(refused.value) == (
         f"source 'iot' ({defs_file}): cannot reach NATS at {url}: authorization violation "
-        "(the token or user/password was refused)"
+        "(the token or user/password was refused). Fix: correct `token:` or "
+        "`user:`/`password:` (or the environment variables they name)"
     )
     assert "wrong" not in str(refused.value)
 
@@ -276,6 +289,7 @@ def test_a_refused_token_and_a_stopped_broker_fail_clearly_and_a_restart_loses_n
     with pytest.raises(Exception, match="cannot reach NATS") as down:
         _tick(defs, instance)
     assert str(down.value).startswith(f"source 'iot' ({defs_file}): cannot reach NATS at {url}: ")
+    assert str(down.value).endswith(". Fix: start the server, or correct `servers:`")
     start()  # file storage: what was published before the restart is still there
     _publish(url, "FLEET", _readings("FLEET", 101, 50), token=token)
     (key,) = requested_keys(_tick(defs, instance))

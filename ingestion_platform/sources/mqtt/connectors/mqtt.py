@@ -155,7 +155,10 @@ def drain(
         raise _tls_failed(settings, str(error)) from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise MqttUnreachable(f"cannot reach MQTT broker {settings.address}: {reason}") from None
+        raise MqttUnreachable(
+            f"cannot reach MQTT broker {settings.address}: {reason}. Fix: start the broker, "
+            "or correct `host:` and `port:`"
+        ) from None
     client.loop_start()
     try:
         with arrived:
@@ -169,10 +172,15 @@ def drain(
         if reason is None and "tls_error" in connected:
             raise _tls_failed(settings, connected["tls_error"])
         if reason is None:
-            raise MqttUnreachable(f"MQTT broker {settings.address} did not answer the connect")
+            raise MqttUnreachable(
+                f"MQTT broker {settings.address} did not answer the connect within "
+                f"{settings.timeout_seconds:g}s. Fix: check that `host:` and `port:` point at "
+                "an MQTT broker (with `tls:` if it listens for TLS)"
+            )
         if reason.is_failure:
             raise MqttUnreachable(
-                f"MQTT broker {settings.address} refused the connection: {reason}"
+                f"MQTT broker {settings.address} refused the connection: {reason}. "
+                f"Fix: {_refusal_fix(str(reason))}"
             )
         client.subscribe([(topic, settings.qos) for topic in settings.topics])
         return _take(client, received, arrived, commit, max_messages, max_seconds,
@@ -180,6 +188,16 @@ def drain(
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def _refusal_fix(reason: str) -> str:
+    """What to change for a CONNACK refusal (MQTT 3.1.1 return codes 1 to 5)."""
+    said = reason.lower()
+    if "authori" in said or "password" in said:
+        return "correct `username:` and `password:` (or the environment variables they name)"
+    if "identifier" in said:
+        return "set `client_id:` to a name the broker accepts, or leave it unset"
+    return "read the broker's log for why it turned the session away"
 
 
 def _tls_failed(settings: MqttSettings, ssl_error: str) -> MqttUnreachable:
@@ -206,7 +224,8 @@ def _use_tls(client: mqtt.Client, settings: MqttSettings) -> None:
         client.tls_set(ca_certs=files.ca_file, certfile=files.cert_file, keyfile=files.key_file)
     except (ssl.SSLError, ValueError) as error:
         raise MqttUnreachable(
-            f"cannot use the TLS files for MQTT broker {settings.address}: {error}"
+            f"cannot use the TLS files for MQTT broker {settings.address}: {error}. Fix: "
+            "point `tls.ca_file`, `tls.cert_file` and `tls.key_file` at PEM files"
         ) from None
 
 

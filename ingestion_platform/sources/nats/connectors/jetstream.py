@@ -111,17 +111,21 @@ def _run(settings: JetStreamSettings, work: Callable[[Any], Awaitable[T]]) -> T:
         except Exception as error:  # noqa: BLE001 - every way a connect fails, named once
             cause = failures[-1] if failures else error
             raise JetStreamUnreachable(
-                f"cannot reach NATS at {settings.address}: {_reason(cause)}"
+                f"cannot reach NATS at {settings.address}: {_reason(cause)}. "
+                f"Fix: {_connect_fix(cause)}"
             ) from None
         try:
             return await work(client.jetstream(timeout=settings.timeout_seconds))
         except NotFoundError:
             raise JetStreamUnreachable(
-                f"NATS at {settings.address} has no JetStream stream {settings.stream!r}"
+                f"NATS at {settings.address} has no JetStream stream {settings.stream!r}. "
+                "Fix: create it (`nats stream add`), or correct `stream:`"
             ) from None
         except (NatsError, TimeoutError) as error:
             raise JetStreamUnreachable(
-                f"NATS at {settings.address} did not answer: {_reason(error)}"
+                f"NATS at {settings.address} did not answer: {_reason(error)}. Fix: check that "
+                "the server runs with JetStream enabled (`nats-server -js`), or raise "
+                "`timeout_seconds:`"
             ) from None
         finally:
             await client.close()
@@ -129,9 +133,19 @@ def _run(settings: JetStreamSettings, work: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(session())
 
 
+def _connect_fix(error: BaseException) -> str:
+    if _refused_credentials(error):
+        return "correct `token:` or `user:`/`password:` (or the environment variables they name)"
+    return "start the server, or correct `servers:`"
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    return "authorization" in (str(error) or "").lower()
+
+
 def _reason(error: BaseException) -> str:
     text = str(error) or type(error).__name__
-    if "authorization" in text.lower():
+    if _refused_credentials(error):
         return "authorization violation (the token or user/password was refused)"
     return text
 
