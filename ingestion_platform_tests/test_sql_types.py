@@ -410,13 +410,18 @@ def _create_permissive(url: str, ddl: str, *rows: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("null", ["null", "not null"])
 def test_a_mariadb_zero_date_fails_the_slice_naming_the_column_and_the_view_that_lands_it(
-    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+    mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance, null: str
 ) -> None:
+    """The scanner reads a zero date as NULL: a landed NULL makes the server count zero dates
+    (a genuine NULL in `d` does not fail the slice), and a NOT NULL column's violation is
+    traced back to the zero date that caused it."""
     _create_permissive(
         mariadb_url,
-        "create table typed (id int primary key, updated_at datetime, d date, dt datetime(6))",
-        f"(1, '{DAY} 10:00', '2026-01-02', '2026-01-02 03:04:05.678901')",
+        "create table typed (id int primary key, updated_at datetime, d date, "
+        f"dt datetime(6) {null})",
+        f"(1, '{DAY} 10:00', null, '2026-01-02 03:04:05.678901')",
         f"(2, '{DAY} 11:00', '2026-01-03', '0000-00-00 00:00:00')",
     )
 
@@ -442,7 +447,7 @@ def test_a_mariadb_zero_date_fails_the_slice_naming_the_column_and_the_view_that
 
     assert landed.success, failure_message(landed)
     assert warehouse.query("select id, d, dt from src.typed_view order by id") == [
-        (1, date(2026, 1, 2), datetime(2026, 1, 2, 3, 4, 5, 678901)),
+        (1, None, datetime(2026, 1, 2, 3, 4, 5, 678901)),
         (2, date(2026, 1, 3), None),
     ]
 

@@ -59,8 +59,6 @@ ScannerKind = Literal["postgres", "mysql"]
 ScanMode = Literal["query", "table"]
 Rewrite = Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
 _KINDS: dict[str, ScannerKind] = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
-# How a MySQL zero date is named in the error that fails its slice (scan_failure finds it).
-ZERO_DATE = "holds MySQL's zero date"
 
 
 class ScannerUnavailable(RuntimeError):
@@ -229,8 +227,6 @@ def plan_scan(
         if landed is None:
             sql_type = type_name(column.type, dialect)
             return f"column {column.name!r} is {sql_type}, {_why_not(column.type, source.kind)}"
-        if _may_hold_zero_dates(column.type, source.kind):
-            landed = _refusing_zero_dates(column.name)
         columns.append(ScanColumn(column.name, column.name, landed))
     return ScanPlan(source, tuple(columns), rewrites, table, table.schema)
 
@@ -318,33 +314,50 @@ def _server_select(plan: ScanPlan) -> sa.Select[Any]:
         plan.rewrites[c.name](c).label(c.name) if c.name in plan.rewrites else c
         for c in plan.table.columns
     ]
-    zero_flags = [
-        (c == sa.literal_column("0")).label(_zero_date_flag(c.name))
+    return sa.select(*columns)
+
+
+def zero_date_columns(plan: ScanPlan) -> list[ScanColumn]:
+    """The scanned columns that may hold MySQL's zero date, which the scanner lands as NULL."""
+    dates = {
+        c.name
         for c in plan.table.columns
         if c.name not in plan.rewrites and _may_hold_zero_dates(c.type, plan.source.kind)
+    }
+    return [column for column in plan.columns if column.source_name in dates]
+
+
+def count_zero_dates(
+    plan: ScanPlan,
+    engine: sa.Engine,
+    cursor: CursorColumn,
+    bounds: SliceBounds,
+    columns: list[ScanColumn],
+) -> dict[str, int]:
+    """How many zero dates each of `columns` holds in the slice (by source name), counted by
+    the server with the scan's bounds (the engine's sessions are in UTC, as the scan's)."""
+    table = plan.table
+    counts = [
+        sa.func.coalesce(sa.func.sum(table.c[c.source_name] == sa.literal_column("0")), 0)
+        for c in columns
     ]
-    return sa.select(*columns, *zero_flags)
+    with engine.connect() as connection:
+        found = connection.execute(bounded(sa.select(*counts), table, cursor, bounds)).one()
+    return {c.source_name: int(count) for c, count in zip(columns, found, strict=True)}
+
+
+def zero_date_failure(name: str) -> SourceReadError:
+    """The error that fails a slice holding MySQL's zero date in column `name`."""
+    return SourceReadError(
+        f"column {name!r} holds MySQL's zero date ('0000-00-00'), which no date type can "
+        "hold. Fix: "
+        f"read the table through a view that turns it into NULL, e.g. "
+        f"`nullif({name}, 0) as {name}` in place of the column"
+    )
 
 
 def _may_hold_zero_dates(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> bool:
     return kind == "mysql" and isinstance(column_type, sa.Date | sa.DateTime)
-
-
-def _zero_date_flag(name: str) -> str:
-    return f"__zero_date__{name}"
-
-
-def _refusing_zero_dates(name: str) -> str:
-    """The scanned column, failing the slice on MySQL's zero date, which the scanner would
-    otherwise land as NULL: the server flags each zero (`col = 0`, one byte a row)."""
-    message = (
-        f"column {name!r} {ZERO_DATE} ('0000-00-00'), which no date type can hold. Fix: "
-        f"read the table through a view that turns it into NULL, e.g. "
-        f"`nullif({name}, 0) as {name}` in place of the column"
-    )
-    flag = quote_identifier(_zero_date_flag(name))
-    literal = quote_literal(message).replace("{", "{{").replace("}", "}}")
-    return f"case when {flag} = 1 then error({literal}) else {{}} end"
 
 
 def _compile(query: sa.Select[Any], dialect: sa.Dialect) -> str:
@@ -437,8 +450,6 @@ def _libpq_value(value: str) -> str:
 def scan_failure(error: duckdb.Error, source: ScannerSource) -> SourceReadError | None:
     """The source database's own message in a DuckDB error raised by a scan, if it is one."""
     text = source.scrub(str(error))
-    if ZERO_DATE in text:
-        return SourceReadError(text.split("Invalid Input Error: ", 1)[-1].strip())
     incomplete = re.search(r"Date out of range: (\S+)", text)
     if incomplete and source.kind == "mysql":
         return SourceReadError(
