@@ -410,6 +410,33 @@ def _create_permissive(url: str, ddl: str, *rows: str) -> None:
     engine.dispose()
 
 
+def _fails_then_lands_through_view(
+    url: str,
+    tmp_path: Path,
+    warehouse: Warehouse,
+    resources: dict,
+    instance,
+    *,
+    fix: str,
+    view: str,
+) -> None:
+    """The landing of `typed` fails with `fix` and lands nothing; then the view `typed_view`
+    (`view`: its SELECT) that the fix suggests lands."""
+    failed = _land(url, tmp_path, resources, instance)
+
+    assert not failed.success
+    assert failure_message(failed).endswith(
+        f"source 'src': reading table 'typed' failed: {fix}. Nothing was landed"
+    )
+    assert not warehouse.table_exists("src", "typed")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"create view typed_view as {view}")
+    engine.dispose()
+    landed = _land(url, tmp_path, resources, instance, tables=[{"name": "typed_view"}])
+    assert landed.success, failure_message(landed)
+
+
 @pytest.mark.parametrize("null", ["null", "not null"])
 def test_a_mariadb_zero_date_fails_the_slice_naming_the_column_and_the_view_that_lands_it(
     mariadb_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance, null: str
@@ -425,31 +452,44 @@ def test_a_mariadb_zero_date_fails_the_slice_naming_the_column_and_the_view_that
         f"(2, '{DAY} 11:00', '2026-01-03', '0000-00-00 00:00:00')",
     )
 
-    failed = _land(mariadb_url, tmp_path, resources, instance)
-
     # The scanner alone landed the zero date as NULL, silently.
-    assert not failed.success
-    assert failure_message(failed).endswith(
-        "source 'src': reading table 'typed' failed: column 'dt' holds MySQL's zero date "
-        "('0000-00-00'), which no date type can hold. Fix: read the table through a view "
-        "that turns it into NULL, e.g. `nullif(dt, 0) as dt` in place of the column. "
-        "Nothing was landed"
-    )
-    assert not warehouse.table_exists("src", "typed")
-    engine = sa.create_engine(mariadb_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "create view typed_view as select id, updated_at, d, nullif(dt, 0) as dt from typed"
-        )
-    engine.dispose()
-
-    landed = _land(mariadb_url, tmp_path, resources, instance, tables=[{"name": "typed_view"}])
-
-    assert landed.success, failure_message(landed)
+    _fails_then_lands_through_view(
+        mariadb_url, tmp_path, warehouse, resources, instance,
+        fix="column 'dt' holds MySQL's zero date ('0000-00-00'), which no date type can hold. "
+        "Fix: read the table through a view that turns it into NULL, e.g. `nullif(dt, 0) as "
+        "dt` in place of the column",
+        view="select id, updated_at, d, nullif(dt, 0) as dt from typed",
+    )  # fmt: skip
     assert warehouse.query("select id, d, dt from src.typed_view order by id") == [
         (1, None, datetime(2026, 1, 2, 3, 4, 5, 678901)),
         (2, date(2026, 1, 3), None),
     ]
+
+
+@pytest.mark.parametrize("key", ["primary key", ""])
+def test_a_postgres_nan_in_a_bounded_numeric_fails_the_slice_naming_the_column_and_the_view(
+    postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance, key: str
+) -> None:
+    """DuckDB's scanner lands a numeric(p,s) NaN as 0: a landed 0 makes the server count the
+    NaNs of those rows (by primary key) or of the slice (no key). A genuine 0 and a double
+    precision NaN (DOUBLE holds it) land."""
+    _create(
+        postgres_url,
+        f"create table typed (id int {key}, updated_at timestamptz, "
+        "amount numeric(10,2), ratio double precision)",
+        f"(1, '{DAY} 10:00+00', 0, 'NaN')",
+        f"(2, '{DAY} 11:00+00', 'NaN', 1.5)",
+    )
+
+    _fails_then_lands_through_view(
+        postgres_url, tmp_path, warehouse, resources, instance,
+        fix="column 'amount' holds NaN, which a DECIMAL(10,2) cannot hold. Fix: read the table "
+        "through a view that turns it into NULL, e.g. `nullif(amount, 'NaN') as amount` in "
+        "place of the column",
+        view="select id, updated_at, nullif(amount, 'NaN') as amount, ratio from typed",
+    )  # fmt: skip
+    rows = warehouse.query("select id, amount, isnan(ratio), ratio from src.typed_view order by id")
+    assert rows == [(1, Decimal("0.00"), True, rows[0][3]), (2, None, False, 1.5)]
 
 
 def test_a_mariadb_incomplete_date_fails_the_slice_naming_the_fix(

@@ -47,17 +47,20 @@ from ingestion_platform.core.warehouse import (
 )
 from ingestion_platform.sources.api.landing import LandingReport
 from ingestion_platform.sources.sql.connectors.scanner import (
-    ScanColumn,
     ScanMode,
     ScanPlan,
     SliceScan,
     attached,
-    count_zero_dates,
     sample_scan,
     scan_failure,
     slice_scan,
-    zero_date_columns,
-    zero_date_failure,
+)
+from ingestion_platform.sources.sql.connectors.scanner_blind_spots import (
+    MAX_KEYS,
+    BlindSpot,
+    blind_spots,
+    lookup_key,
+    raise_if_found,
 )
 from ingestion_platform.sources.sql.connectors.sql_database import (
     CursorColumn,
@@ -241,11 +244,11 @@ def _commit(
                 try:
                     inserted = _run_insert(connection, scan, read, relation, loaded_at)
                 except duckdb.ConstraintException as error:
-                    zero_date = _zero_date_behind(error, read, scan.plan)
-                    if zero_date is None:
+                    behind = _null_behind(error, read, scan.plan)
+                    if behind is None:
                         raise
-                    raise zero_date from None
-                _refuse_zero_dates(connection, relation, read, scan.plan)
+                    raise behind from None
+                _refuse_blind_spots(connection, relation, read, scan.plan)
                 rows = _rows_and_bytes(connection, relation, read, inserted, schema)
                 superseded = 0
                 if key_columns and inserted:
@@ -262,54 +265,68 @@ def _commit(
     return _Figures(rows, superseded, scan.mode)
 
 
-def _refuse_zero_dates(
+def _refuse_blind_spots(
     connection: duckdb.DuckDBPyConnection, relation: str, read: ScanSlice, plan: ScanPlan
 ) -> None:
-    """Fail the slice if the scanner landed a MySQL zero date, which it reads as NULL.
-
-    Only a landed NULL can be one, so the server counts zero dates (one aggregate over the
-    slice, with the scan's bounds) only for date columns that landed a NULL. A flag read with
-    every row instead cost about 0.4 s per 2M rows (bench/README.md). A zero date written
-    over between the scan and the count lands as the NULL its fix (`nullif`) would give.
-    """
-    columns = zero_date_columns(plan)
-    if not columns:
+    """Fail the slice if the scanner landed a value as another one (scanner_blind_spots.py):
+    the server is asked only about columns that landed what such a value becomes."""
+    spots = blind_spots(plan)
+    if not spots:
         return
     batch = quote_identifier(BATCH_KEY_COLUMN)
-    nulls = ", ".join(
-        f"count(*) filter (where {quote_identifier(column.name)} is null)" for column in columns
+    landed = ", ".join(
+        f"count(*) filter (where {spot.landed_as.format(quote_identifier(spot.column.name))})"
+        for spot in spots
     )
-    landed = fetch_row(
+    counts = fetch_row(
         connection,
-        f"select {nulls} from {relation} where list_contains(?, {batch})",  # noqa: S608
+        f"select {landed} from {relation} where list_contains(?, {batch})",  # noqa: S608
         [read.batch_keys],
     )
-    suspects = [column for column, count in zip(columns, landed or (), strict=False) if count]
-    _raise_if_zero_dates(read, plan, suspects)
+    suspects = [spot for spot, count in zip(spots, counts or (), strict=False) if count]
+    if not suspects:
+        return
+    keys = _suspect_keys(connection, relation, read, plan, suspects)
+    raise_if_found(suspects, plan, read.engine, read.cursor, read.bounds, keys)
 
 
-def _zero_date_behind(
+def _suspect_keys(
+    connection: duckdb.DuckDBPyConnection,
+    relation: str,
+    read: ScanSlice,
+    plan: ScanPlan,
+    suspects: list[BlindSpot],
+) -> list[Any] | None:
+    """The primary keys of the landed rows that may hold a blind spot's value (a genuine 0
+    or NULL, usually), when the table has a one-column key and they are few; else None."""
+    key = lookup_key(plan)
+    if key is None:
+        return None
+    batch = quote_identifier(BATCH_KEY_COLUMN)
+    either = " or ".join(
+        spot.landed_as.format(quote_identifier(spot.column.name)) for spot in suspects
+    )
+    found = connection.execute(
+        f"select {quote_identifier(key.name)} from {relation} "  # noqa: S608
+        f"where list_contains(?, {batch}) and ({either}) limit {MAX_KEYS + 1}",
+        [read.batch_keys],
+    ).fetchall()
+    return [value for (value,) in found] if len(found) <= MAX_KEYS else None
+
+
+def _null_behind(
     error: duckdb.ConstraintException, read: ScanSlice, plan: ScanPlan
 ) -> SourceReadError | None:
-    """The zero-date failure behind a NOT NULL violation: the scanner read a zero date of a
-    NOT NULL column as NULL. None if the column held no zero date."""
+    """The failure behind a NOT NULL violation: the scanner read a value of a NOT NULL column
+    (MySQL's zero date) as NULL. None if the column held no such value."""
     found = re.search(r"NOT NULL constraint failed: [^.\s]+\.(\S+)", str(error))
     name = found.group(1).strip('"') if found else None
-    suspects = [column for column in zero_date_columns(plan) if column.name == name]
+    suspects = [s for s in blind_spots(plan) if s.lands_as_null and s.column.name == name]
     try:
-        _raise_if_zero_dates(read, plan, suspects)
-    except SourceReadError as zero_date:
-        return zero_date
+        raise_if_found(suspects, plan, read.engine, read.cursor, read.bounds)
+    except SourceReadError as failure:
+        return failure
     return None
-
-
-def _raise_if_zero_dates(read: ScanSlice, plan: ScanPlan, columns: list[ScanColumn]) -> None:
-    if not columns:
-        return
-    zeros = count_zero_dates(plan, read.engine, read.cursor, read.bounds, columns)
-    for column in columns:
-        if zeros[column.source_name]:
-            raise zero_date_failure(column.source_name)
 
 
 def _rollback(connection: duckdb.DuckDBPyConnection) -> None:

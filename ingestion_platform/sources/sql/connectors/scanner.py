@@ -317,49 +317,6 @@ def _server_select(plan: ScanPlan) -> sa.Select[Any]:
     return sa.select(*columns)
 
 
-def zero_date_columns(plan: ScanPlan) -> list[ScanColumn]:
-    """The scanned columns that may hold MySQL's zero date, which the scanner lands as NULL."""
-    dates = {
-        c.name
-        for c in plan.table.columns
-        if c.name not in plan.rewrites and _may_hold_zero_dates(c.type, plan.source.kind)
-    }
-    return [column for column in plan.columns if column.source_name in dates]
-
-
-def count_zero_dates(
-    plan: ScanPlan,
-    engine: sa.Engine,
-    cursor: CursorColumn,
-    bounds: SliceBounds,
-    columns: list[ScanColumn],
-) -> dict[str, int]:
-    """How many zero dates each of `columns` holds in the slice (by source name), counted by
-    the server with the scan's bounds (the engine's sessions are in UTC, as the scan's)."""
-    table = plan.table
-    counts = [
-        sa.func.coalesce(sa.func.sum(table.c[c.source_name] == sa.literal_column("0")), 0)
-        for c in columns
-    ]
-    with engine.connect() as connection:
-        found = connection.execute(bounded(sa.select(*counts), table, cursor, bounds)).one()
-    return {c.source_name: int(count) for c, count in zip(columns, found, strict=True)}
-
-
-def zero_date_failure(name: str) -> SourceReadError:
-    """The error that fails a slice holding MySQL's zero date in column `name`."""
-    return SourceReadError(
-        f"column {name!r} holds MySQL's zero date ('0000-00-00'), which no date type can "
-        "hold. Fix: "
-        f"read the table through a view that turns it into NULL, e.g. "
-        f"`nullif({name}, 0) as {name}` in place of the column"
-    )
-
-
-def _may_hold_zero_dates(column_type: sa.types.TypeEngine[Any], kind: ScannerKind) -> bool:
-    return kind == "mysql" and isinstance(column_type, sa.Date | sa.DateTime)
-
-
 def _compile(query: sa.Select[Any], dialect: sa.Dialect) -> str:
     # A dialect of the same kind without the DB-API's `%` escaping: the text is run as is.
     plain = type(dialect)(paramstyle="named")
