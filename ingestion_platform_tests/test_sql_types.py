@@ -125,6 +125,36 @@ def test_postgres_types_land_faithfully(
     }
 
 
+@pytest.mark.parametrize("backend", ["auto", "connectorx", "pyarrow"])
+def test_a_postgres_time_of_24_00_lands_as_the_end_of_the_day_not_midnight(
+    backend: str, postgres_url: str, tmp_path: Path, warehouse: Warehouse, resources: dict, instance
+) -> None:
+    """ConnectorX and the pyarrow backend read 24:00:00 as 00:00 (Rust's and Python's times
+    have no 24:00), so they read `time` as text; the scanner reads it exactly, in parallel."""
+    _create(
+        postgres_url,
+        "create table typed (id int primary key, updated_at timestamptz, t time)",
+        f"(1, '{DAY} 10:00+00', '24:00:00')",
+        f"(2, '{DAY} 11:00+00', '00:00:00')",
+        f"(3, '{DAY} 12:00+00', null)",
+        f"(4, '{DAY} 13:00+00', '23:59:59.999999')",
+    )
+
+    result = _land(postgres_url, tmp_path, resources, instance, backend=backend)
+
+    assert result.success, failure_message(result)
+    assert warehouse.query("select id, t::varchar from src.typed order by id") == [
+        (1, "24:00:00"),
+        (2, "00:00:00"),
+        (3, None),
+        (4, "23:59:59.999999"),
+    ]
+    assert _column_types(warehouse)["t"] == "TIME"
+    logs = [event.message or "" for event in instance.all_logs(result.run_id)]
+    parallel = any("parallel reads of the table" in message for message in logs)
+    assert parallel == (backend == "auto")
+
+
 # The unsigned integers below BIGINT (ui, us, um, ut): each type's maximum, the first value
 # past its signed range, and zero.
 MARIADB_ROWS = (

@@ -219,7 +219,7 @@ def plan_scan(
     rewrites: dict[str, Rewrite] = {}
     for column in table.columns:
         read = reads.get(column.name)
-        if read is not None and read.select is not None:
+        if read is not None and read.select is not None and not read.scanner_reads:
             rewrites[column.name] = read.select
             columns.append(ScanColumn(column.name, column.name))
             continue

@@ -56,6 +56,9 @@ class ColumnRead:
     hint: dict[str, Any] | None = None  # dlt's column type, which creates the column
     read_hint: dict[str, Any] | None = None  # pyarrow backend: how rows become Arrow
     infinities: bool = False  # ConnectorX's stand-ins for ±infinity become DuckDB's
+    # DuckDB's scanner reads the column exactly as it is: its path keeps it out of the SELECT's
+    # rewrites (which would cost it the parallel table reads).
+    scanner_reads: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +444,12 @@ def _column_read(
         return ColumnRead(name, sql_type, _as_text, duckdb="INTERVAL", hint=text, read_hint=text)
     if is_pg and isinstance(column_type, sa.Time) and column_type.timezone:
         return ColumnRead(name, sql_type, _as_text, duckdb="TIMETZ", hint=text, read_hint=text)
+    if is_pg and isinstance(column_type, sa.Time):
+        # PostgreSQL's 24:00:00 (the end of a day) reads as 00:00 through Python's and Rust's
+        # times; as text, DuckDB's TIME holds it.
+        return ColumnRead(
+            name, sql_type, _as_text, duckdb="TIME", hint=text, read_hint=text, scanner_reads=True
+        )
     if is_pg and isinstance(column_type, (postgresql.INET, postgresql.CIDR)):
         return ColumnRead(name, sql_type, _as_text, hint=text, read_hint=text)
     if is_pg and isinstance(column_type, postgresql.ranges.AbstractRange):
