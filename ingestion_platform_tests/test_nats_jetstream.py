@@ -114,6 +114,46 @@ def test_ranges_are_cut_exactly_and_each_message_lands_once_even_when_replayed(
     assert warehouse.count("iot", "readings", batch="200..300") == 100
 
 
+def test_a_number_past_its_column_type_is_quarantined_not_landed_as_null(
+    tmp_path: Path, stream: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    """JSON numbers infer as BIGINT, and json_transform turned 2^64 - 1 into NULL unseen;
+    such a record is quarantined naming the key, and lands once its type is declared."""
+    messages = [
+        b'{"id": 1, "counter": 1}',
+        b'{"id": 2, "counter": 18446744073709551615}',
+        b'{"id": 3, "counter": 9223372036854775808}',
+        b'{"id": 4, "counter": 9223372036854775807}',
+    ]
+    _publish(NATS, stream, [(f"{stream}.fleet", message) for message in messages])
+    defs = _defs(tmp_path, stream, batch={"records": 4})
+    (key,) = requested_keys(_tick(defs, instance))
+
+    result = materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert warehouse.query("select id, counter from iot.readings order by id") == [
+        (1, 1),
+        (4, 9223372036854775807),
+    ]
+    assert warehouse.query("select file, reason from iot._quarantine order by file") == [
+        (f"{stream}:2", "counter: 18446744073709551615 does not fit BIGINT"),
+        (f"{stream}:3", "counter: 9223372036854775808 does not fit BIGINT"),
+    ]
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["rows_reconcile"].passed
+    assert checks["rows_reconcile"].metadata["rows_quarantined"].value == 2
+
+    declared = _defs(tmp_path, stream, batch={"records": 4}, columns={"counter": "UBIGINT"})
+    materialize(declared, partition_key=key, resources=resources, instance=instance)
+    assert warehouse.query("select id, counter::varchar from iot.readings order by id") == [
+        (1, "1"),
+        (2, "18446744073709551615"),
+        (3, "9223372036854775808"),
+        (4, "9223372036854775807"),
+    ]
+    assert warehouse.count("iot", "_quarantine") == 0
+
+
 def test_a_stream_that_does_not_exist_is_named_with_the_fix(
     tmp_path: Path, stream: str, instance: dg.DagsterInstance
 ) -> None:

@@ -35,6 +35,7 @@ from ingestion_platform.core.column_names import (
     warehouse_name,
 )
 from ingestion_platform.core.duckdb_results import fetch_row
+from ingestion_platform.core.json_fit import misfit, misfit_reason
 from ingestion_platform.core.quarantine import QUARANTINE_TABLE, ensure_quarantine
 from ingestion_platform.core.sql_quoting import quote_literal
 from ingestion_platform.core.warehouse import (
@@ -116,6 +117,10 @@ def land_stream_slice(
                 decoded = replace(decoded, rows=rows)
                 staging.register("slice_rows", rows)
                 inferred = infer_structure(staging, rows)  # without the quarantined keys
+            misfits = _misfits(staging, _structure(inferred, column_types)[0])
+            if misfits:
+                bad += misfits
+                decoded = replace(decoded, rows=_without(staging, misfits))
         finally:
             staging.close()
     with warehouse.exclusive():
@@ -227,14 +232,73 @@ def _json_problem(text: str) -> str:
     return f"not a JSON object: a JSON {type(value).__name__}"
 
 
-def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str:
-    """A query over `slice_rows` giving the origin columns and one column per JSON key."""
+def _misfits(connection: duckdb.DuckDBPyConnection, structure: dict[str, Any]) -> list[BadRecord]:
+    """The records with a value their column's type cannot hold (json_transform would land
+    it as NULL: a number past BIGINT, text under a declared numeric type), as bad records
+    naming the key, the value and the type. DuckDB may project before it filters, so only
+    JSON objects (`j`) reach json_transform."""
+    scalars = {
+        key: kind for key, kind in structure.items() if isinstance(kind, str) and kind != "JSON"
+    }
+    checks = [(misfit(key, kind), misfit_reason(key, kind)) for key, kind in scalars.items()]
+    if not checks:
+        return []
+    typed = quote_literal(json.dumps(structure))
+    raw = quote_literal(json.dumps(dict.fromkeys(scalars, "JSON")))
+    any_bad = " or ".join(check for check, _ in checks)
+    reasons = ", ".join(f"case when {check} then {reason} end" for check, reason in checks)
+    found = connection.execute(
+        f"select _shard_id, _sequence_number, _sub_sequence, payload, "  # noqa: S608
+        f"concat_ws('; ', {reasons}) from (select *, json_transform(j, {typed}) as s, "
+        f"json_transform(j, {raw}) as r from (select *, case when {VALID_OBJECT} then payload "
+        "end as j from slice_rows)) "
+        f"where {any_bad}"
+    ).fetchall()
+    return [
+        BadRecord(shard, sequence, sub, reason, payload[:4096])
+        for shard, sequence, sub, payload, reason in found
+    ]
+
+
+def _without(connection: duckdb.DuckDBPyConnection, bad: list[BadRecord]) -> pa.Table:
+    """The slice without the records `bad` names."""
+    places = pa.table(
+        {
+            "_shard_id": [record.shard_id for record in bad],
+            "_sequence_number": [record.sequence for record in bad],
+            "_sub_sequence": [record.sub_sequence for record in bad],
+        }
+    )
+    connection.register("bad_places", places)
+    try:
+        reader = connection.execute(
+            "select slice_rows.* from slice_rows anti join bad_places as b "
+            "on slice_rows._shard_id = b._shard_id "
+            "and slice_rows._sequence_number = b._sequence_number "
+            "and slice_rows._sub_sequence is not distinct from b._sub_sequence"
+        ).arrow()
+        # Read before the registration goes: the reader is lazy.
+        return reader.read_all() if isinstance(reader, pa.RecordBatchReader) else reader
+    finally:
+        connection.unregister("bad_places")
+
+
+def _structure(
+    inferred: dict[str, Any], column_types: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each JSON key's DuckDB type (a declared type wins) and its warehouse column name."""
     structure = dict(inferred)
     names = {key: warehouse_name(key) for key in structure}
     for key, kind in column_types.items():
         for source_key in [k for k, name in names.items() if name == key] or [key]:
             structure[source_key] = kind
             names[source_key] = key
+    return structure, names
+
+
+def _typed_select(inferred: dict[str, Any], column_types: dict[str, str]) -> str:
+    """A query over `slice_rows` giving the origin columns and one column per JSON key."""
+    structure, names = _structure(inferred, column_types)
     origin = ", ".join(quote_identifier(name) for name in ORIGIN_COLUMNS)
     if not structure:
         return f"select {origin} from slice_rows where {VALID_OBJECT}"  # noqa: S608

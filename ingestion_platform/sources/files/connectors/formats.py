@@ -23,6 +23,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ingestion_platform.core.json_fit import misfit, misfit_reason
 from ingestion_platform.core.sql_quoting import quote_identifier as _ident
 from ingestion_platform.core.sql_quoting import quote_literal as literal
 from ingestion_platform.sources.files.connectors.column_types import Profile
@@ -38,9 +39,6 @@ _SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
 }
 IS_OBJECT = "json_type(try_cast(line as json)) = 'OBJECT'"
-_INTEGERS = {
-    f"{sign}{size}INT" for sign in ("", "U") for size in ("TINY", "SMALL", "", "BIG", "HUGE")
-}
 _LINE_OPTIONS = "header=false, delim='\x01', quote='', escape='', auto_detect=false"
 # DuckDB's own default is 2 MB, which one long text field in a real export passes.
 DEFAULT_MAX_LINE_SIZE = 16 * 10**6
@@ -152,7 +150,7 @@ def select_rows(read: FileRead, names: dict[str, str], rejects: str, numbering: 
             f"where not ({_parquet_any_bad(read)})"
         )
     if read.format == "jsonl":
-        good = " and ".join(f"not {_bad_value(name, kind)}" for name, kind in read.columns.items())
+        good = " and ".join(f"not {misfit(name, kind)}" for name, kind in read.columns.items())
         selected = ", ".join(
             f"s.{_ident(source)} as {_ident(names[source])}" for source in read.columns
         )
@@ -217,23 +215,6 @@ def _parsed_lines(read: FileRead) -> str:
     )
 
 
-def _bad_value(name: str, kind: str) -> str:
-    """A value present in the line that its column's type cannot hold: the conversion gave
-    NULL, or a fractional number would be rounded into an integer column."""
-    if kind.upper() == "JSON":
-        return "false"
-    s, r = f"s.{_ident(name)}", f"r.{_ident(name)}"
-    bad = f"({r} is not null and {s} is null)"
-    if kind.upper() in _INTEGERS:
-        bad = f"({bad} or (json_type({r}) = 'DOUBLE' and try_cast({r} as double) <> {s}))"
-    return f"coalesce({bad}, false)"  # never NULL: a NULL would drop the line from both sides
-
-
-def _reason(name: str, kind: str) -> str:
-    value = f"left(r.{_ident(name)}::varchar, 200)"
-    return f"{literal(name + ': ')} || {value} || {literal(' does not fit ' + kind)}"
-
-
 def bad_rows(read: FileRead, rejects: str) -> str:
     """A SELECT of the file's bad rows: line, column(s), reason and raw value, one per row."""
     label = literal(read.label)
@@ -259,7 +240,7 @@ def bad_rows(read: FileRead, rejects: str) -> str:
         )
         if read.empty:
             return not_objects
-        checks = [(_bad_value(n, k), literal(n), _reason(n, k)) for n, k in read.columns.items()]
+        checks = [(misfit(n, k), literal(n), misfit_reason(n, k)) for n, k in read.columns.items()]
         columns = ", ".join(f"case when {bad} then {name} end" for bad, name, _ in checks)
         reasons = ", ".join(f"case when {bad} then {reason} end" for bad, _, reason in checks)
         any_bad = " or ".join(bad for bad, _, _ in checks)
