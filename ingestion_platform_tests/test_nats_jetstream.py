@@ -154,6 +154,25 @@ def test_a_number_past_its_column_type_is_quarantined_not_landed_as_null(
     assert warehouse.count("iot", "_quarantine") == 0
 
 
+def test_a_value_a_declared_type_cannot_hold_is_quarantined_not_landed_as_null(
+    tmp_path: Path, stream: str, instance: dg.DagsterInstance, warehouse: Warehouse, resources
+) -> None:
+    messages = [b'{"id": 1, "celsius": 20.5}', b'{"id": 2, "celsius": "hot"}', b'{"id": 3}']
+    _publish(NATS, stream, [(f"{stream}.fleet", message) for message in messages])
+    defs = _defs(tmp_path, stream, batch={"records": 3}, columns={"celsius": "DOUBLE"})
+    (key,) = requested_keys(_tick(defs, instance))
+
+    materialize(defs, partition_key=key, resources=resources, instance=instance)
+
+    assert warehouse.query("select id, celsius from iot.readings order by id") == [
+        (1, 20.5),
+        (3, None),  # absent, not refused
+    ]
+    assert warehouse.query("select file, reason from iot._quarantine") == [
+        (f"{stream}:2", 'celsius: "hot" does not fit DOUBLE')
+    ]
+
+
 def test_a_stream_that_does_not_exist_is_named_with_the_fix(
     tmp_path: Path, stream: str, instance: dg.DagsterInstance
 ) -> None:
