@@ -275,7 +275,7 @@ def _refuse_blind_spots(
         return
     batch = quote_identifier(BATCH_KEY_COLUMN)
     landed = ", ".join(
-        f"count(*) filter (where {spot.landed_as.format(quote_identifier(spot.column.name))})"
+        f"count(*) filter (where {spot.landed_as(quote_identifier(spot.column.name))})"
         for spot in spots
     )
     counts = fetch_row(
@@ -303,9 +303,7 @@ def _suspect_keys(
     if key is None:
         return None
     batch = quote_identifier(BATCH_KEY_COLUMN)
-    either = " or ".join(
-        spot.landed_as.format(quote_identifier(spot.column.name)) for spot in suspects
-    )
+    either = " or ".join(spot.landed_as(quote_identifier(spot.column.name)) for spot in suspects)
     found = connection.execute(
         f"select {quote_identifier(key.name)} from {relation} "  # noqa: S608
         f"where list_contains(?, {batch}) and ({either}) limit {MAX_KEYS + 1}",

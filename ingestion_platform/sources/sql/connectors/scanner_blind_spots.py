@@ -35,16 +35,15 @@ class BlindSpot:
     """A column whose source values of one kind the scanner lands as another value."""
 
     column: ScanColumn
-    # DuckDB's condition on the landed column (`{}`) that such a value meets once landed.
-    landed_as: str
+    lands_as_null: bool  # else it lands as 0
     # The server's condition on the source column that finds such a value.
     at_source: Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
     problem: str  # what the column holds, for the failure
     value: str  # the value as SQL, for the fix's `nullif`
 
-    @property
-    def lands_as_null(self) -> bool:
-        return self.landed_as == "{} is null"
+    def landed_as(self, column: str) -> str:
+        """DuckDB's condition on the landed `column` that such a value meets once landed."""
+        return f"{column} is null" if self.lands_as_null else f"{column} = 0"
 
     def failure(self) -> SourceReadError:
         name = self.column.source_name
@@ -67,7 +66,7 @@ def blind_spots(plan: ScanPlan) -> list[BlindSpot]:
             found.append(
                 BlindSpot(
                     column,
-                    "{} is null",
+                    True,
                     lambda c: c == sa.literal_column("0"),
                     "holds MySQL's zero date ('0000-00-00'), which no date type can hold",
                     "0",
@@ -81,7 +80,7 @@ def blind_spots(plan: ScanPlan) -> list[BlindSpot]:
             found.append(
                 BlindSpot(
                     column,
-                    "{} = 0",
+                    False,
                     lambda c: c == sa.literal_column("'NaN'"),
                     f"holds NaN, which a DECIMAL({source.type.precision},{source.type.scale}) "
                     "cannot hold",
